@@ -1,0 +1,7 @@
+"""`python -m mpimager`: same as the `mpimager` console script."""
+
+import sys
+
+from mpimager.cli import main
+
+sys.exit(main())

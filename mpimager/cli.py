@@ -1,0 +1,71 @@
+"""Command line: parses arguments, dispatches to a command, and turns errors into exit codes.
+
+`mpimager CONFIG [INPUTS...]` runs (or, with --dry-run, plans) an imaging run; it has the shape of
+NenuFAR's `imgpipe` (underscore spellings of its flags are accepted). The other commands are
+`mpimager COMMAND ...` with COMMAND one of `SUBCOMMANDS`. This is the only place where an
+exception becomes an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mpimager import __version__
+from mpimager.errors import InputError, MpimagerError
+
+# command name -> module providing add_arguments(parser) and run(args) -> int
+SUBCOMMANDS = {
+    "run": "mpimager.commands.run",
+    "reduce": "mpimager.reduce.cli",
+    "status": "mpimager.commands.status",
+    "report": "mpimager.commands.report",
+    "sbatch": "mpimager.commands.sbatch",
+    "demo": "mpimager.commands.demo",
+    "synth": "mpimager.commands.synth",
+}
+
+_UNDERSCORE_FLAGS = {"--combine_obs_ids": "--combine-obs-ids", "--nodes_mpi": "--nodes-mpi",
+                     "--dry_run": "--dry-run", "--run_dir": "--run-dir"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are ours: one line, exit code 2, through `main`."""
+
+    def error(self, message):
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _normalise(argv):
+    out = []
+    for a in argv:
+        name, eq, value = a.partition("=")
+        out.append(_UNDERSCORE_FLAGS.get(name, name) + eq + value)
+    return out
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    module = importlib.import_module(SUBCOMMANDS[command])
+    prog = "mpimager" if command == "run" else f"mpimager {command}"
+    parser = _Parser(prog=prog, description=(module.__doc__ or "").strip().splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mpimager {__version__}")
+    module.add_arguments(parser)
+    parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = _normalise(list(sys.argv[1:] if argv is None else argv))
+    command = "run"
+    if argv and argv[0] in SUBCOMMANDS:
+        command, argv = argv[0], argv[1:]
+    try:
+        args = build_parser(command).parse_args(argv)
+        return int(args._run(args) or 0)
+    except MpimagerError as exc:
+        print(f"mpimager: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mpimager: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""The commands of the `mpimager` CLI, one module each (add_arguments + run)."""

@@ -1,0 +1,42 @@
+"""The one exception hierarchy of mpimager and the exit codes it maps to.
+
+Everything a user can fix (config, inputs, options, paths) is an `InputError` and ends the
+run with exit code 2 before any job starts. A job that fails at run time is not an exception
+at the top level: it is a result, and the run ends with exit code 1.
+"""
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class MpimagerError(Exception):
+    """Base class: the message is a single line a user can act on."""
+
+    exit_code = EXIT_JOB_FAILED
+
+
+class InputError(MpimagerError):
+    """Bad input found before any job started (config, MS, paths, options)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(InputError):
+    """A config file is malformed or holds an invalid value."""
+
+
+class WSCleanOptionError(ConfigError):
+    """A [wsclean] key is not an option of the WSClean that will run, or its value is invalid."""
+
+
+class MSError(InputError):
+    """A path given as a MeasurementSet is missing, unreadable or not an MS."""
+
+
+class JobError(MpimagerError):
+    """A job failed at run time; carries the log path when there is one."""
+
+    def __init__(self, message, log=None):
+        super().__init__(message)
+        self.log = log

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything mpimager and its tests need on a Debian bookworm machine (run as root).
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+APT_PACKAGES=(
+  wsclean casacore-data            # the imager under test, and its measures data
+  openmpi-bin libopenmpi-dev       # mpirun, and the MPI library mpi4py loads
+  bubblewrap mmdebstrap            # the WSClean container rootfs and the singularity stand-in (tests)
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if ! "$PY" -c "import mpimager, pytest, pytest_timeout, matplotlib" 2>/dev/null \
+   || [ "$("$PY" -c 'import mpimager, os; print(os.path.dirname(os.path.dirname(mpimager.__file__)))')" != "$here" ]; then
+  echo "install.sh: pip install -e $here[test,report]"
+  "$PY" -m pip install -q --disable-pip-version-check -e "$here[test,report]"
+fi
