@@ -1,0 +1,358 @@
+"""A real one-node Slurm cluster on localhost, for the tests (session-scoped fixture `slurm_cluster`).
+
+Owns: installing Slurm/munge if missing (scripts/install-slurm.sh), a private munged on its own socket,
+a slurm.conf generated in a scratch directory (free ports, state/spool/pid/log paths all inside it),
+slurmctld + slurmd started as root, and stopping every daemon by its pid file at the end.
+
+Never touches a system munged or slurm (own socket, own SLURM_CONF, own ports), so a leftover daemon
+from an earlier run, or a cluster started by a concurrent test run, does not get in the way.
+
+Use in a test module:
+
+    from _slurm_fixtures import slurm_cluster  # noqa: F401  (the fixture)
+
+    @pytest.mark.slurm
+    def test_x(slurm_cluster, tmp_path):
+        job = slurm_cluster.sbatch(script_path, cwd=tmp_path)
+        assert slurm_cluster.wait(job, timeout=60) == "COMPLETED"
+
+`slurm_cluster.env` is the environment for any Slurm command (SLURM_CONF set, inherited SLURM_* removed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALL_SCRIPT = REPO / "scripts" / "install-slurm.sh"
+
+PARTITION = "debug"
+NODE_CPUS = 8  # more than the machine has, on purpose: SlurmdParameters=config_overrides accepts it
+TERMINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+    }
+)
+
+
+class SlurmStartError(RuntimeError):
+    """The local cluster could not be started; the message names the log to read."""
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """A running local cluster: the env to use for Slurm commands, its scratch dir and job helpers."""
+
+    scratch: Path
+    conf: Path
+    node: str
+    partition: str
+    cpus: int
+    env: Mapping[str, str]
+
+    def run(self, argv: Sequence[str], cwd: Optional[Path] = None, timeout: float = 60,
+            env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
+        """Run a command (e.g. a Slurm client) with the cluster env (plus `env`), capturing text output."""
+        full_env = dict(self.env)
+        full_env.update(env or {})
+        return subprocess.run(list(argv), cwd=cwd, env=full_env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+    def sbatch(self, script: Path, *args: str, cwd: Path, options: Sequence[str] = ()) -> str:
+        """Submit `script` (with script arguments `args`) from `cwd`; return the job id.
+
+        `options` are sbatch options placed before the script (e.g. ["-n", "3"]). The job's
+        default output file is `cwd/slurm-<id>.out`.
+        """
+        argv = ["sbatch", "--parsable", *options, str(script), *args]
+        result = self.run(argv, cwd=cwd)
+        if result.returncode != 0:
+            raise RuntimeError(f"sbatch failed (exit {result.returncode}): {result.stderr.strip()}")
+        return result.stdout.strip().split(";")[0]
+
+    def job(self, job_id: str) -> dict:
+        """The fields of `scontrol show job -o <id>` as a dict ({} when Slurm no longer knows the job)."""
+        result = self.run(["scontrol", "show", "job", "-o", str(job_id)])
+        if result.returncode != 0:
+            return {}
+        return _parse_fields(result.stdout)
+
+    def wait(self, job_id: str, timeout: float = 120) -> str:
+        """Wait until the job ends; return its final state (COMPLETED, FAILED, CANCELLED, TIMEOUT, ...).
+
+        Reads `scontrol show job`, and the job-completion log once the job is purged.
+        Raises TimeoutError naming the last state seen.
+        """
+        deadline = time.monotonic() + timeout
+        state = "UNKNOWN"
+        while True:
+            info = self.job(job_id)
+            if info:
+                state = info.get("JobState", "UNKNOWN")
+            else:
+                state = self._completed_state(job_id) or state
+            if state in TERMINAL_STATES:
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Slurm job {job_id} still {state} after {timeout:.0f} s "
+                    f"(slurmctld log: {self.scratch / 'log' / 'slurmctld.log'})"
+                )
+            time.sleep(0.3)
+
+    def _completed_state(self, job_id: str) -> Optional[str]:
+        jobcomp = self.scratch / "log" / "jobcomp.txt"
+        if not jobcomp.exists():
+            return None
+        for line in jobcomp.read_text().splitlines():
+            fields = _parse_fields(line)
+            if fields.get("JobId") == str(job_id):
+                return fields.get("JobState")
+        return None
+
+
+def _parse_fields(text: str) -> dict:
+    """`Key=Value Key=Value` (one line, as scontrol -o and jobcomp/filetxt write) into a dict."""
+    fields = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _installed(package: str) -> bool:
+    result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True,
+                            check=False)
+    return "install ok installed" in result.stdout
+
+
+def ensure_slurm_installed() -> Optional[str]:
+    """Install Slurm + munge when missing; return None when usable, else the reason it is not."""
+    if all(_installed(p) for p in ("slurmctld", "slurmd", "slurm-client", "munge")) \
+            and Path("/etc/munge/munge.key").exists():
+        return None
+    if os.geteuid() != 0:
+        return "Slurm/munge are not installed and installing them needs root"
+    result = subprocess.run(["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True, check=False,
+                            timeout=900)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        return f"Slurm could not be installed by {INSTALL_SCRIPT}: " + " | ".join(tail)
+    return None
+
+
+def slurm_conf_text(scratch: Path, node: str, ctld_port: int, slurmd_port: int,
+                    munge_socket: Path) -> str:
+    """The slurm.conf of a one-node cluster whose every path is under `scratch`."""
+    return f"""\
+ClusterName=mpimager-test
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={munge_socket}
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={scratch}/state
+SlurmdSpoolDir={scratch}/spool
+SlurmctldPidFile={scratch}/run/slurmctld.pid
+SlurmdPidFile={scratch}/run/slurmd.pid
+SlurmctldLogFile={scratch}/log/slurmctld.log
+SlurmdLogFile={scratch}/log/slurmd.log
+JobCompType=jobcomp/filetxt
+JobCompLoc={scratch}/log/jobcomp.txt
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=pmix
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
+ReturnToService=2
+MailProg=/bin/true
+PlugStackConfig={scratch}/plugstack.conf
+MinJobAge=600
+KillWait=5
+InactiveLimit=0
+SlurmctldTimeout=30
+SlurmdTimeout=30
+NodeName={node} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory=8000 State=UNKNOWN
+PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+"""
+
+
+def _stop_by_pid_file(pid_file: Path, timeout: float = 15) -> None:
+    """SIGTERM the process named in `pid_file`, wait for it to go, SIGKILL it if it will not."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        _reap(pid)
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect `pid` if it is our child (slurmctld/slurmd run under Popen), so it does not stay a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _wait_for(predicate, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            tail = ""
+            if log.exists():
+                tail = " | ".join(log.read_text(errors="replace").splitlines()[-5:])
+            raise SlurmStartError(f"{what} not ready after {timeout:.0f} s (log {log}): {tail}")
+        time.sleep(0.2)
+
+
+class _LocalCluster:
+    """Starts and stops the daemons; `cluster` is the value the fixture yields."""
+
+    def __init__(self) -> None:
+        # Not under pytest's tmp dirs: those are 0700 root, and munged runs as the munge user.
+        self.scratch = Path(tempfile.mkdtemp(prefix="mpimager-slurm-"))
+        self.scratch.chmod(0o755)
+        self.node = socket.gethostname().split(".")[0]
+        self.munge_dir = self.scratch / "munge"
+        self.munge_socket = self.munge_dir / "munge.socket.2"
+        self.conf = self.scratch / "slurm.conf"
+        self.pid_files = [
+            self.scratch / "run" / "slurmd.pid",
+            self.scratch / "run" / "slurmctld.pid",
+            self.munge_dir / "munged.pid",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))}
+        env["SLURM_CONF"] = str(self.conf)
+        self.env = env
+        self.cluster: Optional[SlurmCluster] = None
+
+    def start(self) -> SlurmCluster:
+        for sub in ("state", "spool", "run", "log"):
+            (self.scratch / sub).mkdir()
+        (self.scratch / "plugstack.conf").write_text("")
+        self._start_munge()
+        self.conf.write_text(
+            slurm_conf_text(self.scratch, self.node, _free_port(), _free_port(), self.munge_socket)
+        )
+        log = self.scratch / "log"
+        # -D keeps them in the foreground as our children; they still write their pid files.
+        with open(log / "slurmctld.stderr", "w") as err:
+            subprocess.Popen(["slurmctld", "-D", "-i", "-f", str(self.conf)], env=self.env,
+                             stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for(lambda: self._ctld_up(), 30, "slurmctld", log / "slurmctld.log")
+        with open(log / "slurmd.stderr", "w") as err:
+            subprocess.Popen(["slurmd", "-D", "-f", str(self.conf)], env=self.env,
+                             stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for(lambda: self._node_state() == "idle", 60, "slurmd (node idle in sinfo)", log / "slurmd.log")
+        self.cluster = SlurmCluster(scratch=self.scratch, conf=self.conf, node=self.node, partition=PARTITION,
+                                    cpus=NODE_CPUS, env=dict(self.env))
+        return self.cluster
+
+    def _start_munge(self) -> None:
+        self.munge_dir.mkdir()
+        shutil.chown(self.munge_dir, "munge", "munge")
+        self.munge_dir.chmod(0o755)
+        result = subprocess.run(
+            ["runuser", "-u", "munge", "--", "munged",
+             f"--socket={self.munge_socket}",
+             f"--pid-file={self.munge_dir / 'munged.pid'}",
+             f"--log-file={self.munge_dir / 'munged.log'}",
+             f"--seed-file={self.munge_dir / 'munged.seed'}"],
+            capture_output=True, text=True, check=False, timeout=30,
+        )
+        if result.returncode != 0:
+            raise SlurmStartError(f"munged failed to start (exit {result.returncode}): {result.stderr.strip()}")
+        _wait_for(self.munge_socket.exists, 10, "munged socket", self.munge_dir / "munged.log")
+
+    def _ctld_up(self) -> bool:
+        return subprocess.run(["scontrol", "ping"], env=self.env, capture_output=True, text=True,
+                              check=False).stdout.find("UP") >= 0
+
+    def _node_state(self) -> str:
+        result = subprocess.run(["sinfo", "-h", "-n", self.node, "-o", "%T"], env=self.env,
+                                capture_output=True, text=True, check=False)
+        return result.stdout.strip()
+
+    def stop(self, keep_scratch: bool = False) -> None:
+        if (self.scratch / "run" / "slurmctld.pid").exists():
+            # End what is still running, so no slurmstepd outlives the cluster.
+            subprocess.run(["scancel", "--full", "--partition", PARTITION], env=self.env,
+                           capture_output=True, check=False, timeout=30)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                out = subprocess.run(["squeue", "-h", "-o", "%i"], env=self.env, capture_output=True,
+                                     text=True, check=False).stdout.strip()
+                if not out:
+                    break
+                time.sleep(0.3)
+        for pid_file in self.pid_files:
+            _stop_by_pid_file(pid_file)
+        if not keep_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running one-node Slurm cluster (SlurmCluster); skips when Slurm cannot be installed."""
+    reason = ensure_slurm_installed()
+    if reason:
+        pytest.skip(reason)
+    local = _LocalCluster()
+    try:
+        cluster = local.start()
+    except BaseException:
+        local.stop(keep_scratch=True)  # keep the logs the error names
+        raise
+    try:
+        yield cluster
+    finally:
+        local.stop()
