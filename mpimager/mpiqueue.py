@@ -1,0 +1,544 @@
+"""The MPI work queue: rank 0 hands tasks to worker ranks as they become free. Knows nothing of WSClean.
+
+Owns the only `mpi4py` import of the package (imported lazily, so importing this module neither needs nor
+initialises MPI). Rank 0 is the master, ranks 1..N-1 are workers; with a single rank (no mpirun) the same
+scheduler runs every task in-process, one at a time, with the same outcomes and events.
+
+Public layer: `Task` / `Placement` / `Outcome` / `Event` values, `run_tasks` (collective: the queue),
+`root_first` (collective start-up: rank 0 plans, every rank fails alike), `host_name`, and small helpers
+(`world`, `rank`, `size`, `barrier`) so that no other module imports mpi4py.
+
+Engine, in three parts:
+- `_Scheduler`: pure state, no MPI. Which ready task (dependencies succeeded) goes to which free worker(s):
+  largest `cost` first, host affinity, at most `max_per_host` slot-bound tasks per host, groups of `nranks`
+  ranks on distinct hosts when the free ranks allow. It records every event in order.
+- `_drive`: the one loop that feeds the scheduler, launches what it assigns and waits for replies. The
+  master and the serial mode differ only in how a task is launched and how a reply comes back.
+- the protocol, as pairs: `_client_*` (rank 0) / `_server_*` (workers). A worker first sends its host name;
+  then the master sends `pickle((task, placement))` and the worker replies `pickle(Reply)`; `None` means stop
+  and a `_Failure` means "stop and raise this error". Messages are pickled by us, not by mpi4py, so a payload
+  or result that does not (un)pickle fails its task instead of killing a rank.
+
+Waiting: Open MPI's blocking receive spins a core (measured here: `comm.recv` held 2.2 s of CPU over a 3 s
+wait), which on a node shared with WSClean steals a core. So every wait here (master for replies, workers for
+tasks, workers during `root_first`) probes and sleeps with a backoff that grows with the time already waited
+(up to `_MAX_SLEEP`): latency stays a small fraction of the wait and an idle rank costs almost no CPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple, Sequence, TypeVar
+
+from mpimager.errors import MpimagerError
+
+T = TypeVar("T")
+
+# message tags of our point-to-point protocol (high values, away from anything else on the communicator)
+TAG_START = 0x6D70  # root_first: rank 0 -> workers: None (go on) or _Failure
+TAG_HELLO = 0x6D71  # run_tasks: worker -> rank 0: host name
+TAG_TASK = 0x6D72   # run_tasks: rank 0 -> worker: (Task, Placement), None (stop) or _Failure
+TAG_REPLY = 0x6D73  # run_tasks: worker -> rank 0: Reply
+
+_MAX_SLEEP = 0.05   # longest sleep between two probes, seconds
+_SLEEP_FRACTION = 0.125  # a sleep is at most this fraction of the time waited so far
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work. Only rank 0's tasks are read; `payload` travels to the executing rank."""
+
+    id: str
+    payload: Any                 # picklable; handed to execute() on the worker
+    deps: tuple[str, ...] = ()   # ids that must succeed first; if one does not, this task is "skipped"
+    cost: float = 1.0            # estimated cost: among ready tasks, the largest goes first
+    host: str | None = None      # run on this host; if no rank runs there: noted once, runs anywhere
+    nranks: int = 1              # ranks needed; the leader executes, the others are reserved until it ends
+    slot_bound: bool = True      # counts against max_per_host (per rank of its group)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a task runs: the executing rank (the group leader) and its whole group, leader first."""
+
+    rank: int
+    host: str
+    ranks: tuple[int, ...]
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a task ended. `error` is "ExcType: message" (failed) or the reason (skipped), else None.
+
+    A skipped task has rank None, host None and start == end == the time it was given up."""
+
+    task_id: str
+    status: str                  # "ok" | "failed" | "skipped"
+    value: Any
+    error: str | None
+    rank: int | None
+    host: str | None
+    start: float
+    end: float
+    traceback: str = ""          # the worker's formatted traceback when failed
+
+
+@dataclass(frozen=True)
+class Event:
+    """What rank 0 reports, in order: "start" (dispatched), "end" (with the outcome), "note"."""
+
+    kind: str
+    task_id: str | None
+    rank: int | None
+    host: str | None
+    time: float
+    outcome: Outcome | None
+    message: str
+
+
+class Reply(NamedTuple):
+    """A worker's answer for one task: (value, error) plus what the outcome records."""
+
+    value: Any
+    error: str | None
+    traceback: str
+    start: float
+    end: float
+
+
+# ---------------------------------------------------------------------------------------------- MPI helpers
+
+
+def world():
+    """MPI.COMM_WORLD (initialises MPI on first use)."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+def rank(comm=None) -> int:
+    return (comm or world()).Get_rank()
+
+
+def size(comm=None) -> int:
+    return (comm or world()).Get_size()
+
+
+def host_name() -> str:
+    """This rank's host: from MPIMAGER_HOSTS, MPIMAGER_HOST or MPI, in that order.
+
+    MPIMAGER_HOSTS="hA,hA,hB,hB" gives the host of each world rank (cycled if shorter than the world),
+    so tests can pretend one machine is several hosts; MPIMAGER_HOST names the host of every rank."""
+    listed = [h.strip() for h in os.environ.get("MPIMAGER_HOSTS", "").split(",") if h.strip()]
+    if listed:
+        return listed[rank() % len(listed)]
+    if os.environ.get("MPIMAGER_HOST"):
+        return os.environ["MPIMAGER_HOST"]
+    from mpi4py import MPI
+
+    return MPI.Get_processor_name()
+
+
+def _wait(poll: Callable[[], Any]) -> Any:
+    """Call poll() until it returns something other than None, sleeping more the longer it takes."""
+    began = time.monotonic()
+    while True:
+        got = poll()
+        if got is not None:
+            return got
+        time.sleep(min(_MAX_SLEEP, _SLEEP_FRACTION * (time.monotonic() - began)))
+
+
+def _recv(comm, source: int, tag: int) -> tuple[int, bytes]:
+    """Wait (without spinning) for a message; return (source rank, the object sent)."""
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    message = _wait(lambda: comm.improbe(source, tag, status))
+    return status.Get_source(), message.recv()
+
+
+def barrier(comm=None) -> None:
+    """A barrier that sleeps instead of spinning while it waits."""
+    request = (comm or world()).Ibarrier()
+    _wait(lambda: True if request.Test() else None)
+
+
+class _Failure(NamedTuple):
+    """An exception as it travels to other ranks: class by name (rebuilt there) and message."""
+
+    module: str
+    qualname: str
+    message: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "_Failure":
+        return cls(type(exc).__module__, type(exc).__qualname__, str(exc))
+
+    def rebuild(self) -> BaseException:
+        """The same class with the same message; MpimagerError("Name: message") if it cannot be rebuilt."""
+        try:
+            found = importlib.import_module(self.module)
+            for part in self.qualname.split("."):
+                found = getattr(found, part)
+            if isinstance(found, type) and issubclass(found, BaseException):
+                return found(self.message)
+        except Exception:
+            pass
+        return MpimagerError(f"{self.qualname}: {self.message}")
+
+
+def _tell_workers(comm, tag: int, message) -> None:
+    for worker in range(1, comm.Get_size()):
+        comm.send(message, dest=worker, tag=tag)
+
+
+def root_first(fn: Callable[[], T], comm=None) -> T | None:
+    """Collective start-up: rank 0 runs fn(); the others wait (sleeping) for its verdict.
+
+    On success rank 0 returns fn()'s result and the other ranks return None (they get their work from
+    run_tasks). If fn raises, rank 0 re-raises it and every other rank raises the same class with the same
+    message (rebuilt from class name and message), so all ranks leave through the same error handling and
+    exit code: no hang, no MPI abort."""
+    comm = comm or world()
+    if comm.Get_size() == 1:
+        return fn()
+    if comm.Get_rank() != 0:
+        _, verdict = _recv(comm, 0, TAG_START)
+        if verdict is not None:
+            raise verdict.rebuild()
+        return None
+    try:
+        result = fn()
+    except BaseException as exc:
+        _tell_workers(comm, TAG_START, _Failure.of(exc))
+        raise
+    _tell_workers(comm, TAG_START, None)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ scheduler
+
+
+class _Scheduler:
+    """Pure dispatch state over workers {rank: host}; records the events it causes in `self.events`."""
+
+    def __init__(self, tasks: Sequence[Task], workers: Mapping[int, str], max_per_host: int | None):
+        ids = [t.id for t in tasks]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise MpimagerError(f"duplicate task id(s) in the task list: {', '.join(map(repr, dupes))}")
+        bad = [t.id for t in tasks if t.nranks < 1]
+        if bad:
+            raise MpimagerError(f"task(s) {', '.join(map(repr, bad))}: nranks must be at least 1")
+        if max_per_host is not None and max_per_host < 1:
+            raise MpimagerError(f"max_per_host must be at least 1 (or None for no limit), not {max_per_host}")
+        self.tasks = {t.id: t for t in tasks}
+        self.order = {t.id: i for i, t in enumerate(tasks)}
+        self.workers = dict(workers)
+        self.max_per_host = max_per_host
+        self.free = set(self.workers)
+        self.load: Counter[str] = Counter()        # host -> ranks busy with slot-bound tasks
+        self.running: dict[int, tuple[Task, Placement]] = {}  # leader rank -> its task and group
+        self.waiting = list(ids)                   # not started, not given up; in input order
+        self.status: dict[str, str] = {}           # finished task id -> ok | failed | skipped
+        self.events: list[Event] = []
+        self._noted: set[str] = set()
+        for t in tasks:
+            unknown = [d for d in t.deps if d not in self.tasks]
+            if unknown:
+                self._skip(t.id, f"depends on unknown task {unknown[0]!r}")
+        self._skip_dependents()
+        self._skip_cycles()
+
+    @property
+    def done(self) -> bool:
+        return not self.waiting and not self.running
+
+    def pop_events(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+    # --- what runs next
+
+    def assign(self) -> list[tuple[Task, Placement]]:
+        """Start every ready task that can be placed now, largest cost first; return them with placements."""
+        ready = [self.tasks[i] for i in self.waiting if all(self.status.get(d) == OK for d in self.tasks[i].deps)]
+        ready.sort(key=lambda t: (-t.cost, self.order[t.id]))
+        held: set[int] = set()  # free ranks kept for a larger group task that is still waiting for ranks
+        started = []
+        for task in ready:
+            group = self._place(task, held)
+            if group is None:
+                if task.nranks > 1:
+                    held.update(r for r in self._usable(task, held)[: task.nranks])
+                continue
+            started.append((task, self._start(task, group)))
+        return started
+
+    def _usable(self, task: Task, held: set[int], extra: Counter | None = None) -> list[int]:
+        """Free, unheld ranks on hosts with room for this task (max_per_host), lowest rank first."""
+        extra = extra or Counter()
+
+        def room(r):
+            h = self.workers[r]
+            return (not task.slot_bound or self.max_per_host is None
+                    or self.load[h] + extra[h] < self.max_per_host)
+
+        return [r for r in sorted(self.free - held) if room(r)]
+
+    def _place(self, task: Task, held: set[int]) -> list[int] | None:
+        want = self._wanted_host(task)
+        n = self._group_size(task)
+        leaders = [r for r in self._usable(task, held) if want is None or self.workers[r] == want]
+        if not leaders:
+            return None
+        group = [min(leaders, key=lambda r: (self.load[self.workers[r]], r))]
+        used = Counter([self.workers[group[0]]])
+        while len(group) < n:
+            others = [r for r in self._usable(task, held, used) if r not in group]
+            if not others:
+                return None
+            pick = min(others, key=lambda r: (self.workers[r] in used, self.load[self.workers[r]] + used[self.workers[r]], r))
+            group.append(pick)
+            used[self.workers[pick]] += 1
+        if len(used) < len(group):
+            self._note(task.id, f"task {task.id}: not enough free ranks on distinct hosts; "
+                                f"its {len(group)} ranks share hosts {', '.join(self.workers[r] for r in group)}")
+        return group
+
+    def _wanted_host(self, task: Task) -> str | None:
+        if task.host is None or task.host in self.workers.values():
+            return task.host
+        if task.host not in self._noted:
+            self._noted.add(task.host)
+            self._note(task.id, f"no rank runs on host {task.host}: its tasks run anywhere")
+        return None
+
+    def _group_size(self, task: Task) -> int:
+        """nranks, cut to what the workers could ever give (all of them, within max_per_host)."""
+        hosts = Counter(self.workers.values())
+        most = sum(hosts.values()) if not task.slot_bound or self.max_per_host is None \
+            else sum(min(c, self.max_per_host) for c in hosts.values())
+        if task.nranks > most and f"size:{task.id}" not in self._noted:
+            self._noted.add(f"size:{task.id}")
+            self._note(task.id, f"task {task.id} asks for {task.nranks} ranks; only {most} can be given: runs on {most}")
+        return min(task.nranks, most)
+
+    def _start(self, task: Task, group: list[int]) -> Placement:
+        hosts = tuple(self.workers[r] for r in group)
+        placement = Placement(group[0], hosts[0], tuple(group), hosts)
+        self.free.difference_update(group)
+        if task.slot_bound:
+            self.load.update(hosts)
+        self.running[group[0]] = (task, placement)
+        self.waiting.remove(task.id)
+        with_group = "" if len(group) == 1 else \
+            f" with ranks {','.join(map(str, group))} on {','.join(hosts)}"
+        self.events.append(Event("start", task.id, group[0], hosts[0], time.time(), None,
+                                 f"task {task.id} started on rank {group[0]} ({hosts[0]}){with_group}"))
+        return placement
+
+    # --- what ended
+
+    def finish(self, leader: int, reply: Reply) -> Outcome:
+        """Record a leader's reply: free its group, then give up on tasks that can no longer run."""
+        task, placement = self.running.pop(leader)
+        self.free.update(placement.ranks)
+        if task.slot_bound:
+            self.load.subtract(placement.hosts)
+        status = OK if reply.error is None else FAILED
+        outcome = Outcome(task.id, status, reply.value, reply.error, placement.rank, placement.host,
+                          reply.start, reply.end, reply.traceback)
+        self.status[task.id] = status
+        said = "ok" if status == OK else f"failed: {reply.error}"
+        self.events.append(Event("end", task.id, placement.rank, placement.host, time.time(), outcome,
+                                 f"task {task.id} {said} (rank {placement.rank}, {placement.host}, "
+                                 f"{reply.end - reply.start:.3f} s)"))
+        self._skip_dependents()
+        return outcome
+
+    def give_up(self, reason: str) -> None:
+        """Skip every waiting task (used only if nothing runs and nothing can be placed: never expected)."""
+        for task_id in list(self.waiting):
+            self._skip(task_id, reason)
+
+    def _note(self, task_id: str | None, message: str) -> None:
+        self.events.append(Event("note", task_id, None, None, time.time(), None, message))
+
+    def _skip(self, task_id: str, reason: str) -> None:
+        now = time.time()
+        outcome = Outcome(task_id, SKIPPED, None, reason, None, None, now, now)
+        self.status[task_id] = SKIPPED
+        self.waiting.remove(task_id)
+        self.events.append(Event("end", task_id, None, None, now, outcome, f"task {task_id} skipped: {reason}"))
+
+    def _skip_dependents(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for task_id in list(self.waiting):
+                lost = [d for d in self.tasks[task_id].deps if self.status.get(d) in (FAILED, SKIPPED)]
+                if lost:
+                    self._skip(task_id, f"dependency {lost[0]!r} {self.status[lost[0]]}")
+                    changed = True
+
+    def _skip_cycles(self) -> None:
+        resolved = set(self.status)
+        left = list(self.waiting)
+        progress = True
+        while progress:
+            progress = False
+            for task_id in list(left):
+                if all(d in resolved for d in self.tasks[task_id].deps):
+                    resolved.add(task_id)
+                    left.remove(task_id)
+                    progress = True
+        for task_id in left:
+            self._skip(task_id, "its dependencies form a cycle")
+
+
+# ----------------------------------------------------------------------------------------------------- loop
+
+
+def _call(execute: Callable[[Task, Placement], Any], task: Task, placement: Placement) -> Reply:
+    """Run one task; any exception (SystemExit too) becomes a failed reply, never a dead rank."""
+    start = time.time()
+    try:
+        value = execute(task, placement)
+    except (Exception, SystemExit) as exc:
+        return Reply(None, f"{type(exc).__name__}: {exc}", traceback.format_exc(), start, time.time())
+    return Reply(value, None, "", start, time.time())
+
+
+def _drive(sched: _Scheduler, launch: Callable[[Task, Placement], None],
+           next_reply: Callable[[], tuple[int, Reply]], on_event) -> list[Outcome]:
+    """The queue loop: start what can start, wait for one reply, repeat. Returns outcomes as they end."""
+    outcomes: list[Outcome] = []
+
+    def flush():
+        for event in sched.pop_events():
+            if event.outcome is not None:
+                outcomes.append(event.outcome)
+            if on_event is not None:
+                on_event(event)
+
+    flush()
+    while not sched.done:
+        started = sched.assign()
+        flush()
+        for task, placement in started:
+            launch(task, placement)
+        if not sched.running:
+            sched.give_up("no rank can take it")
+            flush()
+            break
+        sched.finish(*next_reply())
+        flush()
+    return outcomes
+
+
+def _run_serial(tasks, execute, comm, max_per_host, on_event) -> list[Outcome]:
+    """One rank: the same loop, tasks and results pickled the same way, executed in this process."""
+    me = comm.Get_rank()
+    sched = _Scheduler(tasks, {me: host_name()}, max_per_host)
+    replies: list[tuple[int, Reply]] = []
+
+    def launch(task, placement):
+        replies.append((me, _unpack_reply(_server_handle(execute, pickle.dumps((task, placement)), me))))
+
+    return _drive(sched, launch, replies.pop, on_event)
+
+
+def _unpack_reply(data: bytes) -> Reply:
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        now = time.time()
+        return Reply(None, f"{type(exc).__name__}: result could not be unpickled on rank 0: {exc}",
+                     traceback.format_exc(), now, now)
+
+
+def _client_exec(tasks, comm, max_per_host, on_event) -> list[Outcome]:
+    """Rank 0: learn the workers' hosts, dispatch, collect; always release the workers before returning."""
+    hosts = dict(_recv(comm, source, TAG_HELLO) for source in range(1, comm.Get_size()))
+    try:
+        sched = _Scheduler(tasks, hosts, max_per_host)
+    except MpimagerError as exc:
+        _tell_workers(comm, TAG_TASK, _Failure.of(exc))
+        raise
+
+    def launch(task, placement):
+        comm.send(pickle.dumps((task, placement)), dest=placement.rank, tag=TAG_TASK)
+
+    def next_reply():
+        from mpi4py import MPI
+
+        source, data = _recv(comm, MPI.ANY_SOURCE, TAG_REPLY)
+        return source, _unpack_reply(data)
+
+    try:
+        outcomes = _drive(sched, launch, next_reply, on_event)
+    except Exception as exc:  # a bug or a raising on_event: let running tasks end, then stop every rank alike
+        while sched.running:
+            sched.finish(*next_reply())
+        _tell_workers(comm, TAG_TASK, _Failure.of(exc))
+        raise
+    _tell_workers(comm, TAG_TASK, None)
+    return outcomes
+
+
+def _server_handle(execute, message: bytes, me: int) -> bytes:
+    """Unpickle a task, run it, pickle the reply; a (un)pickling problem fails the task, not the rank."""
+    start = time.time()
+    try:
+        task, placement = pickle.loads(message)
+    except Exception as exc:
+        reply = Reply(None, f"{type(exc).__name__}: task could not be unpickled on rank {me}: {exc}",
+                      traceback.format_exc(), start, time.time())
+    else:
+        reply = _call(execute, task, placement)
+    try:
+        return pickle.dumps(reply)
+    except Exception as exc:
+        return pickle.dumps(Reply(None, f"{type(exc).__name__}: result cannot be pickled: {exc}",
+                                  traceback.format_exc(), reply.start, reply.end))
+
+
+def _server_exec(execute, comm) -> None:
+    """A worker: say where it runs, then execute tasks until told to stop."""
+    comm.send(host_name(), dest=0, tag=TAG_HELLO)
+    while True:
+        _, message = _recv(comm, 0, TAG_TASK)
+        if message is None:
+            return None
+        if isinstance(message, _Failure):
+            raise message.rebuild()
+        data = _server_handle(execute, message, comm.Get_rank())
+        comm.send(data, dest=0, tag=TAG_REPLY)
+
+
+def run_tasks(tasks: Sequence[Task], execute: Callable[[Task, Placement], Any], *, comm=None,
+              max_per_host: int | None = None, on_event: Callable[[Event], None] | None = None
+              ) -> list[Outcome] | None:
+    """Collective: run `tasks` (rank 0's; others may pass []) over the ranks of `comm` (default: world).
+
+    Rank 0 dispatches and returns every task's Outcome in the order they ended; workers call
+    execute(task, placement) for what they are sent and return None. With a single rank, rank 0 executes
+    every task itself. `on_event` is called on rank 0 only. An invalid task list (duplicate ids, nranks < 1)
+    or max_per_host < 1 raises MpimagerError on every rank."""
+    comm = comm or world()
+    if comm.Get_size() == 1:
+        return _run_serial(list(tasks), execute, comm, max_per_host, on_event)
+    if comm.Get_rank() == 0:
+        return _client_exec(list(tasks), comm, max_per_host, on_event)
+    return _server_exec(execute, comm)
