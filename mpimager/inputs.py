@@ -1,0 +1,72 @@
+"""Turn the command line's inputs into verified MeasurementSets with their metadata.
+
+An input is, in this order: an MS directory; a directory searched (not recursively) with
+`[inputs] ms_glob_pattern`; a glob; an obs_id pattern resolved by the data handler. Anything else, an
+empty glob, or a path that is not a readable MS, is an InputError naming it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from mpimager.config import Config
+from mpimager.datahandler import load_data_handler
+from mpimager.errors import InputError
+from mpimager.msinfo import MSInfo, is_table_dir, read_msinfo
+
+
+@dataclass(frozen=True)
+class InputMS:
+    info: MSInfo
+    obs_id: str | None = None
+    sw: str | None = None
+
+
+def _expand(arg: str, config: Config, handler_cache: list) -> list[tuple[str, str | None, str | None]]:
+    path = Path(os.path.expanduser(arg))
+    if path.is_dir():
+        if is_table_dir(path):
+            return [(str(path), None, None)]
+        pattern = config.inputs.ms_glob_pattern
+        found = sorted(str(p) for p in path.glob(pattern) if p.is_dir())
+        if not found:
+            raise InputError(f"{path.absolute()}: is not a MeasurementSet and holds none matching "
+                             f"'{pattern}' ([inputs] ms_glob_pattern)")
+        return [(f, None, None) for f in found]
+    if glob.has_magic(arg):
+        found = sorted(glob.glob(os.path.expanduser(arg)))
+        if not found:
+            raise InputError(f"'{arg}': the pattern matches nothing")
+        return [(f, None, None) for f in found]
+    if path.exists():
+        return [(str(path), None, None)]  # a file: read_msinfo says what is wrong with it
+    if config.data_handler.config_file is not None and os.sep not in arg:
+        if not handler_cache:
+            handler_cache.append(load_data_handler(config.data_handler.config_file, config.data_handler.data_level))
+        return [(h.path, h.obs_id, h.sw) for h in handler_cache[0].resolve(arg)]
+    hint = "" if config.data_handler.config_file else " (obs_id patterns need [data_handler] config_file)"
+    raise InputError(f"{path.absolute()}: no such MeasurementSet{hint}")
+
+
+def discover(args: Sequence[str], config: Config) -> list[InputMS]:
+    """Every MS the inputs name, each verified and described, in input order without repeats."""
+    if not args:
+        raise InputError("no input: give MeasurementSets, globs, directories or obs_id patterns")
+    handler: list = []
+    seen: dict[str, InputMS] = {}
+    for arg in args:
+        for path, obs_id, sw in _expand(arg, config, handler):
+            real = os.path.realpath(path)
+            if real not in seen:
+                seen[real] = InputMS(read_msinfo(path), obs_id, sw)
+    found = list(seen.values())
+    expected = config.inputs.num_beams
+    if expected is not None and len(found) != expected:
+        names = ", ".join(m.info.basename for m in found[:10]) + (", ..." if len(found) > 10 else "")
+        raise InputError(f"expected {expected} MeasurementSets ([inputs] num_beams in {config.path}), "
+                         f"found {len(found)}: {names or 'none'}")
+    return found

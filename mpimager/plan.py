@@ -1,0 +1,236 @@
+"""The plan: a pure function from config + MS metadata to the list of jobs of a run (a small DAG).
+
+Jobs: `fixms` (once per MS that needs it) before every `wsclean` job that reads that MS. Grouping:
+one WSClean job per MS per pass (default), per (obs_id, spectral window) with `--combine`, per spectral
+window across obs_ids with `--combine-obs-ids`. Every WSClean job gets its own `-temp-dir` and, unless
+the config removes it, `-no-update-model-required`, so jobs sharing an MS never collide or modify it.
+Nothing here touches the disk: directories are made by whoever runs the job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from mpimager import wsclean
+from mpimager.config import Config, ImagingPass
+from mpimager.errors import ConfigError, InputError
+from mpimager.inputs import InputMS
+
+MODES = ("single", "combine", "combine-obs-ids")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str  # "fixms" | "wsclean"
+    ms: tuple[str, ...]
+    argv: tuple[str, ...]
+    outputs: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    host: str | None = None
+    cost: float = 1.0
+    prefix: str | None = None
+    temp_dir: str | None = None
+    pass_name: str = ""
+    nranks: int = 1
+    tags: tuple[tuple[str, str], ...] = field(default=())  # obs_id, sw, field, beam: for reduction and reports
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["ms"], d["argv"], d["outputs"], d["depends_on"] = list(self.ms), list(self.argv), list(self.outputs), \
+            list(self.depends_on)
+        d["tags"] = dict(self.tags)
+        return d
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What the plan needs beyond the config: from the command line and the launch environment."""
+
+    run_dir: Path
+    mode: str = "single"
+    threads: int = 1
+    wsclean: str = "wsclean"  # as the runtime will call it
+    python: str = "python3"  # runs the FixMS step
+
+
+def plan_jobs(config: Config, inputs: Sequence[InputMS], settings: PlanSettings) -> list[Job]:
+    """All jobs of the run, FixMS jobs first, in a deterministic order."""
+    if settings.mode not in MODES:
+        raise InputError(f"unknown mode {settings.mode!r}: expected one of {', '.join(MODES)}")
+    fix_ids = _fixms_ids(config, inputs)
+    fixms_jobs = [_fixms_job(config, m, fix_ids[m.info.path], settings.python) for m in inputs if m.info.path in fix_ids]
+    imaging = [
+        _wsclean_job(config, settings, group, p, fix_ids)
+        for group in _groups(inputs, settings.mode)
+        for p in config.passes
+    ]
+    _check_unique_prefixes(imaging)
+    return fixms_jobs + _name_jobs(imaging)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _groups(inputs: Sequence[InputMS], mode: str) -> list[tuple[InputMS, ...]]:
+    if mode == "single":
+        return [(m,) for m in inputs]
+    groups: dict[tuple, list[InputMS]] = defaultdict(list)
+    for m in inputs:
+        key = (m.sw,) if mode == "combine-obs-ids" else (m.obs_id, m.sw)
+        groups[key].append(m)
+    return [tuple(g) for g in groups.values()]
+
+
+def _fixms_applies(config: Config, m: InputMS) -> bool:
+    return config.fixms.applies_to(m.info.telescope)
+
+
+def _fixms_ids(config: Config, inputs: Sequence[InputMS]) -> dict[str, str]:
+    """MS path -> id of its FixMS job, for MSs where FixMS applies and has not completed yet."""
+    paths = [m.info.path for m in inputs if _fixms_applies(config, m) and not m.info.fixms_record]
+    return {p: f"fixms:{name}" for p, name in zip(paths, _short_names(paths))}
+
+
+def _fixms_job(config: Config, m: InputMS, job_id: str, python: str) -> Job:
+    f = config.fixms
+    argv = [python, "-m", "mpimager.fixms_step", "--data-column", f.data_column,
+            "--corrected-data-column", f.corrected_data_column]
+    argv += [] if f.fix_stokes_factor else ["--no-stokes-factor"]
+    return Job(id=job_id, kind="fixms", ms=(m.info.path,), argv=tuple(argv + [m.info.path]),
+               cost=m.info.size_bytes / 1e6, tags=_tags((m,)))
+
+
+def _common(values) -> str | None:
+    values = set(values)
+    return str(values.pop()) if len(values) == 1 and None not in values else None
+
+
+def _tags(group: Sequence[InputMS]) -> tuple[tuple[str, str], ...]:
+    tags = {
+        "obs_id": _common(m.obs_id for m in group),
+        "sw": _common(m.sw for m in group),
+        "field": _common(m.info.field for m in group),
+        "beam": _common(f"{m.info.beam:02d}" if m.info.beam is not None else None for m in group),
+    }
+    return tuple((k, v) for k, v in tags.items() if v is not None)
+
+
+def _tokens(group: Sequence[InputMS], p: ImagingPass, run_dir: Path) -> dict[str, str | None]:
+    infos = [m.info for m in group]
+    return {
+        **dict(_tags(group)),
+        "ms_in": _common(i.path for i in infos),
+        "ms_dir": _common(os.path.dirname(i.path) for i in infos),
+        "ms_basename": _common(i.basename for i in infos),
+        "ms_stem": _common(i.stem for i in infos),
+        "pass": p.suffix or None,
+        "run_dir": str(run_dir.absolute()),
+    }
+
+
+def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, ...], p: ImagingPass,
+                 fix_ids: dict[str, str]) -> Job:
+    where = f"{config.path}: [passes.{p.suffix}]" if p.suffix else f"{config.path}: [wsclean]"
+    tokens = _tokens(group, p, settings.run_dir)
+    name = wsclean.substitute(p.name, tokens, f"{where} name")
+    if "/" in name:
+        raise ConfigError(f"{where} name: {name!r} holds a '/': put folders in out-dir")
+    name = f"{name}.{p.suffix}" if p.suffix else name
+    out_dir = wsclean.substitute(p.out_dir, {**tokens, "name": name}, f"{where} out-dir")
+    if not os.path.isabs(out_dir):
+        raise ConfigError(f"{where} out-dir: {p.out_dir!r} gives the relative path {out_dir!r}")
+    prefix = os.path.normpath(os.path.join(out_dir, name))
+
+    options = dict(p.options)
+    channels = {m.info.n_channels for m in group}
+    if len(channels) > 1 and "channels-out" in options and not isinstance(options["channels-out"], int):
+        raise InputError(f"{where} channels-out = {options['channels-out']!r}: the MSs of one job have "
+                         f"different channel counts ({', '.join(map(str, sorted(channels)))})")
+    n_out = 1
+    if "channels-out" in options:
+        n_out = wsclean.resolve_channels_out(options["channels-out"], max(channels), f"{where} channels-out")
+        options["channels-out"] = n_out
+
+    data_column = options.get("data-column") or config.inputs.data_column
+    fixed = [m for m in group if _fixms_applies(config, m)]
+    if not data_column and fixed:
+        data_column = config.fixms.corrected_data_column
+    if data_column:
+        options["data-column"] = data_column
+        for m in group:
+            made_by_fixms = _fixms_applies(config, m) and data_column == config.fixms.corrected_data_column
+            if not m.info.has_column(data_column) and not made_by_fixms:
+                raise InputError(f"{m.info.path}: has no column {data_column} to image "
+                                 f"(columns: {', '.join(sorted(c for c in m.info.columns if 'DATA' in c))})")
+
+    temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / "tmp")
+    temp_dir = os.path.join(temp_base, _safe(name) + "-" + _digest(prefix))
+    options = {"j": settings.threads, **options, "temp-dir": temp_dir}
+    argv = wsclean.command(settings.wsclean, list(options.items()), prefix, [m.info.path for m in group])
+    outputs = wsclean.predict_outputs(prefix, options, n_out)
+    deps = tuple(fix_ids[m.info.path] for m in group if m.info.path in fix_ids)
+    return Job(id="", kind="wsclean", ms=tuple(m.info.path for m in group), argv=tuple(argv),
+               outputs=tuple(outputs), depends_on=deps, host=_host(config, group), cost=_cost(group, options, n_out),
+               prefix=prefix, temp_dir=temp_dir, pass_name=p.suffix, tags=_tags(group))
+
+
+def _host(config: Config, group: Sequence[InputMS]) -> str | None:
+    if not config.worker.run_on_file_host:
+        return None
+    m = re.search(config.worker.run_on_file_host_pattern, group[0].info.path)
+    return m.group(1) if m else None
+
+
+def _cost(group: Sequence[InputMS], options: dict, n_out: int) -> float:
+    """A relative cost for largest-first ordering: data volume x polarisations x image area x cleaning."""
+    size = options.get("size", "1024 1024")
+    try:
+        w, h = (int(x) for x in str(size).split()[:2]) if not isinstance(size, list) else map(int, size[:2])
+    except ValueError:
+        w = h = 1024
+    npol = len(wsclean.parse_pols(str(options.get("pol", "I"))))
+    mb = sum(m.info.size_bytes for m in group) / 1e6
+    clean = 2.0 if int(options.get("niter", 0) or 0) > 0 else 1.0
+    return round(mb * npol * clean + w * h * n_out * npol / 1e6, 3)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _short_names(paths: Sequence[str]) -> list[str]:
+    """Basenames where unique, else the path below the paths' common folder."""
+    bases = [os.path.basename(p) for p in paths]
+    if len(set(bases)) == len(bases):
+        return bases
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    return [os.path.relpath(p, root) for p in paths]
+
+
+def _name_jobs(jobs: list[Job]) -> list[Job]:
+    from dataclasses import replace
+
+    names = _short_names([j.prefix for j in jobs]) if jobs else []
+    return [replace(j, id=f"wsclean:{n}") for j, n in zip(jobs, names)]
+
+
+def _check_unique_prefixes(jobs: Sequence[Job]) -> None:
+    seen: dict[str, Job] = {}
+    for j in jobs:
+        if j.prefix in seen:
+            raise ConfigError(f"two jobs would write the same images {j.prefix}-*.fits (MSs "
+                              f"{', '.join(seen[j.prefix].ms)} and {', '.join(j.ms)}): "
+                              f"put a token such as $ms_stem$ or $beam$ in [wsclean] name or out-dir")
+        seen[j.prefix] = j

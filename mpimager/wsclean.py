@@ -1,0 +1,234 @@
+"""WSClean: config values to argv, `$token$` substitution, the files a run writes, and the option list.
+
+All pure functions of their arguments except `known_options`, which asks the WSClean that will run for
+its `--help` once and caches the parsed option names per binary or image identity.
+
+Mapping of a `[wsclean]` key `k` and value `v` (one generic rule, as flint and imgpipe do):
+`true` -> `-k`; `false` -> nothing (the key was removed before); a number -> `-k N`; a string -> `-k`
+followed by its whitespace-separated words (`size = '1024 1024'`); a list -> `-k` and one item per element.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from mpimager.config import PATH_OPTIONS, suggest
+from mpimager.errors import WSCleanOptionError
+
+#: options mpimager itself manages; a `[wsclean]` key of the same name is refused or treated specially
+MANAGED = {"name": "the image name: set by [wsclean] name and out-dir"}
+
+TOKENS = ("ms_in", "ms_dir", "ms_basename", "ms_stem", "name", "obs_id", "sw", "beam", "field", "pass", "run_dir")
+_TOKEN = re.compile(r"\$([A-Za-z_]*)\$")
+
+
+def format_value(v) -> str:
+    return str(v)  # ints as written, floats as repr (0.8, 3.0, 1e-05): all parsed by WSClean
+
+
+def option_argv(key: str, value) -> list[str]:
+    """The argv items of one option (see module docstring)."""
+    if value is True:
+        return [f"-{key}"]
+    if value is False or value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [f"-{key}", *(format_value(x) for x in value)]
+    if isinstance(value, str):
+        return [f"-{key}", *value.split()]
+    return [f"-{key}", format_value(value)]
+
+
+def substitute(template: str, values: Mapping[str, str | None], where: str) -> str:
+    """Replace `$token$`s; an unknown token, or one without a value for this job, is an error."""
+
+    def sub(m):
+        token = m.group(1)
+        if token not in TOKENS:
+            raise WSCleanOptionError(f"{where}: unknown token ${token}$ in {template!r}{suggest(token, TOKENS)}; "
+                                     f"known: " + ", ".join(f"${t}$" for t in TOKENS))
+        value = values.get(token)
+        if value is None or value == "":
+            raise WSCleanOptionError(f"{where}: token ${token}$ in {template!r} has no value for this job "
+                                     f"({_why_unset(token)})")
+        return str(value)
+
+    return _TOKEN.sub(sub, template)
+
+
+def _why_unset(token: str) -> str:
+    if token in ("obs_id", "sw"):
+        return "it is only known for inputs resolved through the [data_handler]"
+    if token == "beam":
+        return "the MS has no single FEED1 beam number"
+    if token in ("ms_in", "ms_dir", "ms_basename", "ms_stem", "beam", "field"):
+        return "the MSs of a combined job differ in it; set a name without it"
+    return "no value"
+
+
+_EVERY = re.compile(r"^every(\d+)$")
+
+
+def resolve_channels_out(value, total_channels: int, where: str) -> int:
+    """`channels-out`: an integer, 'all' (every channel of every spectral window) or 'everyN' (channels // N)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if value == "all":
+        return total_channels
+    m = _EVERY.match(value) if isinstance(value, str) else None
+    if m and int(m.group(1)) >= 1:
+        n = total_channels // int(m.group(1))
+        if n == 0:
+            raise WSCleanOptionError(f"{where}: '{value}' gives 0 output channels for an MS with "
+                                     f"{total_channels} channels; use a smaller N or 'all'")
+        return n
+    raise WSCleanOptionError(f"{where}: expected an integer >= 1, 'all' or 'everyN' (e.g. 'every4'), got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# what a run writes
+
+
+def parse_pols(text: str) -> list[str]:
+    """WSClean's -pol list as upper-case names: 'IQU' -> I,Q,U; 'xx,yy' -> XX,YY; 'linear' -> XX,XY,YX,YY."""
+    text = text.strip().lower()
+    named = {"linear": ["xx", "xy", "yx", "yy"], "circular": ["rr", "rl", "lr", "ll"],
+             "instr": ["xx", "xy", "yx", "yy"], "iquv": ["i", "q", "u", "v"]}
+    parts = named.get(text) or [p for p in re.split(r"[,\s]+", text) if p]
+    pols: list[str] = []
+    for part in parts:
+        if part in ("xx", "xy", "yx", "yy", "rr", "rl", "lr", "ll"):
+            pols.append(part)
+        elif all(c in "iquv" for c in part):
+            pols.extend(part)
+        else:
+            raise WSCleanOptionError(f"unknown polarisation {part!r} in pol = {text!r}")
+    return [p.upper() for p in dict.fromkeys(pols)]
+
+
+def _image_pols(pols: list[str]) -> list[str]:
+    """The polarisation name parts WSClean writes: XY and YX become XY (real) and XYi (imaginary)."""
+    out = []
+    for p in pols:
+        if p in ("XY", "YX"):
+            out += [x for x in ("XY", "XYi") if x not in out]
+        elif p in ("RL", "LR"):
+            out += [x for x in ("RL", "RLi") if x not in out]
+        else:
+            out.append(p)
+    return out
+
+
+def predict_outputs(prefix: str, options: Mapping[str, object], channels_out: int) -> list[str]:
+    """The FITS (and text) files a WSClean run with these options writes, as measured for WSClean 3.1.
+
+    Files WSClean writes only sometimes (`-save-first-residual`) are not listed.
+    """
+    niter = int(options.get("niter", 0) or 0)
+    pols = _image_pols(parse_pols(str(options.get("pol", "I"))))
+    intervals = int(options.get("intervals-out", 1) or 1)
+    kinds = [] if options.get("no-dirty") else ["dirty"]
+    kinds += ["image"] + (["model", "residual"] if niter > 0 else [])
+    psf = niter > 0 or bool(options.get("make-psf"))
+    if options.get("make-psf-only"):
+        kinds, psf = [], True
+
+    def for_channel(stem: str, mfs: bool) -> list[str]:
+        files = []
+        for pol in pols:
+            p = f"{stem}-{pol}" if len(pols) > 1 else stem
+            files += [f"{p}-{k}.fits" for k in kinds]
+            if options.get("save-uv"):
+                files += [f"{p}-uv-real.fits", f"{p}-uv-imag.fits"]
+        if psf:  # one PSF per channel, shared by all polarisations (joined or not)
+            files.append(f"{stem}-psf.fits")
+            if options.get("save-uv"):
+                files += [f"{stem}-uvpsf-real.fits", f"{stem}-uvpsf-imag.fits"]
+        if options.get("save-weights") and not mfs:
+            files.append(f"{stem}-{pols[0]}-weights.fits" if len(pols) > 1 else f"{stem}-weights.fits")
+        return files
+
+    files = []
+    for t in range(intervals):
+        base = f"{prefix}-t{t:04d}" if intervals > 1 else prefix
+        if channels_out > 1:
+            for c in range(channels_out):
+                files += for_channel(f"{base}-{c:04d}", mfs=False)
+            files += for_channel(f"{base}-MFS", mfs=True)
+        else:
+            files += for_channel(base, mfs=False)
+    if options.get("save-source-list") and niter > 0:
+        files.append(f"{prefix}-sources.txt")
+    return files
+
+
+# ------------------------------------------------------------------------------------------------
+# the option list of the WSClean that will run
+
+
+_HELP_OPTION = re.compile(r"(?:^|\s(?:and|/|\(or)\s+)-([a-z][a-z0-9-]*)")
+
+
+def parse_help(text: str) -> frozenset[str]:
+    """Option names from `wsclean --help`: each line starting with '-', plus alternatives on that line."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("-"):
+            names.update(_HELP_OPTION.findall(line))
+    return frozenset(names)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mpimager"
+
+
+def known_options(runtime) -> frozenset[str]:
+    """The option names of the WSClean `runtime` runs, parsed from its --help once per binary/image identity."""
+    key = hashlib.sha256(runtime.identity().encode()).hexdigest()[:20]
+    cache = _cache_dir() / f"wsclean-options-{key}.json"
+    try:
+        return frozenset(json.loads(cache.read_text())["options"])
+    except (OSError, ValueError, KeyError):
+        pass
+    names = parse_help(runtime.help_text())
+    if len(names) < 20:
+        raise WSCleanOptionError(f"could not read WSClean's option list from {runtime.describe()} "
+                                 f"(its --help printed {len(names)} options)")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"identity": runtime.identity(), "options": sorted(names)}))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home only costs a --help per run
+    return names
+
+
+def check_options(keys: Iterable[tuple[str, str]], known: frozenset[str]) -> None:
+    """Each (key, where) must be an option of this WSClean: else one line naming it and the nearest option."""
+    problems = []
+    for key, where in keys:
+        if key in MANAGED:
+            problems.append(f"{where}: '{key}' is managed by mpimager ({MANAGED[key]})")
+        elif key not in known:
+            problems.append(f"{where}: unknown WSClean option '{key}'{suggest(key, known)}")
+    if problems:
+        more = f" (and {len(problems) - 1} more: " + "; ".join(problems[1:]) + ")" if len(problems) > 1 else ""
+        raise WSCleanOptionError(problems[0] + more)
+
+
+def command(wsclean: str, options: Sequence[tuple[str, object]], name: str, ms: Sequence[str]) -> list[str]:
+    """The argv of one WSClean run: options in order, then -name, then the MSs (all paths absolute)."""
+    argv = [wsclean]
+    for key, value in options:
+        argv += option_argv(key, value)
+    return argv + ["-name", name, *ms]
+
+
+__all__ = ["option_argv", "substitute", "resolve_channels_out", "predict_outputs", "parse_help",
+           "known_options", "check_options", "command", "PATH_OPTIONS", "TOKENS"]

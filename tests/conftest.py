@@ -1,0 +1,58 @@
+"""Shared test helpers: running the real CLI, snapshots of directory trees, small synthetic MSs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# MPI launches as root on a small machine (same as scripts/env.sh)
+os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+os.environ.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+
+pytest_plugins = [p for p in ("tests._synth_fixtures", "tests._container_fixtures", "tests._slurm_fixtures",
+                              "tests._reduce_fixtures") if (ROOT / (p.replace(".", "/") + ".py")).exists()]
+
+
+def run_cli(*args, cwd=None, timeout=300, env=None, mpi: int | None = None) -> subprocess.CompletedProcess:
+    """`python -m mpimager ARGS` (under `mpirun -n MPI` when given), text output captured."""
+    cmd = [sys.executable, "-m", "mpimager", *map(str, args)]
+    if mpi:
+        cmd = ["mpirun", "-n", str(mpi), *cmd]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def snapshot(*roots) -> dict:
+    """Every path below `roots` with its size and mtime: equal snapshots mean nothing was written."""
+    state = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for n in dirnames + filenames:
+                p = os.path.join(dirpath, n)
+                st = os.lstat(p)
+                state[p] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ms_dir(tmp_path_factory):
+    """Three tiny plain MSs (8 antennas, 8 times, 4 channels), made once per session."""
+    from mpimager.synth import make_ms
+
+    d = tmp_path_factory.mktemp("tiny")
+    for i in range(3):
+        make_ms(d / f"obs{i}.ms", telescope="TEST", seed=i)
+    return d
