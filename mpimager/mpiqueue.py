@@ -174,24 +174,29 @@ def barrier(comm=None) -> None:
 
 
 class _Failure(NamedTuple):
-    """An exception as it travels to other ranks: class by name (rebuilt there) and message."""
+    """An exception as it travels to other ranks: its class by name, its args and its message."""
 
     module: str
     qualname: str
+    args: tuple
     message: str
 
     @classmethod
     def of(cls, exc: BaseException) -> "_Failure":
-        return cls(type(exc).__module__, type(exc).__qualname__, str(exc))
+        try:
+            args = pickle.loads(pickle.dumps(exc.args))
+        except Exception:
+            args = (str(exc),)
+        return cls(type(exc).__module__, type(exc).__qualname__, args, str(exc))
 
     def rebuild(self) -> BaseException:
-        """The same class with the same message; MpimagerError("Name: message") if it cannot be rebuilt."""
+        """The same class with the same args; MpimagerError("Name: message") if it cannot be rebuilt."""
         try:
             found = importlib.import_module(self.module)
             for part in self.qualname.split("."):
                 found = getattr(found, part)
             if isinstance(found, type) and issubclass(found, BaseException):
-                return found(self.message)
+                return found(*self.args)
         except Exception:
             pass
         return MpimagerError(f"{self.qualname}: {self.message}")
@@ -207,7 +212,7 @@ def root_first(fn: Callable[[], T], comm=None) -> T | None:
 
     On success rank 0 returns fn()'s result and the other ranks return None (they get their work from
     run_tasks). If fn raises, rank 0 re-raises it and every other rank raises the same class with the same
-    message (rebuilt from class name and message), so all ranks leave through the same error handling and
+    message (rebuilt from class name and args), so all ranks leave through the same error handling and
     exit code: no hang, no MPI abort."""
     comm = comm or world()
     if comm.Get_size() == 1:

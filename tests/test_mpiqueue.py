@@ -1,0 +1,291 @@
+"""The MPI work queue (mpimager.mpiqueue), run for real under mpirun with 1, 3, 4 and 5 ranks.
+
+Each MPI test launches tests/mpi_scripts/queue_driver.py (or root_first_driver.py) with a task list and reads
+the JSON that rank 0 prints: outcomes with the worker's start/end times, rank and host, and the events.
+Several pretend hosts on this one machine come from MPIMAGER_HOSTS="hA,hA,hB,..." (host of each world rank).
+The scheduler's pure logic (groups, reservations, limits) also has unit tests at the end, without MPI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mpimager.errors import MpimagerError
+from mpimager.mpiqueue import Reply, Task, _Scheduler
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "tests" / "mpi_scripts"
+ENV_SH = ROOT / "scripts" / "env.sh"
+TIMEOUT = 90  # seconds: a hang fails the test instead of the suite
+
+
+def mpirun(n, script, *args, hosts=None, mpirun_options=(), timeout=TIMEOUT):
+    """Run `mpirun -n N python SCRIPT ARGS` with scripts/env.sh sourced; n=0 means plain python, no mpirun."""
+    env = dict(os.environ)
+    env.pop("MPIMAGER_HOST", None)
+    env.pop("MPIMAGER_HOSTS", None)
+    if hosts:
+        env["MPIMAGER_HOSTS"] = ",".join(hosts)
+    command = [sys.executable, str(script), *map(str, args)]
+    if n:
+        command = ["mpirun", "--oversubscribe", *mpirun_options, "-n", str(n), *command]
+    return subprocess.run(["bash", "-c", '. "$0" && exec "$@"', str(ENV_SH), *command], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_queue(tmp_path, n, tasks, hosts=None, max_per_host=None):
+    """Run a task list (dicts with Task fields and a payload) over n ranks; return rank 0's JSON document."""
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    args = [path] + (["--max-per-host", max_per_host] if max_per_host else [])
+    proc = mpirun(n, SCRIPTS / "queue_driver.py", *args, hosts=hosts)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert sorted(o["task_id"] for o in result["outcomes"]) == sorted(t["id"] for t in tasks)
+    return result
+
+
+def by_id(result):
+    return {o["task_id"]: o for o in result["outcomes"]}
+
+
+def max_overlap(intervals):
+    """Largest number of (start, end) intervals open at once."""
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda p: (p[0], p[1]))
+    most = now = 0
+    for _, step in points:
+        now += step
+        most = max(most, now)
+    return most
+
+
+# ------------------------------------------------------------------------------------------------ MPI runs
+
+DIAMOND = [
+    {"id": "prep", "payload": {"sleep": 0.2}},
+    {"id": "left", "deps": ["prep"], "payload": {"sleep": 0.2}},
+    {"id": "right", "deps": ["prep"], "payload": {"sleep": 0.1}},
+    {"id": "join", "deps": ["left", "right"], "payload": {"sleep": 0.1}},
+    {"id": "free1", "payload": {"sleep": 0.1}},
+    {"id": "free2", "payload": {"sleep": 0.1}},
+]
+
+
+def test_serial_without_mpirun_runs_every_task_in_this_process(tmp_path):
+    result = run_queue(tmp_path, 0, DIAMOND)
+    assert result["size"] == 1
+    assert {o["status"] for o in result["outcomes"]} == {"ok"}
+    assert {o["rank"] for o in result["outcomes"]} == {0}
+    assert len({o["value"]["pid"] for o in result["outcomes"]}) == 1
+
+
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_tasks_start_only_after_their_dependencies_end(tmp_path, n):
+    result = run_queue(tmp_path, n, DIAMOND)
+    out = by_id(result)
+    assert all(o["status"] == "ok" for o in out.values())
+    for task in DIAMOND:
+        for dep in task.get("deps", []):
+            assert out[task["id"]]["start"] >= out[dep]["end"], (task["id"], dep)
+    workers = {0} if n == 1 else set(range(1, n))
+    assert {o["rank"] for o in out.values()} <= workers  # with workers, the master executes nothing
+    # every task's "start" event comes before its "end" event, each exactly once
+    kinds = [(e["kind"], e["task_id"]) for e in result["events"] if e["kind"] != "note"]
+    for task in DIAMOND:
+        assert kinds.count(("start", task["id"])) == kinds.count(("end", task["id"])) == 1
+        assert kinds.index(("start", task["id"])) < kinds.index(("end", task["id"]))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_ready_tasks_start_largest_cost_first(tmp_path, n):
+    costs = [3, 10, 1, 7, 5, 2]
+    tasks = [{"id": f"c{c}", "cost": c, "payload": {"sleep": 0.05}} for c in costs]
+    result = run_queue(tmp_path, n, tasks)
+    started = [e["task_id"] for e in result["events"] if e["kind"] == "start"]
+    assert started == [f"c{c}" for c in sorted(costs, reverse=True)]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_failure_comes_back_with_rank_and_host_and_skips_only_its_dependents(tmp_path, n):
+    tasks = [
+        {"id": "bad", "cost": 10, "payload": {"fail": "boom in /data/a.ms"}},
+        {"id": "after_bad", "deps": ["bad"]},
+        {"id": "after_after", "deps": ["after_bad"]},
+        {"id": "pickle", "payload": {"result": "unpicklable"}},
+        *({"id": f"ok{i}", "payload": {"sleep": 0.1}} for i in range(5)),
+    ]
+    hosts = ["hA", "hA", "hB"]
+    out = by_id(run_queue(tmp_path, n, tasks, hosts=hosts))
+    bad = out["bad"]
+    assert bad["status"] == "failed" and bad["error"] == "ValueError: boom in /data/a.ms"
+    assert "boom in /data/a.ms" in bad["traceback"]
+    assert bad["rank"] in ({0} if n == 1 else {1, 2})
+    assert bad["host"] == hosts[bad["rank"]]
+    assert out["after_bad"]["status"] == "skipped" and "'bad' failed" in out["after_bad"]["error"]
+    assert out["after_after"]["status"] == "skipped" and "'after_bad' skipped" in out["after_after"]["error"]
+    assert out["pickle"]["status"] == "failed" and "cannot be pickled" in out["pickle"]["error"]
+    assert all(out[f"ok{i}"]["status"] == "ok" for i in range(5))
+    # the rank whose task failed lives on: it ran a later task
+    assert any(o["rank"] == bad["rank"] and o["start"] >= bad["end"] and o["status"] == "ok" for o in out.values())
+
+
+def test_max_per_host_caps_concurrent_slot_bound_tasks_on_each_host(tmp_path):
+    hosts = ["hA", "hA", "hA", "hB", "hB"]  # workers 1, 2 on hA; 3, 4 on hB
+    tasks = [{"id": f"t{i}", "payload": {"sleep": 0.4}} for i in range(6)]
+    out = run_queue(tmp_path, 5, tasks, hosts=hosts, max_per_host=1)["outcomes"]
+    assert {o["status"] for o in out} == {"ok"}
+    assert {o["host"] for o in out} == {"hA", "hB"}
+    for host in ("hA", "hB"):
+        assert max_overlap([(o["start"], o["end"]) for o in out if o["host"] == host]) == 1
+
+
+def test_tasks_run_on_their_host_and_a_missing_host_is_noted_once(tmp_path):
+    hosts = ["hA", "hA", "hB", "hB"]  # workers: 1 on hA; 2, 3 on hB
+    tasks = ([{"id": f"a{i}", "host": "hA", "payload": {"sleep": 0.1}} for i in range(3)]
+             + [{"id": f"b{i}", "host": "hB", "payload": {"sleep": 0.1}} for i in range(3)]
+             + [{"id": f"x{i}", "host": "node007"} for i in range(2)]
+             + [{"id": f"any{i}"} for i in range(2)])
+    result = run_queue(tmp_path, 4, tasks, hosts=hosts)
+    out = by_id(result)
+    assert {o["status"] for o in out.values()} == {"ok"}
+    for task in tasks:
+        if task.get("host") in ("hA", "hB"):
+            assert out[task["id"]]["host"] == task["host"] == out[task["id"]]["value"]["host"]
+    notes = [e["message"] for e in result["events"] if e["kind"] == "note"]
+    assert [m for m in notes if "node007" in m] == ["no rank runs on host node007: its tasks run anywhere"]
+
+
+def test_group_tasks_get_ranks_on_distinct_hosts_and_the_others_stay_reserved(tmp_path):
+    hosts = ["hA", "hA", "hA", "hB", "hB"]  # workers 1, 2 on hA; 3, 4 on hB
+    tasks = ([{"id": f"g{i}", "nranks": 2, "cost": 5, "payload": {"sleep": 0.5}} for i in range(2)]
+             + [{"id": f"s{i}", "payload": {"sleep": 0.3}} for i in range(4)])
+    out = by_id(run_queue(tmp_path, 5, tasks, hosts=hosts))
+    assert {o["status"] for o in out.values()} == {"ok"}
+    for gid in ("g0", "g1"):
+        group = out[gid]
+        placed = group["value"]
+        assert len(placed["ranks"]) == 2 and sorted(placed["hosts"]) == ["hA", "hB"]
+        assert placed["ranks"][0] == group["rank"] == placed["rank"]
+        assert [hosts[r] for r in placed["ranks"]] == placed["hosts"]
+        reserved = placed["ranks"][1]
+        for other in out.values():  # the reserved rank ran nothing while the group ran
+            if other["task_id"] != gid and other["rank"] == reserved:
+                assert other["end"] <= group["start"] or other["start"] >= group["end"], (gid, other["task_id"])
+
+
+def test_idle_master_and_idle_workers_sleep_instead_of_spinning(tmp_path):
+    # 3 ranks, one 3-second task: the master waits 3 s for it and one worker has nothing to do at all
+    result = run_queue(tmp_path, 3, [{"id": "long", "payload": {"sleep": 3.0}}])
+    (long,) = result["outcomes"]
+    assert long["end"] - long["start"] >= 3.0
+    idle = 3 - long["rank"]  # the worker that got no task
+    assert result["cpu"][0] < 0.5, result["cpu"]
+    assert result["cpu"][idle] < 0.5, result["cpu"]
+
+
+# ------------------------------------------------------------------------------------------- start-up (root_first)
+
+
+def driver_lines(proc):
+    return sorted((json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")),
+                  key=lambda d: d["rank"])
+
+
+def test_root_first_gives_rank0_the_plan_and_workers_none_then_the_queue_runs():
+    proc = mpirun(3, SCRIPTS / "root_first_driver.py", "ok")
+    assert proc.returncode == 0, proc.stderr
+    lines = driver_lines(proc)
+    assert [d["rank"] for d in lines] == [0, 1, 2]
+    assert lines[0]["plan"] == {"tasks": ["a", "b", "c"]} and lines[0]["ran"] == {"a": "ok", "b": "ok", "c": "ok"}
+    assert lines[1]["plan"] is None and lines[2]["plan"] is None
+
+
+def test_root_first_bad_input_ends_every_rank_with_exit_2_and_one_message():
+    began = time.monotonic()
+    proc = mpirun(3, SCRIPTS / "root_first_driver.py", "bad")
+    elapsed = time.monotonic() - began
+    assert proc.returncode == 2, proc.stderr
+    message = "mpimager: error: /data/run.toml: [wsclean] niter must be an integer, not 'many'"
+    assert proc.stderr.count(message) == 1
+    assert "Traceback" not in proc.stderr and "MPI_ABORT" not in proc.stderr
+    assert elapsed < 20  # start-up (~1 s) + the plan (1 s) + everyone leaving; never a hang
+
+
+@pytest.mark.parametrize("mode, code, error", [
+    ("bad", 2, "ConfigError: /data/run.toml: [wsclean] niter must be an integer, not 'many'"),
+    ("bug", 3, "KeyError: 'spw'"),
+    ("dupes", 1, "MpimagerError: duplicate task id(s) in the task list: 'a'"),
+])
+def test_every_rank_raises_the_same_error_class_and_message(mode, code, error):
+    # Open MPI kills the other ranks once one exits non-zero; turned off here so every rank can report
+    proc = mpirun(3, SCRIPTS / "root_first_driver.py", mode,
+                  mpirun_options=("--mca", "orte_abort_on_non_zero_status", "0"))
+    lines = driver_lines(proc)
+    assert [(d["rank"], d["exit"], d["error"]) for d in lines] == [(r, code, error) for r in range(3)], proc.stderr
+
+
+# ------------------------------------------------------------------------------- the scheduler's pure logic
+
+
+def drain(sched):
+    """Assign, then finish the running tasks one by one (ok) until nothing is left; return start order."""
+    order = []
+    while not sched.done:
+        started = sched.assign()
+        order += [(t.id, p.ranks) for t, p in started]
+        leader = min(sched.running)
+        sched.finish(leader, Reply(None, None, "", 0.0, 0.0))
+    return order
+
+
+def test_scheduler_non_slot_bound_tasks_ignore_max_per_host():
+    sched = _Scheduler([Task("fix", None, slot_bound=False), Task("fix2", None, slot_bound=False),
+                        Task("img", None), Task("img2", None)], {1: "h", 2: "h", 3: "h"}, max_per_host=1)
+    started = [t.id for t, _ in sched.assign()]
+    assert started == ["fix", "fix2", "img"]  # img2 waits: host h already runs one slot-bound task
+
+
+def test_scheduler_group_shares_a_host_when_no_distinct_one_is_free_and_says_so():
+    sched = _Scheduler([Task("g", None, nranks=2)], {1: "hA", 2: "hA", 3: "hB"}, None)
+    sched.free.discard(3)  # hB busy
+    ((task, placement),) = sched.assign()
+    assert placement.hosts == ("hA", "hA")
+    assert any(e.kind == "note" and "share hosts hA, hA" in e.message for e in sched.pop_events())
+
+
+def test_scheduler_group_larger_than_the_workers_runs_on_all_of_them_with_a_note():
+    sched = _Scheduler([Task("g", None, nranks=8)], {1: "hA", 2: "hB"}, None)
+    ((task, placement),) = sched.assign()
+    assert placement.ranks == (1, 2)
+    assert any("asks for 8 ranks; only 2 can be given" in e.message for e in sched.pop_events())
+
+
+def test_scheduler_waiting_group_keeps_free_ranks_from_smaller_tasks():
+    # ranks 1 and 2 free, rank 3 busy; the big group task needs 3 ranks, so the small one must not take 1 or 2
+    sched = _Scheduler([Task("big", None, nranks=3, cost=9), Task("small", None, cost=1)],
+                       {1: "h1", 2: "h2", 3: "h3"}, None)
+    sched.free.discard(3)
+    assert sched.assign() == []
+    sched.free.add(3)
+    assert [(t.id, p.ranks) for t, p in sched.assign()] == [("big", (1, 2, 3))]
+
+
+def test_scheduler_skips_unknown_dependencies_and_cycles_at_once():
+    sched = _Scheduler([Task("a", None, deps=("nope",)), Task("b", None, deps=("a",)),
+                        Task("c", None, deps=("d",)), Task("d", None, deps=("c",)), Task("e", None)], {1: "h"}, None)
+    skipped = {e.task_id: e.outcome.error for e in sched.pop_events() if e.kind == "end"}
+    assert skipped == {"a": "depends on unknown task 'nope'", "b": "dependency 'a' skipped",
+                       "c": "its dependencies form a cycle", "d": "its dependencies form a cycle"}
+    assert drain(sched) == [("e", (1,))]
+
+
+def test_scheduler_refuses_duplicate_ids():
+    with pytest.raises(MpimagerError, match="duplicate task id"):
+        _Scheduler([Task("a", None), Task("a", None)], {1: "h"}, None)
