@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         args = build_parser(command).parse_args(argv)
         return int(args._run(args) or 0)
     except MpimagerError as exc:
-        print(f"mpimager: error: {exc}", file=sys.stderr)
+        if not getattr(exc, "quiet", False):  # under MPI only rank 0 speaks
+            print(f"mpimager: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("mpimager: interrupted", file=sys.stderr)

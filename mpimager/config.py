@@ -427,7 +427,7 @@ def load_config(path: str | os.PathLike) -> Config:
     user = files[-1]
 
     from mpimager.containers import ContainerOptions
-    from mpimager.reduce import ReduceOptions
+    from mpimager.reduce.options import ReduceOptions
 
     def build(cls, table, **fields):
         return cls(**{**table, **fields})

@@ -107,24 +107,31 @@ def _fixms_job(config: Config, m: InputMS, job_id: str, python: str) -> Job:
 
 
 def _common(values) -> str | None:
+    """The value all MSs of a group share; None if none has one; wsclean.MIXED if they differ."""
     values = set(values)
-    return str(values.pop()) if len(values) == 1 and None not in values else None
+    if len(values) > 1:
+        return wsclean.MIXED
+    return None if not values or None in values else str(values.pop())
 
 
-def _tags(group: Sequence[InputMS]) -> tuple[tuple[str, str], ...]:
-    tags = {
+def _group_values(group: Sequence[InputMS]) -> dict[str, str | None]:
+    """obs_id, sw, field and beam of a group: shared, None (unknown) or wsclean.MIXED."""
+    return {
         "obs_id": _common(m.obs_id for m in group),
         "sw": _common(m.sw for m in group),
         "field": _common(m.info.field for m in group),
         "beam": _common(f"{m.info.beam:02d}" if m.info.beam is not None else None for m in group),
     }
-    return tuple((k, v) for k, v in tags.items() if v is not None)
+
+
+def _tags(group: Sequence[InputMS]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in _group_values(group).items() if v is not None and v != wsclean.MIXED)
 
 
 def _tokens(group: Sequence[InputMS], p: ImagingPass, run_dir: Path) -> dict[str, str | None]:
     infos = [m.info for m in group]
     return {
-        **dict(_tags(group)),
+        **_group_values(group),
         "ms_in": _common(i.path for i in infos),
         "ms_dir": _common(os.path.dirname(i.path) for i in infos),
         "ms_basename": _common(i.basename for i in infos),

@@ -23,6 +23,9 @@ from mpimager.errors import WSCleanOptionError
 #: options mpimager itself manages; a `[wsclean]` key of the same name is refused or treated specially
 MANAGED = {"name": "the image name: set by [wsclean] name and out-dir"}
 
+#: a token's value for a combined job whose MSs differ in it
+MIXED = "\0mixed"
+
 TOKENS = ("ms_in", "ms_dir", "ms_basename", "ms_stem", "name", "obs_id", "sw", "beam", "field", "pass", "run_dir")
 _TOKEN = re.compile(r"\$([A-Za-z_]*)\$")
 
@@ -53,6 +56,9 @@ def substitute(template: str, values: Mapping[str, str | None], where: str) -> s
             raise WSCleanOptionError(f"{where}: unknown token ${token}$ in {template!r}{suggest(token, TOKENS)}; "
                                      f"known: " + ", ".join(f"${t}$" for t in TOKENS))
         value = values.get(token)
+        if value == MIXED:
+            raise WSCleanOptionError(f"{where}: token ${token}$ in {template!r} has no single value: the MSs of "
+                                     f"this combined job differ in it")
         if value is None or value == "":
             raise WSCleanOptionError(f"{where}: token ${token}$ in {template!r} has no value for this job "
                                      f"({_why_unset(token)})")
@@ -66,8 +72,6 @@ def _why_unset(token: str) -> str:
         return "it is only known for inputs resolved through the [data_handler]"
     if token == "beam":
         return "the MS has no single FEED1 beam number"
-    if token in ("ms_in", "ms_dir", "ms_basename", "ms_stem", "beam", "field"):
-        return "the MSs of a combined job differ in it; set a name without it"
     return "no value"
 
 

@@ -1,0 +1,193 @@
+"""Run one planned job on the rank it was given to: environment, attempts, retries, output checks.
+
+Every attempt is an argv run by `mpimager.process.run` (WSClean through the configured runtime; the
+FixMS and reduce steps as `python -m ...` children), its complete output in `RUN_DIR/logs/ID.log`
+(`ID.attemptN.log` for retries). A job succeeds when the process exits 0 AND every predicted output
+exists and opens (FITS); it fails with a `JobError` naming the exit code and the log otherwise.
+
+Retry strategy (`[worker] retries` extra attempts, the failed process and its children dead first):
+- WSClean diverged (its minor-cycle fluxes reached KJy): again with `-mgain` halved (1.0 if unset -> 0.5);
+- an I/O error line, a kill by a signal, or casacore's abort (134): the same command again;
+- any other failure (exit 255: WSClean refused its options; a timeout): no retry, it would fail alike.
+Before each attempt the predicted outputs and the job's temp dir are cleared, and after a final failure
+its partial outputs are removed: a partial file never passes for a product.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mpimager.errors import JobError
+from mpimager.plan import Job
+
+RETRY_SAME, RETRY_LOWER_MGAIN, NO_RETRY = "same command", "mgain halved", "no retry"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every worker needs besides the job, sent with each job."""
+
+    run_dir: str
+    retries: int
+    timeout: float | None
+    env_file: str | None
+    container: object  # mpimager.containers.ContainerOptions
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    attempts: int
+    argv: tuple[str, ...]  # of the last attempt (differs from the plan after an mgain retry)
+    outputs: tuple[tuple[str, int], ...]
+    logs: tuple[str, ...]
+    duration: float
+    notes: tuple[str, ...] = ()
+
+
+def log_path(run_dir: str, job_id: str, attempt: int = 1) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", job_id)
+    return os.path.join(run_dir, "logs", f"{safe}.log" if attempt == 1 else f"{safe}.attempt{attempt}.log")
+
+
+def job_env(env_file: str | None, base: dict | None = None) -> dict:
+    """The environment of a job: ours (without MPI launch variables), plus `env_file` sourced by bash.
+
+    The file's path goes to bash as an argument, never inside the script text; a failing source is a
+    JobError naming the file and its last error line."""
+    from mpimager.process import mpi_clean_env
+
+    env = mpi_clean_env(dict(os.environ if base is None else base))
+    env.setdefault("HOME", os.path.expanduser("~"))
+    if not env_file:
+        return env
+    path = os.path.expandvars(os.path.expanduser(env_file))
+    script = 'set -a; . "$1" >&2 || { s=$?; echo "sourcing exited $s" >&2; exit 97; }; env -0'
+    try:
+        r = subprocess.run(["bash", "-c", script, "mpimager-env-file", path], env=env, capture_output=True,
+                           timeout=120)
+    except subprocess.TimeoutExpired:
+        raise JobError(f"env_file {path}: sourcing it took more than 120 s") from None
+    if r.returncode != 0:
+        lines = r.stderr.decode(errors="replace").strip().splitlines()
+        raise JobError(f"env_file {path}: sourcing it failed ({lines[-1] if lines else f'exit {r.returncode}'})")
+    pairs = (item.split("=", 1) for item in r.stdout.decode(errors="replace").split("\0") if "=" in item)
+    return mpi_clean_env({k: v for k, v in pairs if k not in ("_", "SHLVL", "PWD", "OLDPWD")})
+
+
+def lower_mgain(argv: list[str]) -> list[str]:
+    argv = list(argv)
+    if "-mgain" in argv:
+        i = argv.index("-mgain") + 1
+        argv[i] = str(round(float(argv[i]) / 2, 4))
+    else:
+        i = argv.index("-name")
+        argv[i:i] = ["-mgain", "0.5"]
+    return argv
+
+
+def retry_strategy(result) -> str:
+    from mpimager.process import Divergence, IOFailure
+
+    if isinstance(result.error, Divergence):
+        return RETRY_LOWER_MGAIN
+    if isinstance(result.error, IOFailure) or (not result.timed_out and (result.returncode < 0
+                                                                          or result.returncode == 134)):
+        return RETRY_SAME
+    return NO_RETRY
+
+
+def check_outputs(paths) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, size) of good outputs, and the problems of the others (missing, empty, unreadable FITS)."""
+    from astropy.io import fits
+
+    good, bad = [], []
+    for p in paths:
+        try:
+            size = os.path.getsize(p)
+            if size == 0:
+                raise OSError("empty")
+            if p.endswith(".fits"):
+                with fits.open(p, memmap=True) as hdul:
+                    hdul[0].header  # noqa: B018 - a truncated or foreign file fails here
+            good.append((p, size))
+        except Exception as exc:
+            bad.append(f"{os.path.basename(p)} ({'missing' if isinstance(exc, FileNotFoundError) else exc})")
+    return good, bad
+
+
+def _remove(paths) -> None:
+    for p in paths:
+        try:
+            os.remove(p)
+        except FileNotFoundError:
+            pass
+
+
+def run_job(job: Job, ctx: RunContext, binds_extra=()) -> JobResult:
+    """Run `job` with its retries; JobResult on success, JobError (one line, naming the log) on failure."""
+    from mpimager import process
+    from mpimager.containers import make_runtime
+
+    os.makedirs(os.path.join(ctx.run_dir, "logs"), exist_ok=True)
+    env = job_env(ctx.env_file)
+    runtime = make_runtime(ctx.container) if job.kind == "wsclean" else None
+    attempts = 1 + (ctx.retries if job.kind == "wsclean" else 0)
+    argv, logs, notes, t0 = list(job.argv), [], [], time.time()
+    for attempt in range(1, attempts + 1):
+        log = log_path(ctx.run_dir, job.id, attempt)
+        logs.append(log)
+        _remove(job.outputs)
+        if job.temp_dir:
+            shutil.rmtree(job.temp_dir, ignore_errors=True)
+            os.makedirs(job.temp_dir)
+        if job.prefix:
+            os.makedirs(os.path.dirname(job.prefix), exist_ok=True)
+        if runtime is not None:
+            binds = [*job.ms, os.path.dirname(job.prefix), job.temp_dir, *binds_extra]
+            command = runtime.command(argv, binds)
+            child_env = runtime.env(env)
+            watcher = process.wsclean_watcher()
+        else:
+            command, child_env, watcher = argv, env, None
+        result = process.run(command, log=Path(log), env=child_env, timeout=ctx.timeout, on_line=watcher)
+        if result.returncode == 0 and not result.timed_out and result.error is None:
+            good, bad = check_outputs(job.outputs)
+            if not bad:
+                if job.temp_dir:
+                    shutil.rmtree(job.temp_dir, ignore_errors=True)
+                return JobResult(job.id, attempt, tuple(argv), tuple(good), tuple(logs), time.time() - t0,
+                                 tuple(notes))
+            reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
+        else:
+            reason = _describe(result, ctx.timeout)
+            strategy = retry_strategy(result)
+        if attempt < attempts and strategy != NO_RETRY:
+            notes.append(f"attempt {attempt}: {reason}; retrying ({strategy})")
+            if strategy == RETRY_LOWER_MGAIN:
+                argv = lower_mgain(argv)
+            continue
+        break
+    _remove(job.outputs)
+    if job.temp_dir:
+        shutil.rmtree(job.temp_dir, ignore_errors=True)
+    tried = f" after {attempt} attempts" if attempt > 1 else ""
+    raise JobError(f"{reason}{tried} (log: {logs[-1]})", log=logs[-1])
+
+
+def _describe(result, timeout) -> str:
+    name = os.path.basename(result.argv[0]) if result.argv else "process"
+    if result.timed_out:
+        return f"{name} timed out after {timeout:.0f} s"
+    if result.error is not None:
+        return f"{name} stopped: {result.error}"
+    if result.returncode < 0:
+        return f"{name} was killed by signal {-result.returncode}"
+    last = next((line for line in reversed(result.tail) if line.strip()), "")
+    return f"{name} exited {result.returncode}" + (f": {last.strip()[:200]}" if last else "")

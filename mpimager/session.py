@@ -1,0 +1,207 @@
+"""One run across all ranks: rank 0 prepares and coordinates, the other ranks execute jobs.
+
+Rank 0: checks every input (config, options, MSs, writable directories) before anything is written,
+takes the run directory's lock, skips what the journal says is done, hands the rest to the MPI queue,
+journals and prints each start and end, and ends with a summary table, `manifest.json` and the exit
+code. A bad input ends every rank with the same one-line error (printed once, by rank 0) and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from mpimager import __version__, mpiqueue
+from mpimager.commands.run import Prepared, prepare, print_plan
+from mpimager.errors import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
+from mpimager.journal import Journal, RunLock, jobs_to_skip, read_records
+from mpimager.runner import RunContext, log_path, run_job
+
+
+def main(args) -> int:
+    comm = mpiqueue.world()
+    is_root = comm.Get_rank() == 0
+    try:
+        prepared = mpiqueue.root_first(lambda: _prepare(args), comm)
+    except MpimagerError as exc:
+        if not is_root:
+            exc.quiet = True  # rank 0 says it; the others leave with the same code
+        raise
+    if not is_root:
+        mpiqueue.run_tasks([], _execute, comm=comm)
+        return comm.bcast(None, root=0)
+    if args.dry_run or prepared.config.worker.dry_run:
+        print_plan(prepared, args.json)
+        mpiqueue.run_tasks([], _execute, comm=comm)
+        return comm.bcast(EXIT_OK, root=0)
+    code = Coordinator(prepared, args.force, comm).run()
+    return comm.bcast(code, root=0) if comm.Get_size() > 1 else code
+
+
+def _prepare(args) -> Prepared:
+    prepared = prepare(args)
+    if args.nodes_mpi:
+        prepared = replace(prepared, jobs=tuple(replace(j, nranks=args.nodes_mpi) if j.kind == "wsclean" else j
+                                                for j in prepared.jobs))
+    if not (args.dry_run or prepared.config.worker.dry_run):
+        check_writable([prepared.run_dir] + sorted({os.path.dirname(j.prefix) for j in prepared.jobs if j.prefix})
+                       + sorted({os.path.dirname(j.temp_dir) for j in prepared.jobs if j.temp_dir}))
+    return prepared
+
+
+def check_writable(paths) -> None:
+    """Each path is a directory we can write, or can be created: checked without writing anything."""
+    for path in paths:
+        p = Path(path)
+        while not p.exists():
+            p = p.parent
+        if not p.is_dir():
+            raise InputError(f"{path}: cannot be created ({p} is not a directory)")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise InputError(f"{path}: cannot be written (no write permission on {p})")
+
+
+def _execute(task: mpiqueue.Task, placement: mpiqueue.Placement):
+    job, ctx = task.payload
+    return run_job(job, ctx)
+
+
+class Coordinator:
+    """Rank 0's side of a run: journal, progress lines, the queue, summary and manifest."""
+
+    def __init__(self, prepared: Prepared, force: bool, comm):
+        self.p, self.force, self.comm = prepared, force, comm
+        self.run_dir = prepared.run_dir
+        self.jobs = {j.id: j for j in prepared.jobs}
+        self.t0 = time.time()
+        self.running: dict[str, tuple[int, str]] = {}
+        self.finished = 0
+
+    def run(self) -> int:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.run_dir)
+        self.journal = Journal(self.run_dir)
+        try:
+            return self._run()
+        finally:
+            self.journal.close()
+            lock.release()
+
+    def _run(self) -> int:
+        cfg = self.p.config
+        skip = {} if self.force else jobs_to_skip(self.p.jobs, read_records(self.run_dir))
+        self.journal.write("run", state="start", pid=os.getpid(), ranks=self.comm.Get_size(),
+                           config=str(cfg.path), mpimager=__version__, argv=sys.argv)
+        self.journal.write("plan", jobs=[j.to_json() for j in self.p.jobs])
+        for job_id, why in skip.items():
+            self.journal.write("skip", job=job_id, reason=why)
+        ctx = RunContext(run_dir=str(self.run_dir), retries=cfg.worker.retries, timeout=cfg.worker.timeout,
+                         env_file=str(cfg.worker.env_file) if cfg.worker.env_file else None, container=cfg.container)
+        tasks = [mpiqueue.Task(id=j.id, payload=(j, ctx), deps=tuple(d for d in j.depends_on if d not in skip),
+                               cost=j.cost, host=j.host, nranks=j.nranks)
+                 for j in self.p.jobs if j.id not in skip]
+        self.total = len(tasks)
+        workers = max(1, self.comm.Get_size() - 1)
+        self.say(f"{len(self.p.jobs)} jobs: {len(tasks)} to run, {len(skip)} already done; "
+                 f"{workers} worker rank{'s' * (workers > 1)}; run directory {self.run_dir}")
+        outcomes = mpiqueue.run_tasks(tasks, _execute, comm=self.comm, max_per_host=cfg.worker.max_concurrent,
+                                      on_event=self.on_event)
+        self.journal.write("run", state="end", wall=round(time.time() - self.t0, 3))
+        return self.finish(outcomes, skip)
+
+    # ------------------------------------------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def on_event(self, ev: mpiqueue.Event) -> None:
+        if ev.kind == "note":
+            self.journal.write("note", message=ev.message)
+            self.say(ev.message)
+        elif ev.kind == "start":
+            job = self.jobs[ev.task_id]
+            self.running[ev.task_id] = (ev.rank, ev.host)
+            self.journal.write("start", job=ev.task_id, rank=ev.rank, host=ev.host, argv=list(job.argv))
+            self.say(f"start {ev.task_id} on rank {ev.rank} ({ev.host})")
+        elif ev.kind == "end":
+            self._end(ev.outcome)
+
+    def _end(self, o: mpiqueue.Outcome) -> None:
+        job = self.jobs[o.task_id]
+        self.running.pop(o.task_id, None)
+        self.finished += 1
+        record = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start, end=o.end,
+                      argv=list(job.argv))
+        count = f"[{self.finished}/{self.total}]"
+        if o.status == mpiqueue.OK:
+            r = o.value
+            record.update(attempts=r.attempts, argv_run=list(r.argv), logs=list(r.logs), notes=list(r.notes),
+                          outputs=[{"path": p, "size": s} for p, s in r.outputs])
+            self.say(f"done {o.task_id} in {o.end - o.start:.1f} s {count}" +
+                     (f" ({'; '.join(r.notes)})" if r.notes else ""))
+        else:
+            record.update(error=o.error, log=log_path(str(self.run_dir), o.task_id) if o.status == "failed" else None)
+            self.say(f"{o.status.upper()} {o.task_id}: {o.error} {count}")
+        self.journal.write("end", **record)
+
+    def finish(self, outcomes, skip) -> int:
+        wall = time.time() - self.t0
+        failed = [o for o in outcomes if o.status != mpiqueue.OK]
+        self.print_summary(outcomes, skip, wall)
+        manifest = self.write_manifest(outcomes, skip, wall)
+        self.say(f"manifest: {manifest}")
+        return EXIT_JOB_FAILED if failed else EXIT_OK
+
+    def print_summary(self, outcomes, skip, wall) -> None:
+        by_id = {o.task_id: o for o in outcomes}
+        width = max((len(j) for j in self.jobs), default=4)
+        lines = [f"{'job':<{width}}  {'status':<8}  {'wall s':>7}  {'tries':>5}  {'rank':>4}  host / log"]
+        for job_id in self.jobs:
+            if job_id in skip:
+                lines.append(f"{job_id:<{width}}  {'skipped':<8}  {'-':>7}  {'-':>5}  {'-':>4}  {skip[job_id]}")
+                continue
+            o = by_id.get(job_id)
+            if o is None:
+                continue
+            tries = o.value.attempts if o.status == mpiqueue.OK else "-"
+            where = o.host or "-"
+            if o.status != mpiqueue.OK:
+                where = (f"log {log_path(str(self.run_dir), job_id)}" if o.status == "failed" else o.error or "")
+            lines.append(f"{job_id:<{width}}  {o.status:<8}  {o.end - o.start:>7.1f}  {tries!s:>5}  "
+                         f"{o.rank if o.rank is not None else '-'!s:>4}  {where}")
+        busy: dict[int, float] = {}
+        for o in outcomes:
+            if o.rank is not None:
+                busy[o.rank] = busy.get(o.rank, 0.0) + (o.end - o.start)
+        counts = {s: sum(o.status == s for o in outcomes) for s in (mpiqueue.OK, "failed", "skipped")}
+        lines.append(f"\n{counts['ok']} done, {len(skip)} already done, {counts['failed']} failed, "
+                     f"{counts['skipped']} not run (a dependency failed); wall {wall:.1f} s")
+        if busy:
+            lines.append("busy fraction per rank: " + ", ".join(f"rank {r} {t / max(wall, 1e-9):.0%}"
+                                                              for r, t in sorted(busy.items())))
+        print("\n".join(lines), flush=True)
+
+    def write_manifest(self, outcomes, skip, wall) -> Path:
+        from mpimager.journal import finished_jobs
+
+        done = finished_jobs(read_records(self.run_dir))
+        jobs = []
+        for job_id, job in self.jobs.items():
+            d = done.get(job_id)
+            status = "ok" if d is not None and (job_id in skip or any(
+                o.task_id == job_id and o.status == mpiqueue.OK for o in outcomes)) else \
+                next((o.status for o in outcomes if o.task_id == job_id), "pending")
+            jobs.append({"id": job_id, "kind": job.kind, "status": status, "ms": list(job.ms), "argv": list(job.argv),
+                         "outputs": [{"path": p, "size": s} for p, s in d.outputs] if status == "ok" else []})
+        manifest = {"mpimager": __version__, "config": str(self.p.config.path), "run_dir": str(self.run_dir),
+                    "wall_s": round(wall, 3), "jobs": jobs,
+                    "products": [o["path"] for j in jobs for o in j["outputs"]]}
+        path = self.run_dir / "manifest.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, path)
+        return path
