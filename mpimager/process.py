@@ -1,0 +1,384 @@
+"""The one way mpimager runs an external program (WSClean native or in a container, mpirun, ...).
+
+`run` starts the child in its own session (so in its own process group), streams its merged
+stdout/stderr into a log file (complete, flushed as it arrives) and, line by line, to an optional
+watcher. A watcher stops the child by raising `WatchAbort` (or a subclass: `Divergence`,
+`IOFailure`). On abort, timeout, or when the child exits leaving members of its group behind,
+the whole group is terminated (SIGTERM, then SIGKILL after a grace period) and waited for:
+when `run` returns, nothing it started is still running, so a retry never overlaps a failed run.
+
+A non-zero exit is a result (`ProcessResult`), not an exception; `run` raises `JobError` only
+when the program cannot be started. `wsclean_watcher` recognises WSClean's divergence and I/O
+failure lines; `mpi_clean_env` strips an MPI launch's variables from a child's environment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+from mpimager.errors import JobError
+
+TAIL_LINES = 20
+KILL_GRACE_S = 5.0  # between SIGTERM and SIGKILL
+LINGER_S = 1.0  # how long output may keep flowing from the group after the main child exited
+_POLL_S = 0.2
+
+
+class WatchAbort(JobError):
+    """Raised by a line watcher to stop the process; `reason` names why, `line` is the trigger."""
+
+    reason = "aborted by watcher"
+
+    def __init__(self, line: str = "", reason: Optional[str] = None):
+        self.line = line
+        if reason is not None:
+            self.reason = reason
+        super().__init__(f"{self.reason}: {line.strip()}" if line else self.reason)
+
+
+class Divergence(WatchAbort):
+    """WSClean's deconvolution ran away (component or peak fluxes of kJy, or NaN)."""
+
+    reason = "WSClean deconvolution diverged"
+
+
+class IOFailure(WatchAbort):
+    """The process reported a failed read/write (missing table, full disk, I/O error)."""
+
+    reason = "I/O failure"
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What happened to one external process. `returncode` < 0 means killed by that signal."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    duration: float  # seconds, start to reaped
+    log: Path
+    tail: tuple[str, ...]  # the last lines of output (at most TAIL_LINES)
+    timed_out: bool = False
+    error: Optional[WatchAbort] = None  # what the watcher raised, if it stopped the process
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and self.error is None
+
+    def summary(self) -> str:
+        """One line: what failed, how, and where the log is (or "... succeeded")."""
+        name = os.path.basename(self.argv[0]) if self.argv else "?"
+        if self.error is not None:
+            how = str(self.error)
+        elif self.timed_out:
+            how = f"timed out after {self.duration:.0f} s"
+        elif self.returncode < 0:
+            how = f"killed by signal {-self.returncode}"
+        elif self.returncode:
+            last = next((t.strip() for t in reversed(self.tail) if t.strip()), "")
+            how = f"exit code {self.returncode}" + (f": {last}" if last else "")
+        else:
+            return f"{name} succeeded in {self.duration:.1f} s (log: {self.log})"
+        return f"{name} failed ({how}); log: {self.log}"
+
+    def raise_for_failure(self) -> "ProcessResult":
+        """Return self when ok, else raise JobError(summary, log=...)."""
+        if not self.ok:
+            raise JobError(self.summary(), log=self.log)
+        return self
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[os.PathLike | str] = None,
+    timeout: Optional[float] = None,
+    on_line: Optional[Callable[[str], None]] = None,
+    kill_grace: float = KILL_GRACE_S,
+    append: bool = False,
+) -> ProcessResult:
+    """Run `argv` to completion (or abort/timeout); see the module docstring.
+
+    `env` is the child's complete environment (None: this process's). `log` is created
+    (parents too), truncated unless `append`. Raises JobError only if the program can't start.
+    """
+    argv = tuple(str(a) for a in argv)
+    if not argv:
+        raise JobError("run: empty command")
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log, "ab" if append else "wb") as logf:
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=None if env is None else dict(env), cwd=cwd, start_new_session=True)
+        except FileNotFoundError as exc:
+            if cwd is not None and exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
+                raise JobError(f"cannot run {argv[0]}: working directory {cwd} does not exist", log=log) from None
+            raise JobError(f"cannot run {argv[0]}: no such program (not found on PATH or not a file)",
+                           log=log) from None
+        except PermissionError:
+            raise JobError(f"cannot run {argv[0]}: permission denied (not executable?)", log=log) from None
+        except OSError as exc:
+            raise JobError(f"cannot run {argv[0]}: {exc.strerror or exc}", log=log) from None
+        return _supervise(proc, argv, logf, log, start, timeout, on_line, kill_grace)
+
+
+class _Pump:
+    """Moves the child's output into the log (as it comes) and, line by line, to the watcher."""
+
+    def __init__(self, stream, logf, on_line):
+        self.fd = stream.fileno()
+        os.set_blocking(self.fd, False)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.fd, selectors.EVENT_READ)
+        self.logf = logf
+        self.on_line = on_line  # set to None once the watcher aborted or we are stopping
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.pending = bytearray()
+        self.eof = False
+        self.error: Optional[WatchAbort] = None
+
+    def __call__(self, wait: float) -> None:
+        """Read what arrives within `wait` s. A WatchAbort from the watcher is recorded, not raised."""
+        if self.eof:  # only the child's exit is awaited now: poll it often
+            time.sleep(min(wait, 0.01))
+            return
+        if not self.sel.select(wait):
+            return
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.eof = True
+            if self.pending:
+                self._emit(bytes(self.pending))
+                self.pending.clear()
+            return
+        self.logf.write(chunk)
+        self.logf.flush()
+        self.pending.extend(chunk)
+        while (nl := self.pending.find(b"\n")) >= 0:
+            line = bytes(self.pending[:nl])
+            del self.pending[: nl + 1]
+            self._emit(line)
+
+    def _emit(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        self.tail.append(text)
+        if self.on_line is not None:
+            try:
+                self.on_line(text)
+            except WatchAbort as exc:
+                self.error = exc
+                self.on_line = None
+
+    def drain(self, seconds: float = 1.0) -> None:
+        """Read what is already buffered (bounded: a writer outside our group may never stop)."""
+        end = time.monotonic() + seconds
+        while not self.eof and time.monotonic() < end and self.sel.select(0):
+            self(0.0)
+
+    def close(self) -> None:
+        self.sel.close()
+
+
+def _supervise(proc, argv, logf, log, start, timeout, on_line, kill_grace) -> ProcessResult:
+    """Pump output until the child is done or must be stopped; always leave the group dead and reaped."""
+    pump = _Pump(proc.stdout, logf, on_line)
+    deadline = None if timeout is None else start + timeout
+    timed_out = False
+    exited_at: Optional[float] = None
+    stopping = False
+    try:
+        while pump.error is None:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                timed_out = True
+                break
+            if exited_at is None and _exited(proc):
+                exited_at = now
+            if exited_at is not None and (pump.eof or now - exited_at >= LINGER_S):
+                break  # done; group members still holding the pipe are stopped below
+            pump(_POLL_S if deadline is None else max(0.0, min(_POLL_S, deadline - now)))
+        # Stop whatever is left of the group (nothing, after a clean exit), still logging output.
+        pump.on_line = None
+        stopping = True
+        _stop_group(proc, kill_grace, pump)
+        pump.drain()
+    except BaseException:
+        # A watcher bug, KeyboardInterrupt, ...: never leave the group running.
+        if not stopping:
+            _stop_group(proc, kill_grace, None)
+            proc.wait()
+        raise
+    finally:
+        pump.close()
+        proc.stdout.close()
+    returncode = proc.wait()
+    if timed_out:
+        logf.write(f"\n[mpimager] timed out after {timeout} s: process group killed\n".encode())
+    elif pump.error is not None:
+        logf.write(f"\n[mpimager] stopped: {pump.error}\n".encode())
+    logf.flush()
+    return ProcessResult(argv=argv, returncode=returncode, duration=time.monotonic() - start, log=log,
+                         tail=tuple(pump.tail), timed_out=timed_out, error=pump.error)
+
+
+def _exited(proc) -> bool:
+    """Has the main child exited? It stays a zombie (WNOWAIT), so its pid keeps naming its group."""
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid`, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ... ; comm may contain spaces/parentheses
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry))
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    if os.path.isdir("/proc/self"):
+        return bool(_group_members(pgid))
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_group(proc, grace: float, pump) -> None:
+    """SIGTERM the child's group, SIGKILL it after `grace` s; return when no member is alive.
+
+    The main child is not reaped before this returns (the caller waits for it), so the group id
+    cannot be reused by an unrelated process meanwhile.
+    """
+    pgid = proc.pid
+    if not _group_alive(pgid):
+        return
+    _signal_group(pgid, signal.SIGTERM)
+    _signal_group(pgid, signal.SIGCONT)  # stopped processes must run to act on SIGTERM
+    if _wait_group_gone(pgid, grace, pump):
+        return
+    _signal_group(pgid, signal.SIGKILL)
+    if not _wait_group_gone(pgid, 30.0, pump):
+        raise JobError(f"process group {pgid} of {proc.args[0]} survived SIGKILL for 30 s "
+                       f"(uninterruptible I/O?): pids {_group_members(pgid)}")
+
+
+def _wait_group_gone(pgid: int, seconds: float, pump) -> bool:
+    end = time.monotonic() + seconds
+    while True:
+        if not _group_alive(pgid):
+            return True
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        if pump is not None:
+            pump(min(0.05, left))
+        else:
+            time.sleep(min(0.05, left))
+
+
+# --- WSClean output watcher -------------------------------------------------------------------
+
+_FLUX_UNITS = {"nJy": 1e-9, "µJy": 1e-6, "uJy": 1e-6, "mJy": 1e-3, "Jy": 1.0, "KJy": 1e3, "kJy": 1e3}
+_NUMBER = r"[-+]?(?:nan|inf|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
+# The lines where WSClean reports the current peak/component of the deconvolution:
+#   "Iteration 2115, scale 0 px : -1.11 KJy at 26,70"   (multi-scale minor cycle)
+#   "(7) Iteration 124, scale 0 px : -107.73 mJy at 11,0" (parallel deconvolution sub-image)
+#   "Iteration 2000: -155.67 KJy at 21,92"             (generic clean without sub-minor loop)
+#   "Initial peak: 1.01 Jy at 34,84", "Stopped on peak 7.52395e+19 KJy, because ...",
+#   "Next major iteration at: 201.84 mJy", "Starting multi-scale cleaning. Start peak=1.01 Jy, ..."
+_PEAK_LINE = re.compile(
+    r"(?:Iteration \d+(?:, scale \d+ px)?\s*:|Initial peak:|Stopped on peak|Start peak=|Next major iteration at:)"
+    rf"\s*({_NUMBER})\s*(nJy|µJy|uJy|mJy|KJy|kJy|Jy)\b", re.IGNORECASE)
+_IO_ERROR = re.compile(
+    r"Table \S.* does not exist|Error writing|Error (?:while )?reading|No space left on device|"
+    r"Input/output error|\bI/O error|Disk quota exceeded|Read-only file system|Stale file handle|"
+    r"CFITSIO reported error|FilebufIO object .* is not writable", re.IGNORECASE)
+
+
+def peak_flux_jy(line: str) -> Optional[float]:
+    """The flux (Jy) of a WSClean deconvolution peak/iteration line, or None for other lines."""
+    m = _PEAK_LINE.search(line)
+    if m is None:
+        return None
+    unit = next(u for u in _FLUX_UNITS if u.lower() == m.group(2).lower())
+    return float(m.group(1)) * _FLUX_UNITS[unit]
+
+
+def wsclean_watcher(*, divergence_jy: float = 1e3) -> Callable[[str], None]:
+    """A line watcher for WSClean: raises Divergence when a deconvolution peak reaches
+    `divergence_jy` (default 1 kJy) or is NaN/inf, IOFailure on a read/write failure line."""
+
+    def watch(line: str) -> None:
+        flux = peak_flux_jy(line)
+        if flux is not None and (not math.isfinite(flux) or abs(flux) >= divergence_jy):
+            raise Divergence(line)
+        if _IO_ERROR.search(line):
+            raise IOFailure(line)
+
+    return watch
+
+
+# --- environments ---------------------------------------------------------------------------
+
+_MPI_PREFIXES = ("OMPI_", "PMIX_", "OPAL_", "PRTE_", "PMI_", "HYDRA_", "MPIR_", "I_MPI_HYDRA_")
+_MPI_NAMES = {"PMI_FD", "PMI_RANK", "PMI_SIZE", "PMI_PORT", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"}
+# User settings that mpirun passes on to its ranks and that a nested launch needs as well.
+_USER_SETTINGS = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
+# OMPI_MCA_* that Open MPI's mpirun sets for its ranks to describe the running job (4.x names,
+# measured with `mpirun -n 1 env`); any other OMPI_MCA_* is a user's MCA parameter and is kept.
+_LAUNCH_MCA = ("OMPI_MCA_ess", "OMPI_MCA_orte_", "OMPI_MCA_pmix", "OMPI_MCA_prte", "OMPI_MCA_initial_wdir",
+               "OMPI_MCA_mpi_oversubscribe", "OMPI_MCA_shmem_RUNTIME_QUERY_hint")
+
+
+def mpi_clean_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without the variables of the current MPI launch (Open MPI/PMIx/PRRTE, MPICH/Hydra/PMI),
+    for a child that starts its own MPI job (e.g. `mpirun wsclean-mp`) from inside an MPI rank.
+
+    Kept: `OMPI_ALLOW_RUN_AS_ROOT*` and the user's own `OMPI_MCA_*` parameters (e.g. btl choices);
+    dropped: every other variable with an MPI launcher prefix, including mpirun's OMPI_MCA_ job state."""
+    out = {}
+    for key, value in env.items():
+        mpi = key.startswith(_MPI_PREFIXES) or key in _MPI_NAMES
+        user = key in _USER_SETTINGS or (key.startswith("OMPI_MCA_") and not key.startswith(_LAUNCH_MCA))
+        if not mpi or user:
+            out[key] = value
+    return out
