@@ -1,0 +1,273 @@
+"""The cube on disk: names, header, preallocation, writing a plane at its offset, verifying, side files.
+
+A cube is one primary HDU (RA, DEC, FREQ, STOKES or RA, DEC, STOKES, FREQ; one Stokes, so a plane is
+contiguous whatever the order) and, for cubes with one beam per plane, a CASA `BEAMS` table with
+CASAMBM=T (never CASAMBM without the table). The file is created at full size by one process (header,
+sparse data area, BEAMS table) under a `.partial` name; any process then writes any plane with one
+`pwrite` at its offset; the coordinating process verifies and renames it. Beside it: a beam log
+(per-plane original and target beams, fate and reason) and linmos weights (`#Channel Weight`, 1/sigma^2
+of a robust sigma per plane, 0 for blank planes).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mpimager.errors import InputError
+from mpimager.reduce.fitsio import BLOCK, STOKES_VALUES, parse_header, read_header_bytes
+from mpimager.reduce.options import ReduceOptions
+from mpimager.reduce.plan import CubePlan
+
+_AXIS_KEY = re.compile(r"^(CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CNAME|CRDER|CSYER|CPERI|CZPHS)([3-9])$")
+_MATRIX_KEY = re.compile(r"^(PC|CD)(\d)_(\d)$")
+_PV_KEY = re.compile(r"^P[VS]([3-9])_\d+$")
+_DROP = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM",
+         "BMAJ", "BMIN", "BPA", "CASAMBM", "DATAMIN", "DATAMAX", "END", "INSTRUMENT_RECEPTOR_ANGLE",
+         "WSCCHANS", "WSCCHANE"}
+RECEPTOR_KEY = "INSTRUMENT_RECEPTOR_ANGLE"
+
+
+@dataclass(frozen=True)
+class CubePaths:
+    cube: Path
+    beamlog: Path
+    weights: Path
+
+    @property
+    def partial(self) -> Path:
+        return self.cube.with_name(f".{self.cube.name}.partial")
+
+
+def cube_paths(plan: CubePlan, options: ReduceOptions, out_dir: Path, out_file: Path | None = None) -> CubePaths:
+    """Where a cube and its side files go (documented in the `reduce` command's help)."""
+    if out_file is not None:
+        stem = out_file.name[:-5] if out_file.name.endswith(".fits") else out_file.name
+        return CubePaths(out_file, out_file.with_name(f"{stem}.beamlog.txt"),
+                         out_file.with_name(f"{stem}.weights.txt"))
+    if options.names == "arrakis":
+        kind = "residual" if plan.kind == "residual" else "restored"
+        rest = plan.prefix[len("image."):] if plan.prefix.startswith("image.") else (plan.prefix or "cube")
+        conv = "" if plan.kind == "unconvolved" else ".conv"
+        base = f"{kind}.{plan.stokes.lower()}.{rest}{conv}"
+        return CubePaths(out_dir / f"image.{base}.fits", out_dir / f"beamlog.image.{base}.txt",
+                         out_dir / f"weights.{base}.txt")
+    stem = f"{plan.prefix or 'cube'}-{plan.stokes}-{plan.kind}.cube"
+    return CubePaths(out_dir / f"{stem}.fits", out_dir / f"{stem}.beamlog.txt", out_dir / f"{stem}.weights.txt")
+
+
+def _dropped(key: str) -> bool:
+    if key in _DROP or key.startswith("NAXIS"):
+        return True
+    if _AXIS_KEY.match(key) or _PV_KEY.match(key):
+        return True
+    m = _MATRIX_KEY.match(key)
+    return bool(m and (int(m[2]) > 2 or int(m[3]) > 2))
+
+
+def cube_header(plan: CubePlan, options: ReduceOptions, receptor_angle: float | None = None):
+    """The primary header of the cube (astropy Header)."""
+    from astropy.io import fits
+    import warnings
+
+    template = plan.template.header
+    ny, nx = plan.shape
+    nplanes = len(plan.planes)
+    stokes_code = STOKES_VALUES.get(plan.stokes, 1)
+    freq_cards = [("CTYPE{}", "FREQ", None), ("CRPIX{}", 1.0, None), ("CRVAL{}", plan.freq0, None),
+                  ("CDELT{}", plan.step, None), ("CUNIT{}", "Hz", None)]
+    stokes_cards = [("CTYPE{}", "STOKES", None), ("CRPIX{}", 1.0, None), ("CRVAL{}", float(stokes_code), None),
+                    ("CDELT{}", 1.0, None), ("CUNIT{}", "", None)]
+    if options.axis_order == "freq-stokes":
+        axes = [(3, nplanes, freq_cards), (4, 1, stokes_cards)]
+    else:
+        axes = [(3, 1, stokes_cards), (4, nplanes, freq_cards)]
+    h = fits.Header()
+    h["SIMPLE"] = True
+    h["BITPIX"] = -32
+    h["NAXIS"] = 4
+    h["NAXIS1"] = nx
+    h["NAXIS2"] = ny
+    for i, n, _ in axes:
+        h[f"NAXIS{i}"] = n
+    h["EXTEND"] = True
+    for card in template.cards:
+        if card.keyword in ("HISTORY", "COMMENT", ""):
+            continue
+        if _dropped(card.keyword):
+            continue
+        h.append(card, end=True)
+    for i, _, cards in axes:
+        for key, value, comment in cards:
+            h[key.format(i)] = value
+    if plan.beam is not None:
+        for key, value in plan.beam.header_values().items():
+            h[key] = value
+    else:
+        h["CASAMBM"] = (True, "one beam per plane in the BEAMS table")
+    angle = receptor_angle
+    if angle is None and RECEPTOR_KEY in template:
+        angle = float(template[RECEPTOR_KEY])
+    if angle is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            h[f"HIERARCH {RECEPTOR_KEY}"] = (float(angle), "Orig. pol. axis rotation angle in degrees")
+    for card in template.cards:
+        if card.keyword in ("HISTORY", "COMMENT"):
+            h.append(card, end=True)
+    what = ("PSF-matched to one beam" if plan.beam is not None else
+            "PSF-matched, one beam per plane" if plan.kind != "unconvolved" else "unconvolved")
+    h.add_history(f"mpimager reduce: {sum(r.source is not None for r in plan.records)} channel images "
+                  f"of {plan.prefix or 'cube'} Stokes {plan.stokes} ({plan.kind}), {what}")
+    return h
+
+
+def beams_table_bytes(plan: CubePlan) -> bytes:
+    """A CASA BEAMS binary table (arcsec, arcsec, deg; zero for blank planes) as FITS bytes."""
+    from astropy.io import fits
+
+    n = len(plan.records)
+    bmaj = np.zeros(n, dtype=np.float32)
+    bmin = np.zeros(n, dtype=np.float32)
+    bpa = np.zeros(n, dtype=np.float32)
+    for r in plan.records:
+        if r.beam_out is not None:
+            bmaj[r.index], bmin[r.index], bpa[r.index] = r.beam_out.major, r.beam_out.minor, r.beam_out.pa
+    cols = [fits.Column("BMAJ", "1E", "arcsec", array=bmaj), fits.Column("BMIN", "1E", "arcsec", array=bmin),
+            fits.Column("BPA", "1E", "deg", array=bpa),
+            fits.Column("CHAN", "1J", array=np.arange(n, dtype=np.int32)),
+            fits.Column("POL", "1J", array=np.zeros(n, dtype=np.int32))]
+    hdu = fits.BinTableHDU.from_columns(cols, name="BEAMS")
+    hdu.header["EXTVER"] = 1
+    hdu.header["NCHAN"] = n
+    hdu.header["NPOL"] = 1
+    buf = io.BytesIO()
+    primary = fits.PrimaryHDU()
+    fits.HDUList([primary, hdu]).writeto(buf)
+    raw = buf.getvalue()
+    skip = len(primary.header.tostring())
+    if raw[skip:skip + 8] != b"XTENSION":  # pragma: no cover - astropy layout guard
+        raise RuntimeError("unexpected BEAMS table serialisation")
+    return raw[skip:]
+
+
+def padded(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Byte layout of a preallocated cube."""
+
+    path: str  # the .partial file written to
+    data_offset: int
+    plane_bytes: int
+    nplanes: int
+    size: int
+
+
+def preallocate(path: Path, header, tail: bytes, nplanes: int, shape: tuple[int, int]) -> Layout:
+    """Create the cube file at full size: header, sparse data area, then `tail` (BEAMS table or b'')."""
+    head = header.tostring().encode("ascii")
+    plane_bytes = shape[0] * shape[1] * 4
+    data_end = len(head) + padded(nplanes * plane_bytes)
+    try:
+        with open(path, "wb") as f:
+            f.write(head)
+            f.truncate(data_end)
+            f.seek(data_end)
+            f.write(tail)
+    except OSError as exc:
+        raise InputError(f"{path.parent}: cannot write the cube ({exc.strerror})") from None
+    return Layout(str(path), len(head), plane_bytes, nplanes, data_end + len(tail))
+
+
+def write_plane(layout: Layout, index: int, plane: np.ndarray | None, with_crc: bool = False) -> int | None:
+    """Write one float32 plane (native order; swapped in place) at its offset; None = a NaN plane."""
+    if plane is None:
+        plane = np.full(layout.plane_bytes // 4, np.nan, dtype=np.float32)
+    if plane.dtype != np.float32 or not plane.flags.c_contiguous:
+        plane = np.ascontiguousarray(plane, dtype=np.float32)
+    if sys.byteorder == "little":
+        plane.byteswap(inplace=True)
+    view = memoryview(plane).cast("B")
+    offset = layout.data_offset + index * layout.plane_bytes
+    fd = os.open(layout.path, os.O_WRONLY)
+    try:
+        done = 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], offset + done)
+    finally:
+        os.close(fd)
+    return zlib.crc32(view) if with_crc else None
+
+
+def verify(layout: Layout, crcs: dict[int, int] | None = None) -> str | None:
+    """None if the cube file is complete (size, header, and planes' CRCs when given); else what is wrong."""
+    path = Path(layout.path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if size != layout.size:
+        return f"{path}: size {size} bytes, expected {layout.size}"
+    raw, offset = read_header_bytes(path)
+    if offset != layout.data_offset:
+        return f"{path}: header length changed"
+    header = parse_header(raw, path)
+    nplanes = max(int(header.get("NAXIS3", 1)), int(header.get("NAXIS4", 1)))
+    if nplanes != layout.nplanes:
+        return f"{path}: {nplanes} planes in the header, expected {layout.nplanes}"
+    if crcs:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            buf = bytearray(layout.plane_bytes)
+            for index, crc in sorted(crcs.items()):
+                n = os.preadv(fd, [buf], layout.data_offset + index * layout.plane_bytes)
+                if n != layout.plane_bytes or zlib.crc32(buf) != crc:
+                    return f"{path}: plane {index} does not read back as written"
+        finally:
+            os.close(fd)
+    return None
+
+
+def robust_sigma(plane: np.ndarray, samples: int = 1 << 18) -> float:
+    """1.4826 x median absolute deviation of the finite pixels, on a regular subsample of ~`samples`."""
+    step = max(1, int((plane.size / samples) ** 0.5))
+    sub = plane[::step, ::step]
+    values = sub[np.isfinite(sub)]
+    if values.size == 0:
+        return float("nan")
+    med = np.median(values)
+    return float(1.4826 * np.median(np.abs(values - med)))
+
+
+def write_weights(path: Path, sigmas: list[float]) -> None:
+    """linmos weights: '#Channel Weight' then one 'index 1/sigma^2' line per plane (0 if unknown)."""
+    lines = ["#Channel Weight"]
+    for i, s in enumerate(sigmas):
+        w = 1.0 / (s * s) if (s == s and s > 0) else 0.0
+        lines.append(f"{i} {w:.10g}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _fmt_beam(b) -> str:
+    return "- - -" if b is None else f"{b.major:.4f} {b.minor:.4f} {b.pa:.3f}"
+
+
+def write_beamlog(path: Path, plan: CubePlan, sigmas: list[float]) -> None:
+    """Per-plane original and target beams (arcsec, arcsec, deg), fate, robust sigma and reason."""
+    lines = [f"# mpimager beam log: {plan.label}",
+             f"# resolution {plan.resolution}" + (f", common beam {plan.beam}" if plan.beam else ""),
+             "#plane freq_Hz bmaj_in bmin_in bpa_in bmaj_out bmin_out bpa_out status sigma source reason"]
+    for r, s in zip(plan.records, sigmas):
+        lines.append(f"{r.index} {r.freq:.6f} {_fmt_beam(r.beam_in)} {_fmt_beam(r.beam_out)} {r.status} "
+                     f"{s:.6g} {r.source if r.source else '-'} {r.reason}".rstrip())
+    path.write_text("\n".join(lines) + "\n")

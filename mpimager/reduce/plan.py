@@ -1,0 +1,337 @@
+"""Grouping channel images into cubes and deciding, channel by channel, what each plane becomes.
+
+Pure: takes `ChannelImage`s (header facts) and `ReduceOptions`, returns `CubePlan`s (one per prefix,
+Stokes and product) and the products that cannot be made, each with its reason. No file is touched.
+
+- Names: WSClean's `P-0000-image.fits`, `P-0000-I-image.fits`, `P-0001-Q-residual.fits`, also with
+  `-t0000-` intervals (part of the prefix). `MFS`, psf, model, dirty and `-pb` images are not cube
+  channels and are reported as ignored. Files with other names form one loose group (prefix '').
+- Common beams: over a beam group (`scope`: each prefix, or every prefix) of restored channel images,
+  one beam (`total`) or one per frequency (`natural`), leaving out channels with no, zero or non-finite
+  beam and channels above `psf_cutoff`; those channels are blanked with the reason. Residual planes follow
+  their restored sibling's beam and fate. Unconvolved cubes keep every plane and its own beam.
+- Spectral axis: channels sorted by frequency on a regular grid (step = channel width when that fits,
+  else the smallest spacing); NaN planes fill gaps; an irregular grid or two channels at one frequency
+  fail that product.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from mpimager.reduce.beams import Beam, common_beam, convolving_beam
+from mpimager.reduce.fitsio import ChannelImage, ReadSpec, grid_difference
+from mpimager.reduce.kernel import beam_scale, pixel_covariance
+from mpimager.reduce.options import ReduceOptions
+
+_POLS = r"I|Q|U|V|XX|XY|XYi|YX|YY|RR|RL|LR|LL"
+_KINDS = r"image|residual|model|dirty|psf|first-residual"
+_WSCLEAN = re.compile(rf"^(?P<prefix>.+)-(?P<chan>\d{{4}}|MFS)-(?:(?P<pol>{_POLS})-)?"
+                      rf"(?P<kind>{_KINDS})(?P<pb>-pb)?\.fits$")
+CUBE_SOURCE = {"restored": "image", "residual": "residual", "unconvolved": "image"}
+
+
+@dataclass(frozen=True)
+class Name:
+    """What a channel image's file name says."""
+
+    prefix: str
+    chan: int | None
+    pol: str | None
+    kind: str
+    note: str | None = None  # why it is not a cube channel, if it is not
+
+
+def parse_name(path: Path) -> Name:
+    m = _WSCLEAN.match(path.name)
+    if not m:
+        kind = "residual" if path.name.endswith("-residual.fits") else "image"
+        return Name("", None, None, kind)
+    prefix, chan, pol, kind = m["prefix"], m["chan"], m["pol"], m["kind"]
+    if chan == "MFS":
+        return Name(prefix, None, pol, kind, "MFS image")
+    if m["pb"]:
+        return Name(prefix, int(chan), pol, kind, "primary-beam corrected image")
+    if kind not in ("image", "residual"):
+        return Name(prefix, int(chan), pol, kind, f"{kind} image")
+    return Name(prefix, int(chan), pol, kind)
+
+
+@dataclass(frozen=True)
+class PlaneSpec:
+    """One plane of one cube: what to read, how to convolve it, where to write it. Crosses MPI."""
+
+    index: int
+    read: ReadSpec | None  # None: a NaN plane (gap or blanked channel)
+    kernel: tuple[float, float, float] | None  # pixel covariance of the convolving Gaussian; None: none
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class PlaneRecord:
+    """The beam log line of a plane."""
+
+    index: int
+    freq: float
+    source: Path | None
+    beam_in: Beam | None
+    beam_out: Beam | None
+    status: str  # convolved | copied | blanked | gap
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CubePlan:
+    """One cube to write."""
+
+    prefix: str
+    stokes: str
+    kind: str  # restored | residual | unconvolved
+    resolution: str  # total | natural (unconvolved cubes: natural, one beam per plane)
+    template: ChannelImage  # its header is the cube header's starting point
+    freq0: float
+    step: float
+    records: tuple[PlaneRecord, ...]
+    planes: tuple[PlaneSpec, ...]
+    beam: Beam | None  # the one beam of a 'total' cube
+    shape: tuple[int, int]
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        return tuple(r.source for r in self.records if r.source is not None)
+
+    @property
+    def label(self) -> str:
+        return f"{self.prefix or 'cube'} Stokes {self.stokes} {self.kind}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A product that cannot be made, and why."""
+
+    prefix: str
+    stokes: str
+    kind: str
+    error: str
+
+
+@dataclass
+class PlanResult:
+    cubes: list[CubePlan] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    ignored: dict[str, list[Path]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Chan:
+    image: ChannelImage
+    name: Name
+    stokes: str
+
+    @property
+    def key(self):
+        return (self.name.prefix, self.stokes, self.name.chan if self.name.chan is not None else self.image.freq)
+
+
+def plan_cubes(images: Sequence[ChannelImage], options: ReduceOptions,
+               groups: Mapping[str, str] | None = None, log=None) -> PlanResult:
+    """Every cube of `options.cubes` the channel images make, with per-plane decisions."""
+    result = PlanResult()
+    chans: list[_Chan] = []
+    for image in images:
+        name = parse_name(image.path)
+        if name.note:
+            result.ignored.setdefault(name.note, []).append(image.path)
+            continue
+        stokes = image.stokes or name.pol or "I"
+        chans.append(_Chan(image, name, stokes))
+
+    by_product: dict[tuple[str, str, str], list[_Chan]] = defaultdict(list)
+    for c in chans:
+        by_product[(c.name.prefix, c.stokes, c.name.kind)].append(c)
+    # the channel that carries the beam of a (prefix, Stokes, channel): the restored image, else the
+    # residual (a residual's beam is its restored image's)
+    carriers: dict = {}
+    for c in sorted(chans, key=lambda c: c.name.kind != "image"):
+        carriers.setdefault(c.key, c)
+
+    # --- beams: decide per carrier (its target or why it is blanked)
+    decisions = _beam_decisions(list(carriers.values()), options, groups or {}, log)
+
+    for kind in options.cubes:
+        source_kind = CUBE_SOURCE[kind]
+        for (prefix, stokes, k), members in sorted(by_product.items()):
+            if k != source_kind:
+                continue
+            try:
+                result.cubes.append(_plan_cube(prefix, stokes, kind, members, options, decisions,
+                                               carriers))
+            except _ProductError as exc:
+                result.failures.append(Failure(prefix, stokes, kind, str(exc)))
+    if not by_product:
+        result.notes.append("no channel images among the inputs")
+    return result
+
+
+class _ProductError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Decision:
+    target: Beam | None
+    reason: str  # why blanked ('' if not)
+
+
+def _beam_decisions(restored: list[_Chan], options: ReduceOptions, groups: Mapping[str, str], log):
+    """Target beam (or blanking reason) for every restored channel, keyed by channel key."""
+    decisions: dict = {}
+    group_of = (lambda c: "*") if options.scope == "observation" else \
+        (lambda c: groups.get(c.name.prefix, c.name.prefix))
+    by_group: dict[str, list[_Chan]] = defaultdict(list)
+    for c in restored:
+        by_group[group_of(c)].append(c)
+
+    cutoff = options.psf_cutoff
+    for group, members in by_group.items():
+        usable, excluded = [], {}
+        for c in members:
+            b = c.image.beam
+            if b is None:
+                excluded[c.key] = c.image.beam_problem or "no beam"
+            elif cutoff is not None and b.major > cutoff:
+                excluded[c.key] = f'BMAJ {b.major:.2f}" > psf_cutoff {cutoff:g}"'
+            else:
+                usable.append(c)
+        if options.beam is not None:
+            fixed = Beam(*options.beam)
+            targets = {c.key: fixed for c in usable}
+        elif options.resolution == "total":
+            if usable:
+                cb = common_beam([c.image.beam for c in usable], options.round_up, log=log)
+                targets = {c.key: cb for c in usable}
+            else:
+                targets = {}
+        else:  # natural: one beam per frequency across the group
+            targets = {}
+            for cluster in _frequency_clusters(usable):
+                cb = common_beam([c.image.beam for c in cluster], options.round_up, log=log)
+                targets.update({c.key: cb for c in cluster})
+        for c in members:
+            if c.key in excluded:
+                decisions[c.key] = _Decision(None, excluded[c.key])
+                continue
+            target = targets[c.key]
+            if convolving_beam(target, c.image.beam) is None:
+                decisions[c.key] = _Decision(
+                    None, f"beam {c.image.beam} cannot be convolved to {target} "
+                          f"(the target is smaller along some axis)")
+            else:
+                decisions[c.key] = _Decision(target, "")
+    return decisions
+
+
+def _frequency_clusters(chans: list[_Chan]) -> list[list[_Chan]]:
+    """Channels grouped by frequency (within 1e-6 relative): 'the same channel' across prefixes."""
+    known = sorted((c for c in chans if c.image.freq is not None), key=lambda c: c.image.freq)
+    clusters: list[list[_Chan]] = []
+    for c in known:
+        if clusters and abs(c.image.freq - clusters[-1][-1].image.freq) <= 1e-6 * abs(c.image.freq):
+            clusters[-1].append(c)
+        else:
+            clusters.append([c])
+    clusters.extend([c] for c in chans if c.image.freq is None)
+    return clusters
+
+
+def _frequency_grid(members: list[_Chan], label: str) -> tuple[float, float, list[int]]:
+    """(first frequency, step, plane index of each member in order) of a regular grid."""
+    freqs = [c.image.freq for c in members]
+    missing = [c.image.path for c, f in zip(members, freqs) if f is None]
+    if missing:
+        raise _ProductError(f"{label}: {missing[0]} has no frequency (no FREQ axis)")
+    order = sorted(range(len(members)), key=lambda i: freqs[i])
+    fs = [freqs[i] for i in order]
+    for a, b in zip(order, order[1:]):
+        if abs(freqs[b] - freqs[a]) <= 1e-9 * abs(freqs[a]):
+            raise _ProductError(f"{label}: two channel images at {freqs[a]:.6g} Hz: "
+                                f"{members[a].image.path} and {members[b].image.path}")
+    if len(fs) == 1:
+        step = members[0].image.width or 1.0
+        return fs[0], step, [0]
+    spacing = min(b - a for a, b in zip(fs, fs[1:]))
+    widths = {round(c.image.width, 3) for c in members if c.image.width}
+    candidates = ([min(widths)] if len(widths) == 1 and min(widths) < spacing * (1 - 1e-6) else []) + [spacing]
+    for step in candidates:
+        pos = [(f - fs[0]) / step for f in fs]
+        if all(abs(p - round(p)) < 1e-3 for p in pos):
+            n = round(pos[-1]) + 1
+            if n > max(4 * len(fs), len(fs) + 64):
+                continue
+            index = {i: round((freqs[i] - fs[0]) / step) for i in range(len(members))}
+            return fs[0], step, [index[i] for i in range(len(members))]
+    raise _ProductError(f"{label}: channel frequencies are not on a regular grid "
+                        f"({', '.join(f'{f / 1e6:.4f}' for f in fs[:6])}{' ...' if len(fs) > 6 else ''} MHz)")
+
+
+def _plan_cube(prefix, stokes, kind, members: list[_Chan], options: ReduceOptions, decisions,
+               carriers) -> CubePlan:
+    label = f"{prefix or 'cube'} Stokes {stokes} {kind}"
+    freq0, step, index = _frequency_grid(members, label)
+    by_plane = {i: c for i, c in zip(index, members)}
+    first = by_plane[0].image
+    for c in members:
+        diff = grid_difference(first.grid, c.image.grid)
+        if diff:
+            raise _ProductError(f"{label}: {c.image.path} is on a different pixel grid from "
+                                f"{first.path} ({diff})")
+    nplanes = max(index) + 1
+    convolve = kind != "unconvolved"
+    records, planes = [], []
+    usable = 0
+    for p in range(nplanes):
+        freq = freq0 + p * step
+        c = by_plane.get(p)
+        if c is None:
+            records.append(PlaneRecord(p, freq, None, None, None, "gap", "no channel image at this frequency"))
+            planes.append(PlaneSpec(p, None, None))
+            continue
+        img = c.image
+        if not convolve:
+            records.append(PlaneRecord(p, freq, img.path, img.beam, img.beam, "copied",
+                                       img.beam_problem or ""))
+            planes.append(PlaneSpec(p, img.read, None))
+            usable += 1
+            continue
+        carrier = carriers[c.key].image
+        decision = decisions[c.key]
+        beam_in = carrier.beam
+        if decision.target is None:
+            records.append(PlaneRecord(p, freq, img.path, beam_in, None, "blanked", decision.reason))
+            planes.append(PlaneSpec(p, None, None))
+            continue
+        kbeam = convolving_beam(decision.target, beam_in)
+        scale = beam_scale(decision.target, beam_in, img.bunit)
+        if kbeam.major == 0.0:
+            records.append(PlaneRecord(p, freq, img.path, beam_in, decision.target, "copied"))
+            planes.append(PlaneSpec(p, img.read, None, scale))
+        else:
+            records.append(PlaneRecord(p, freq, img.path, beam_in, decision.target, "convolved"))
+            planes.append(PlaneSpec(p, img.read, pixel_covariance(kbeam, img.pixel_matrix), scale))
+        usable += 1
+    if usable == 0:
+        reasons = sorted({r.reason for r in records if r.status == "blanked"})
+        raise _ProductError(f"{label}: no channel left to make a cube from ({'; '.join(reasons)})")
+    resolution = options.resolution if convolve else "natural"
+    cube_beam = None
+    if resolution == "total":
+        cube_beam = next(r.beam_out for r in records if r.beam_out is not None)
+    return CubePlan(prefix=prefix, stokes=stokes, kind=kind, resolution=resolution, template=first,
+                    freq0=freq0, step=step, records=tuple(records), planes=tuple(planes), beam=cube_beam,
+                    shape=first.read.shape)

@@ -1,0 +1,304 @@
+"""Orchestration of the gather step: plan on rank 0, planes spread over ranks and threads, verify, purge.
+
+`reduce_images` is collective when given a communicator: every rank calls it with the same arguments.
+Rank 0 reads the channel headers, plans the cubes, creates every cube file at full size, and sends
+the plane list to all ranks (a barrier in effect: nothing is written before the files exist). Plane i
+goes to rank i mod size (planes cost the same); each rank works through its planes with a few threads,
+each plane read, convolved and written at its offset with constant memory. Rank 0 gathers the planes'
+robust sigmas, writes the beam logs and weights, verifies each cube, renames it into place, purges
+channel images whose cubes are all verified (if asked), and every rank returns the same `Product`s.
+
+Bad input (unreadable files, no usable cube, an unwritable output) raises `InputError` on every rank
+before any cube is written. A product that cannot be made while others can is returned with `error` set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from mpimager.errors import InputError, JobError, MpimagerError
+from mpimager.reduce.beams import Beam
+from mpimager.reduce.options import ReduceOptions
+
+
+@dataclass(frozen=True)
+class Product:
+    """A cube made (or not: `error` says why) by the gather step."""
+
+    path: Path | None
+    prefix: str
+    stokes: str
+    kind: str  # restored | residual | unconvolved
+    resolution: str | None = None  # total (one beam, in the header) | natural (BEAMS table)
+    beam: Beam | None = None  # the common beam of a 'total' cube
+    beams: tuple[Beam | None, ...] = ()  # per plane: target beam (original for unconvolved); None = blank
+    frequencies: tuple[float, ...] = ()  # Hz, per plane
+    sources: tuple[Path, ...] = ()  # channel images that went in
+    blanked: tuple[tuple[int, str], ...] = ()  # (plane, reason) for NaN planes
+    beamlog: Path | None = None
+    weights: Path | None = None
+    error: str | None = None
+    error_kind: str | None = None  # 'input' (the channel images cannot make it) | 'run' (writing failed)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class _Task:
+    cube: int
+    spec: object  # plan.PlaneSpec
+
+
+@dataclass(frozen=True)
+class _Done:
+    cube: int
+    index: int
+    sigma: float
+    crc: int | None
+    error: str | None
+    seconds: float
+
+
+def default_threads(comm=None) -> int:
+    """Cores of this node divided among the ranks on it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count() or 1
+    ranks = 1
+    if comm is not None:
+        from mpi4py import MPI
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        ranks = local.Get_size()
+        local.Free()
+    return max(1, cores // ranks)
+
+
+def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm=None,
+                  log: Callable[[str], None] | None = print, *, out_file: Path | None = None,
+                  groups: Mapping[str, str] | None = None,
+                  receptor_angles: Mapping[str, float] | None = None) -> list[Product]:
+    """PSF-matched cubes from channel images; collective over `comm` (None = this process alone).
+
+    images: channel image paths (MFS, psf, model, dirty files are skipped and reported).
+    out_dir: where cubes and side files go (made if missing). out_file: one cube's exact path instead
+    (an error if the inputs make more than one cube). groups: prefix -> beam group for scope 'prefix'
+    (e.g. map a beam's I and QU prefixes to one group). receptor_angles: prefix -> degrees written as
+    INSTRUMENT_RECEPTOR_ANGLE ('*' for every prefix); see `receptor.pol_axis_from_ms`.
+    """
+    rank = comm.Get_rank() if comm is not None else 0
+    size = comm.Get_size() if comm is not None else 1
+    say = log if (log is not None and rank == 0) else (lambda msg: None)
+    t0 = time.perf_counter()
+
+    setup = None
+    if rank == 0:
+        try:
+            setup = _setup([Path(p) for p in images], options, Path(out_dir).absolute(),
+                           None if out_file is None else Path(out_file).absolute(), groups, receptor_angles, say)
+        except MpimagerError as exc:
+            setup = exc
+        except Exception as exc:  # a bug must not leave the other ranks waiting
+            setup = JobError(f"reduce: {type(exc).__name__}: {exc}")
+    shared = setup
+    if rank == 0 and not isinstance(setup, BaseException):
+        shared = {k: setup[k] for k in ("tasks", "layouts", "with_crc")}  # headers stay on rank 0
+    if comm is not None:
+        shared = comm.bcast(shared, root=0)
+    if isinstance(shared, BaseException):
+        raise shared
+    tasks, layouts, with_crc = shared["tasks"], shared["layouts"], shared["with_crc"]
+
+    threads = options.threads or default_threads(comm)
+    mine = tasks[rank::size]
+    done = _run_tasks(mine, layouts, threads, options.min_weight, with_crc)
+    if comm is not None:
+        gathered = comm.gather(done, root=0)
+        done = [d for part in gathered for d in part] if rank == 0 else []
+
+    products = None
+    if rank == 0:
+        try:
+            products = _finish(setup, done, options, say)
+        except Exception as exc:  # pragma: no cover - keep ranks in step
+            products = JobError(f"reduce: {type(exc).__name__}: {exc}")
+        say(f"reduce: {len(tasks)} planes on {size} rank(s) x {threads} thread(s) "
+            f"in {time.perf_counter() - t0:.1f} s")
+    if comm is not None:
+        products = comm.bcast(products, root=0)
+    if isinstance(products, BaseException):
+        raise products
+    return products
+
+
+def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
+    from mpimager.reduce import cube as cubeio
+    from mpimager.reduce.fitsio import read_channel
+    from mpimager.reduce.plan import plan_cubes
+
+    if not images:
+        raise InputError("reduce: no channel images given")
+    channels = [read_channel(p) for p in images]
+    planned = plan_cubes(channels, options, groups, log=say)
+    for why, paths in planned.ignored.items():
+        say(f"reduce: ignored {len(paths)} file(s): {why} (e.g. {paths[0].name})")
+    for note in planned.notes:
+        say(f"reduce: {note}")
+    total = len(planned.cubes) + len(planned.failures)
+    if out_file is not None and total > 1:
+        labels = ", ".join(c.label for c in planned.cubes) or ", ".join(
+            f"{f.prefix} {f.stokes} {f.kind}" for f in planned.failures)
+        raise InputError(f"--out {out_file}: the inputs make {total} cubes ({labels}); give a directory")
+    if not planned.cubes:
+        if planned.failures:
+            more = f" (and {len(planned.failures) - 1} more product(s) failed)" if len(planned.failures) > 1 else ""
+            raise InputError(planned.failures[0].error + more)
+        raise InputError("reduce: none of the inputs is a channel image of a cube")
+
+    target_dir = out_file.parent if out_file is not None else out_dir
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{target_dir}: cannot create the output directory ({exc.strerror})") from None
+    if not os.access(target_dir, os.W_OK | os.X_OK):
+        raise InputError(f"{target_dir}: output directory is not writable")
+
+    angles = dict(receptor_angles or {})
+    tasks, layouts, entries = [], [], []
+    for ci, plan in enumerate(planned.cubes):
+        paths = cubeio.cube_paths(plan, options, out_dir, out_file)
+        angle = angles.get(plan.prefix, angles.get("*"))
+        header = cubeio.cube_header(plan, options, angle)
+        tail = cubeio.beams_table_bytes(plan) if plan.beam is None else b""
+        try:
+            layout = cubeio.preallocate(paths.partial, header, tail, len(plan.planes), plan.shape)
+        except InputError:
+            for made in layouts:
+                Path(made.path).unlink(missing_ok=True)
+            raise
+        layouts.append(layout)
+        entries.append((plan, paths))
+        tasks.extend(_Task(ci, spec) for spec in plan.planes)
+        for r in plan.records:
+            if r.status == "blanked":
+                say(f"reduce: {plan.label}: plane {r.index} ({r.freq / 1e6:.3f} MHz, "
+                    f"{r.source.name if r.source else '-'}) blanked: {r.reason}")
+        say(f"reduce: {plan.label}: {len(plan.planes)} planes -> {paths.cube.name}"
+            + (f", beam {plan.beam}" if plan.beam else f", {plan.resolution} resolution (BEAMS table)"))
+    for f in planned.failures:
+        say(f"reduce: FAILED {f.error}")
+    return {"tasks": tasks, "layouts": layouts, "with_crc": options.purge, "entries": entries,
+            "failures": planned.failures}
+
+
+def _process(task: _Task, layout, min_weight: float, fft_workers: int, with_crc: bool) -> _Done:
+    import numpy as np
+    from mpimager.reduce.cube import robust_sigma, write_plane
+    from mpimager.reduce.fitsio import read_plane
+    from mpimager.reduce.kernel import convolve_plane, uv_taper
+
+    t0 = time.perf_counter()
+    spec = task.spec
+    try:
+        if spec.read is None:
+            crc = write_plane(layout, spec.index, None, with_crc)
+            return _Done(task.cube, spec.index, float("nan"), crc, None, time.perf_counter() - t0)
+        plane = read_plane(spec.read, np.empty(spec.read.shape, dtype=np.float32))
+        taper = uv_taper(plane.shape, spec.kernel) if spec.kernel is not None else None
+        out = convolve_plane(plane, taper, spec.scale, workers=fft_workers, min_weight=min_weight)
+        del plane, taper
+        sigma = robust_sigma(out)
+        crc = write_plane(layout, spec.index, out, with_crc)
+        return _Done(task.cube, spec.index, sigma, crc, None, time.perf_counter() - t0)
+    except Exception as exc:
+        src = spec.read.path if spec.read is not None else "NaN plane"
+        return _Done(task.cube, spec.index, float("nan"), None, f"plane {spec.index} ({src}): "
+                     f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
+
+
+def _run_tasks(tasks: list[_Task], layouts, threads: int, min_weight: float, with_crc: bool) -> list[_Done]:
+    if not tasks:
+        return []
+    concurrency = max(1, min(threads, len(tasks)))
+    fft_workers = max(1, threads // concurrency)
+    if concurrency == 1:
+        return [_process(t, layouts[t.cube], min_weight, fft_workers, with_crc) for t in tasks]
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(lambda t: _process(t, layouts[t.cube], min_weight, fft_workers, with_crc), tasks))
+
+
+def _finish(setup, done: list[_Done], options: ReduceOptions, say) -> list[Product]:
+    from mpimager.reduce import cube as cubeio
+
+    by_cube: dict[int, list[_Done]] = {}
+    for d in done:
+        by_cube.setdefault(d.cube, []).append(d)
+    products: list[Product] = []
+    verified: list[bool] = []
+    for ci, (plan, paths) in enumerate(setup["entries"]):
+        layout = setup["layouts"][ci]
+        results = sorted(by_cube.get(ci, []), key=lambda d: d.index)
+        errors = [d.error for d in results if d.error]
+        if len(results) != len(plan.planes) and not errors:
+            errors = [f"{len(plan.planes) - len(results)} plane(s) were never written"]
+        problem = None
+        if errors:
+            problem = f"{plan.label}: {errors[0]}"
+        else:
+            sigmas = [d.sigma for d in results]
+            problem = cubeio.verify(layout, {d.index: d.crc for d in results} if setup["with_crc"] else None)
+            if problem is None:
+                cubeio.write_beamlog(paths.beamlog, plan, sigmas)
+                cubeio.write_weights(paths.weights, sigmas)
+                os.replace(layout.path, paths.cube)
+        if problem is not None:
+            try:
+                os.unlink(layout.path)
+            except OSError:
+                pass
+            say(f"reduce: FAILED {problem}")
+        verified.append(problem is None)
+        products.append(_product(plan, paths if problem is None else None, problem))
+    for f in setup["failures"]:
+        products.append(Product(path=None, prefix=f.prefix, stokes=f.stokes, kind=f.kind, error=f.error,
+                                error_kind="input"))
+
+    if options.purge:
+        _purge(setup["entries"], verified, say)
+    return products
+
+
+def _product(plan, paths, error) -> Product:
+    return Product(
+        path=paths.cube if paths else None, prefix=plan.prefix, stokes=plan.stokes, kind=plan.kind,
+        resolution=plan.resolution, beam=plan.beam, beams=tuple(r.beam_out for r in plan.records),
+        frequencies=tuple(r.freq for r in plan.records), sources=plan.sources,
+        blanked=tuple((r.index, r.reason) for r in plan.records if r.status in ("blanked", "gap")),
+        beamlog=paths.beamlog if paths else None, weights=paths.weights if paths else None, error=error,
+        error_kind="run" if error else None)
+
+
+def _purge(entries, verified: list[bool], say) -> None:
+    """Delete channel images whose every cube was written and verified."""
+    users: dict[Path, list[bool]] = {}
+    for (plan, _), ok in zip(entries, verified):
+        for src in plan.sources:
+            users.setdefault(src, []).append(ok)
+    removed = kept = 0
+    for src, oks in users.items():
+        if all(oks):
+            try:
+                src.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+        else:
+            kept += 1
+    say(f"reduce: purge removed {removed} channel image(s)" + (f", kept {kept} of failed cubes" if kept else ""))
