@@ -61,7 +61,7 @@ def check_writable(paths) -> None:
             p = p.parent
         if not p.is_dir():
             raise InputError(f"{path}: cannot be created ({p} is not a directory)")
-        if not os.access(p, os.W_OK | os.X_OK):
+        if not os.access(p, os.W_OK | os.X_OK) or os.statvfs(p).f_flag & os.ST_RDONLY:
             raise InputError(f"{path}: cannot be written (no write permission on {p})")
 
 
