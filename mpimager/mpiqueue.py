@@ -27,6 +27,7 @@ tasks, workers during `root_first`) probes and sleeps with a backoff that grows 
 
 from __future__ import annotations
 
+import heapq
 import importlib
 import os
 import pickle
@@ -235,11 +236,16 @@ def root_first(fn: Callable[[], T], comm=None) -> T | None:
 
 
 class _Scheduler:
-    """Pure dispatch state over workers {rank: host}; records the events it causes in `self.events`."""
+    """Pure dispatch state over workers {rank: host}; records the events it causes in `self.events`.
+
+    Ready tasks (every dependency succeeded) wait in heaps keyed (-cost, input order), one heap per kind of
+    placement need (host, nranks, slot_bound): once a need cannot be met in a round of `assign`, no later
+    task with the same need can be either (a round only uses up ranks), so each event costs
+    O(kinds + started tasks) rather than a scan of every waiting task."""
 
     def __init__(self, tasks: Sequence[Task], workers: Mapping[int, str], max_per_host: int | None):
         ids = [t.id for t in tasks]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        dupes = sorted(i for i, c in Counter(ids).items() if c > 1)
         if dupes:
             raise MpimagerError(f"duplicate task id(s) in the task list: {', '.join(map(repr, dupes))}")
         bad = [t.id for t in tasks if t.nranks < 1]
@@ -251,19 +257,34 @@ class _Scheduler:
         self.order = {t.id: i for i, t in enumerate(tasks)}
         self.workers = dict(workers)
         self.max_per_host = max_per_host
+        per_host = Counter(self.workers.values())
+        self.hosts = set(per_host)
+        self.most_ranks = sum(per_host.values())  # ranks a group can ever get; slot-bound: within the limit
+        self.most_slot_ranks = self.most_ranks if max_per_host is None else \
+            sum(min(c, max_per_host) for c in per_host.values())
         self.free = set(self.workers)
         self.load: Counter[str] = Counter()        # host -> ranks busy with slot-bound tasks
         self.running: dict[int, tuple[Task, Placement]] = {}  # leader rank -> its task and group
-        self.waiting = list(ids)                   # not started, not given up; in input order
+        self.waiting = dict.fromkeys(ids)          # not started, not given up; in input order
         self.status: dict[str, str] = {}           # finished task id -> ok | failed | skipped
         self.events: list[Event] = []
+        self.ready: dict[tuple, list[tuple[float, int, str]]] = {}
+        self.dependents: dict[str, list[str]] = {}
+        self.unmet: dict[str, int] = {}            # waiting task -> dependencies not yet ok
         self._noted: set[str] = set()
         for t in tasks:
+            self.unmet[t.id] = len(set(t.deps))
+            for d in dict.fromkeys(t.deps):
+                self.dependents.setdefault(d, []).append(t.id)
+        for t in tasks:
             unknown = [d for d in t.deps if d not in self.tasks]
-            if unknown:
+            if unknown and t.id in self.waiting:
                 self._skip(t.id, f"depends on unknown task {unknown[0]!r}")
-        self._skip_dependents()
+                self._skip_dependents(t.id)
         self._skip_cycles()
+        for task_id in self.waiting:
+            if self.unmet[task_id] == 0:
+                self._make_ready(task_id)
 
     @property
     def done(self) -> bool:
@@ -277,18 +298,31 @@ class _Scheduler:
 
     def assign(self) -> list[tuple[Task, Placement]]:
         """Start every ready task that can be placed now, largest cost first; return them with placements."""
-        ready = [self.tasks[i] for i in self.waiting if all(self.status.get(d) == OK for d in self.tasks[i].deps)]
-        ready.sort(key=lambda t: (-t.cost, self.order[t.id]))
-        held: set[int] = set()  # free ranks kept for a larger group task that is still waiting for ranks
+        held: set[int] = set()  # free ranks kept for a larger group task still waiting for ranks (held <= free)
+        unmet_needs: set[tuple] = set()
         started = []
-        for task in ready:
+        while len(self.free) > len(held):
+            heads = [(heap[0], need) for need, heap in self.ready.items() if need not in unmet_needs]
+            if not heads:
+                break
+            (_, _, task_id), need = min(heads)
+            task = self.tasks[task_id]
             group = self._place(task, held)
             if group is None:
+                unmet_needs.add(need)
                 if task.nranks > 1:
-                    held.update(r for r in self._usable(task, held)[: task.nranks])
+                    held.update(self._usable(task, held)[: task.nranks])
                 continue
+            heapq.heappop(self.ready[need])
+            if not self.ready[need]:
+                del self.ready[need]
             started.append((task, self._start(task, group)))
         return started
+
+    def _make_ready(self, task_id: str) -> None:
+        t = self.tasks[task_id]
+        heapq.heappush(self.ready.setdefault((t.host, t.nranks, t.slot_bound), []),
+                       (-t.cost, self.order[task_id], task_id))
 
     def _usable(self, task: Task, held: set[int], extra: Counter | None = None) -> list[int]:
         """Free, unheld ranks on hosts with room for this task (max_per_host), lowest rank first."""
@@ -313,7 +347,8 @@ class _Scheduler:
             others = [r for r in self._usable(task, held, used) if r not in group]
             if not others:
                 return None
-            pick = min(others, key=lambda r: (self.workers[r] in used, self.load[self.workers[r]] + used[self.workers[r]], r))
+            pick = min(others, key=lambda r: (self.workers[r] in used,
+                                              self.load[self.workers[r]] + used[self.workers[r]], r))
             group.append(pick)
             used[self.workers[pick]] += 1
         if len(used) < len(group):
@@ -322,7 +357,7 @@ class _Scheduler:
         return group
 
     def _wanted_host(self, task: Task) -> str | None:
-        if task.host is None or task.host in self.workers.values():
+        if task.host is None or task.host in self.hosts:
             return task.host
         if task.host not in self._noted:
             self._noted.add(task.host)
@@ -330,13 +365,12 @@ class _Scheduler:
         return None
 
     def _group_size(self, task: Task) -> int:
-        """nranks, cut to what the workers could ever give (all of them, within max_per_host)."""
-        hosts = Counter(self.workers.values())
-        most = sum(hosts.values()) if not task.slot_bound or self.max_per_host is None \
-            else sum(min(c, self.max_per_host) for c in hosts.values())
+        """nranks, cut to what the workers could ever give (all of them; slot-bound: within max_per_host)."""
+        most = self.most_slot_ranks if task.slot_bound else self.most_ranks
         if task.nranks > most and f"size:{task.id}" not in self._noted:
             self._noted.add(f"size:{task.id}")
-            self._note(task.id, f"task {task.id} asks for {task.nranks} ranks; only {most} can be given: runs on {most}")
+            self._note(task.id, f"task {task.id} asks for {task.nranks} ranks; only {most} can be given: "
+                                f"runs on {most}")
         return min(task.nranks, most)
 
     def _start(self, task: Task, group: list[int]) -> Placement:
@@ -346,7 +380,7 @@ class _Scheduler:
         if task.slot_bound:
             self.load.update(hosts)
         self.running[group[0]] = (task, placement)
-        self.waiting.remove(task.id)
+        del self.waiting[task.id]
         with_group = "" if len(group) == 1 else \
             f" with ranks {','.join(map(str, group))} on {','.join(hosts)}"
         self.events.append(Event("start", task.id, group[0], hosts[0], time.time(), None,
@@ -356,7 +390,7 @@ class _Scheduler:
     # --- what ended
 
     def finish(self, leader: int, reply: Reply) -> Outcome:
-        """Record a leader's reply: free its group, then give up on tasks that can no longer run."""
+        """Record a leader's reply: free its group, release or give up on the tasks that wait for it."""
         task, placement = self.running.pop(leader)
         self.free.update(placement.ranks)
         if task.slot_bound:
@@ -369,13 +403,20 @@ class _Scheduler:
         self.events.append(Event("end", task.id, placement.rank, placement.host, time.time(), outcome,
                                  f"task {task.id} {said} (rank {placement.rank}, {placement.host}, "
                                  f"{reply.end - reply.start:.3f} s)"))
-        self._skip_dependents()
+        if status == OK:
+            for d in self.dependents.get(task.id, ()):
+                self.unmet[d] -= 1
+                if self.unmet[d] == 0 and d in self.waiting:
+                    self._make_ready(d)
+        else:
+            self._skip_dependents(task.id)
         return outcome
 
     def give_up(self, reason: str) -> None:
         """Skip every waiting task (used only if nothing runs and nothing can be placed: never expected)."""
         for task_id in list(self.waiting):
             self._skip(task_id, reason)
+        self.ready.clear()
 
     def _note(self, task_id: str | None, message: str) -> None:
         self.events.append(Event("note", task_id, None, None, time.time(), None, message))
@@ -384,32 +425,32 @@ class _Scheduler:
         now = time.time()
         outcome = Outcome(task_id, SKIPPED, None, reason, None, None, now, now)
         self.status[task_id] = SKIPPED
-        self.waiting.remove(task_id)
+        del self.waiting[task_id]
         self.events.append(Event("end", task_id, None, None, now, outcome, f"task {task_id} skipped: {reason}"))
 
-    def _skip_dependents(self) -> None:
-        changed = True
-        while changed:
-            changed = False
-            for task_id in list(self.waiting):
-                lost = [d for d in self.tasks[task_id].deps if self.status.get(d) in (FAILED, SKIPPED)]
-                if lost:
-                    self._skip(task_id, f"dependency {lost[0]!r} {self.status[lost[0]]}")
-                    changed = True
+    def _skip_dependents(self, root: str) -> None:
+        """Skip what waits, directly or not, on `root` (which failed or was skipped). None of it is ready."""
+        queue = [root]
+        while queue:
+            gone = queue.pop(0)
+            for d in self.dependents.get(gone, ()):
+                if d in self.waiting:
+                    self._skip(d, f"dependency {gone!r} {self.status[gone]}")
+                    queue.append(d)
 
     def _skip_cycles(self) -> None:
-        resolved = set(self.status)
-        left = list(self.waiting)
-        progress = True
-        while progress:
-            progress = False
-            for task_id in list(left):
-                if all(d in resolved for d in self.tasks[task_id].deps):
-                    resolved.add(task_id)
-                    left.remove(task_id)
-                    progress = True
-        for task_id in left:
-            self._skip(task_id, "its dependencies form a cycle")
+        """Skip the waiting tasks that can never become ready because their dependencies loop."""
+        unmet = {i: self.unmet[i] for i in self.waiting}
+        queue = [i for i, n in unmet.items() if n == 0]
+        while queue:
+            for d in self.dependents.get(queue.pop(), ()):
+                if d in unmet:
+                    unmet[d] -= 1
+                    if unmet[d] == 0:
+                        queue.append(d)
+        for task_id in [i for i, n in unmet.items() if n > 0]:
+            if task_id in self.waiting:
+                self._skip(task_id, "its dependencies form a cycle")
 
 
 # ----------------------------------------------------------------------------------------------------- loop
