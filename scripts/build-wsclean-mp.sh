@@ -44,6 +44,7 @@ if [ -x "$binary" ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+apt_opts=(-o DPkg::Lock::Timeout=600)  # wait for another apt run instead of failing
 
 # A deb-src entry for bookworm main, unless apt already has a Sources index configured.
 if [ -z "$(apt-get indextargets --format '$(IDENTIFIER)' 'Identifier: Sources' 2>/dev/null)" ]; then
@@ -56,15 +57,15 @@ Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-  apt-get update -qq || die "apt-get update failed after adding $src_list"
+  apt-get update -qq "${apt_opts[@]}" || die "apt-get update failed after adding $src_list"
 elif ! apt-get source --print-uris -qq "wsclean=$version" >/dev/null 2>&1; then
-  apt-get update -qq || die "apt-get update failed"
+  apt-get update -qq "${apt_opts[@]}" || die "apt-get update failed"
 fi
 
 log "installing build dependencies of wsclean $version and libopenmpi-dev"
-apt-get build-dep -y -qq "wsclean=$version" >/dev/null \
+apt-get build-dep -y -qq "${apt_opts[@]}" "wsclean=$version" >/dev/null \
   || die "apt-get build-dep wsclean=$version failed (is version $version in the configured deb-src suites?)"
-apt-get install -y -qq --no-install-recommends libopenmpi-dev openmpi-bin dpkg-dev cmake make >/dev/null \
+apt-get install -y -qq --no-install-recommends "${apt_opts[@]}" libopenmpi-dev openmpi-bin dpkg-dev cmake make >/dev/null \
   || die "apt-get install libopenmpi-dev failed"
 
 work="$(mktemp -d "$cache_root/.build-wsclean-mp-$version.XXXXXX")"

@@ -343,6 +343,8 @@ class _LocalCluster:
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A running one-node Slurm cluster (SlurmCluster); skips when Slurm cannot be installed."""
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster runs slurmd/slurmctld as root and munged as munge: needs root")
     reason = ensure_slurm_installed()
     if reason:
         pytest.skip(reason)
