@@ -341,6 +341,7 @@ class ContainerRuntime(Runtime):
         return cmd + ["--", self.image, *map(str, argv)]
 
     def identity(self) -> str:
+        self.prepare()  # a URI image must be pulled, a local one must exist
         image = self.image
         if os.path.isdir(image):
             inner = os.path.join(image, self.options.wsclean.lstrip("/")) if os.path.isabs(self.options.wsclean) \
