@@ -4,8 +4,9 @@ Owns: installing Slurm/munge if missing (scripts/install-slurm.sh), a private mu
 a slurm.conf generated in a scratch directory (free ports, state/spool/pid/log paths all inside it),
 slurmctld + slurmd started as root, and stopping every daemon by its pid file at the end.
 
-Never touches a system munged or slurm (own socket, own SLURM_CONF, own ports), so a leftover daemon
-from an earlier run, or a cluster started by a concurrent test run, does not get in the way.
+Never touches a system munged or slurm (own socket, own SLURM_CONF, own ports), so a cluster started by a
+concurrent test run does not get in the way; the daemons of a run that was killed before its teardown are
+stopped (by their pid files) when the next cluster starts.
 
 Use in a test module:
 
@@ -210,11 +211,23 @@ PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP Ove
 """
 
 
-def _stop_by_pid_file(pid_file: Path, timeout: float = 15) -> None:
-    """SIGTERM the process named in `pid_file`, wait for it to go, SIGKILL it if it will not."""
+DAEMON_NAMES = {"slurmd.pid": "slurmd", "slurmctld.pid": "slurmctld", "munged.pid": "munged"}
+
+
+def _pid_from_file(pid_file: Path) -> Optional[int]:
+    """The pid in `pid_file` if that process is alive and is the daemon the file is named after."""
     try:
         pid = int(pid_file.read_text().split()[0])
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except (OSError, ValueError, IndexError):
+        return None
+    return pid if comm == DAEMON_NAMES.get(pid_file.name, comm) else None
+
+
+def _stop_by_pid_file(pid_file: Path, timeout: float = 15) -> None:
+    """SIGTERM the daemon named in `pid_file`, wait for it to go, SIGKILL it if it will not."""
+    pid = _pid_from_file(pid_file)
+    if pid is None:
         return
     try:
         os.kill(pid, signal.SIGTERM)
@@ -222,17 +235,36 @@ def _stop_by_pid_file(pid_file: Path, timeout: float = 15) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
         _reap(pid)
+        if _pid_from_file(pid_file) != pid:
+            return
         time.sleep(0.1)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     _reap(pid)
+
+
+def stop_orphaned_clusters(tmp_root: Path = Path(tempfile.gettempdir())) -> None:
+    """Stop the daemons of clusters whose test process died without tearing them down (killed run).
+
+    A cluster's scratch dir records its owner's pid; while the owner lives (a concurrent run) it is left alone.
+    """
+    for owner_file in tmp_root.glob("mpimager-slurm-*/owner.pid"):
+        scratch = owner_file.parent
+        try:
+            owner = int(owner_file.read_text().split()[0])
+            os.kill(owner, 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError, IndexError):
+            continue
+        for pid_file in (scratch / "run" / "slurmd.pid", scratch / "run" / "slurmctld.pid",
+                         scratch / "munge" / "munged.pid"):
+            _stop_by_pid_file(pid_file)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _reap(pid: int) -> None:
@@ -261,6 +293,7 @@ class _LocalCluster:
         # Not under pytest's tmp dirs: those are 0700 root, and munged runs as the munge user.
         self.scratch = Path(tempfile.mkdtemp(prefix="mpimager-slurm-"))
         self.scratch.chmod(0o755)
+        (self.scratch / "owner.pid").write_text(f"{os.getpid()}\n")
         self.node = socket.gethostname().split(".")[0]
         self.munge_dir = self.scratch / "munge"
         self.munge_socket = self.munge_dir / "munge.socket.2"
@@ -348,6 +381,7 @@ def slurm_cluster():
     reason = ensure_slurm_installed()
     if reason:
         pytest.skip(reason)
+    stop_orphaned_clusters()
     local = _LocalCluster()
     try:
         cluster = local.start()
