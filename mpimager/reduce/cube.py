@@ -31,7 +31,8 @@ _MATRIX_KEY = re.compile(r"^(PC|CD)(\d)_(\d)$")
 _PV_KEY = re.compile(r"^P[VS]([3-9])_\d+$")
 _DROP = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM",
          "BMAJ", "BMIN", "BPA", "CASAMBM", "DATAMIN", "DATAMAX", "END", "INSTRUMENT_RECEPTOR_ANGLE",
-         "WSCCHANS", "WSCCHANE"}
+         # WSClean's per-channel figures would describe the first channel only
+         "WSCCHANS", "WSCCHANE", "WSCENVIS", "WSCIMGWG", "WSCNORMF", "WSCNVIS", "WSCVWSUM"}
 RECEPTOR_KEY = "INSTRUMENT_RECEPTOR_ANGLE"
 
 
@@ -118,7 +119,7 @@ def cube_header(plan: CubePlan, options: ReduceOptions, receptor_angle: float | 
     if angle is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            h[f"HIERARCH {RECEPTOR_KEY}"] = (float(angle), "Orig. pol. axis rotation angle in degrees")
+            h[f"HIERARCH {RECEPTOR_KEY}"] = (float(angle), "deg")
     for card in template.cards:
         if card.keyword in ("HISTORY", "COMMENT"):
             h.append(card, end=True)

@@ -277,7 +277,8 @@ def _frequency_grid(members: list[_Chan], label: str) -> tuple[float, float, lis
             index = {i: round((freqs[i] - fs[0]) / step) for i in range(len(members))}
             return fs[0], step, [index[i] for i in range(len(members))]
     raise _ProductError(f"{label}: channel frequencies are not on a regular grid "
-                        f"({', '.join(f'{f / 1e6:.4f}' for f in fs[:6])}{' ...' if len(fs) > 6 else ''} MHz)")
+                        f"({', '.join(f'{f / 1e6:.4f}' for f in fs[:6])}{' ...' if len(fs) > 6 else ''} MHz;"
+                        f" WSClean's are regular when -channels-out divides the number of MS channels)")
 
 
 def _plan_cube(prefix, stokes, kind, members: list[_Chan], options: ReduceOptions, decisions,

@@ -1,0 +1,162 @@
+"""Beam algebra and the uv-plane kernel: reference values, radio-beam agreement, order invariance."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from mpimager.reduce.beams import (Beam, beam_from_header, common_beam, convolving_beam, encloses,
+                                   round_up_beam, same_beam)
+from mpimager.reduce.kernel import convolve_plane, pixel_covariance, uv_taper
+
+from _reduce_fixtures import beam_cov_pixels, varying_beams
+
+
+def test_covariance_round_trip_keeps_axes_and_position_angle():
+    for b in (Beam(25.0, 20.0, -40.0), Beam(15.0, 15.0, 0.0), Beam(30.0, 10.0, 89.0), Beam(12.0, 5.0, -89.5)):
+        back = Beam.from_cov(b.cov())
+        assert back.major == pytest.approx(b.major, rel=1e-12)
+        assert back.minor == pytest.approx(b.minor, rel=1e-12)
+        if b.major != b.minor:
+            assert back.pa == pytest.approx(b.pa, abs=1e-9)
+
+
+def test_convolving_beam_adds_back_to_the_target():
+    target, beam = Beam(25.0, 21.0, 30.0), Beam(18.0, 12.0, -20.0)
+    k = convolving_beam(target, beam)
+    summed = Beam.from_cov(tuple(a + b for a, b in zip(beam.cov(), k.cov())))
+    assert same_beam(summed, target, rtol=1e-9)
+
+
+def test_convolving_beam_matches_radio_beam_deconvolve():
+    import astropy.units as u
+    import radio_beam
+
+    target, beam = Beam(25.0, 21.0, 30.0), Beam(18.0, 12.0, -20.0)
+    ref = radio_beam.Beam(25 * u.arcsec, 21 * u.arcsec, 30 * u.deg).deconvolve(
+        radio_beam.Beam(18 * u.arcsec, 12 * u.arcsec, -20 * u.deg))
+    k = convolving_beam(target, beam)
+    assert k.major == pytest.approx(ref.major.to_value(u.arcsec), rel=1e-9)
+    assert k.minor == pytest.approx(ref.minor.to_value(u.arcsec), rel=1e-9)
+    assert math.isclose((k.pa - ref.pa.to_value(u.deg)) % 180, 0, abs_tol=1e-6) or \
+        math.isclose((k.pa - ref.pa.to_value(u.deg)) % 180, 180, abs_tol=1e-6)
+
+
+def test_a_target_smaller_along_one_axis_cannot_be_reached():
+    assert convolving_beam(Beam(30.0, 10.0, 0.0), Beam(20.0, 15.0, 0.0)) is None
+    assert not encloses(Beam(30.0, 10.0, 0.0), Beam(20.0, 15.0, 0.0))
+
+
+def test_float32_rounded_beams_count_as_equal_and_convolve_to_nothing():
+    b = Beam(25.123456789, 20.987654321, 33.3)
+    b32 = Beam(float(np.float32(b.major / 3600) * 3600), float(np.float32(b.minor / 3600) * 3600),
+               float(np.float32(b.pa)))
+    assert same_beam(b, b32)
+    k = convolving_beam(b, b32)
+    assert k is not None and k.major < 0.01  # nothing left to convolve by, not "impossible"
+
+
+@pytest.mark.parametrize("header, problem", [
+    ({}, "absent"),
+    ({"BMAJ": 0.0, "BMIN": 0.0, "BPA": 0.0}, "BMAJ=0"),
+    ({"BMAJ": float("nan"), "BMIN": 0.001, "BPA": 0.0}, "not finite"),
+    ({"BMAJ": 0.005}, "BMIN"),
+])
+def test_unusable_beams_are_reported_not_raised(header, problem):
+    beam, why = beam_from_header(header)
+    assert beam is None and problem in why
+
+
+def test_header_beam_in_degrees_becomes_arcsec():
+    beam, why = beam_from_header({"BMAJ": 25 / 3600, "BMIN": 20 / 3600, "BPA": 179.0})
+    assert why is None
+    assert beam.major == pytest.approx(25.0) and beam.minor == pytest.approx(20.0) and beam.pa == pytest.approx(-1.0)
+
+
+def test_common_beam_is_the_largest_when_it_encloses_the_rest():
+    beams = [Beam(20.0, 18.0, 10.0), Beam(30.0, 30.0, 0.0), Beam(25.0, 10.0, 80.0)]
+    assert common_beam(beams) == Beam(30.0, 30.0, 0.0)
+
+
+def test_common_beam_encloses_all_agrees_with_radio_beam_and_ignores_order():
+    import astropy.units as u
+    from radio_beam import Beams
+
+    beams = [Beam(*b) for b in varying_beams(12)]
+    cb = common_beam(beams, round_up=0.0)
+    assert all(encloses(cb, b) for b in beams)
+    ref = Beams(major=[b.major for b in beams] * u.arcsec, minor=[b.minor for b in beams] * u.arcsec,
+                pa=[b.pa for b in beams] * u.deg).common_beam()
+    assert cb.major == pytest.approx(ref.major.to_value(u.arcsec), rel=1e-3)
+    assert cb.minor == pytest.approx(ref.minor.to_value(u.arcsec), rel=1e-3)
+    shuffled = beams[:]
+    random.Random(3).shuffle(shuffled)
+    cb2 = common_beam(shuffled, round_up=0.0)
+    assert same_beam(cb, cb2, rtol=1e-3)
+
+
+def test_common_beam_rounds_up_to_the_step_and_still_encloses():
+    beams = [Beam(*b) for b in varying_beams(6)]
+    cb = common_beam(beams, round_up=0.1)
+    assert round(cb.major * 10) == pytest.approx(cb.major * 10, abs=1e-6)
+    assert round(cb.minor * 10) == pytest.approx(cb.minor * 10, abs=1e-6)
+    assert all(encloses(cb, b) for b in beams)
+    assert round_up_beam(Beam(25.0, 20.0, 3.0), 0.1) == Beam(25.0, 20.0, 3.0)
+
+
+def test_common_beam_of_nothing_is_an_error_for_the_caller():
+    with pytest.raises(ValueError):
+        common_beam([])
+
+
+def test_pixel_covariance_matches_an_independent_drawing_of_the_beam():
+    cell = 2.5
+    matrix = ((-cell / 3600, 0.0), (0.0, cell / 3600))
+    for bmaj, bmin, bpa in [(25.0, 15.0, 0.0), (25.0, 15.0, 45.0), (22.0, 9.0, -70.0)]:
+        got = pixel_covariance(Beam(bmaj, bmin, bpa), matrix)
+        ref = beam_cov_pixels(bmaj, bmin, bpa, cell)
+        assert got == pytest.approx((ref[0, 0], ref[0, 1], ref[1, 1]), rel=1e-12, abs=1e-12)
+
+
+def test_pixel_covariance_orientation_agrees_with_radio_beam_kernel():
+    """radio-beam draws PA east of north with east to the left; so must we."""
+    import astropy.units as u
+    import radio_beam
+
+    k = radio_beam.Beam(24 * u.arcsec, 8 * u.arcsec, 30 * u.deg).as_kernel(2.0 * u.arcsec, x_size=61, y_size=61)
+    arr = k.array
+    y, x = np.mgrid[:61, :61] - 30.0
+    w = arr / arr.sum()
+    ref = (float((w * x * x).sum()), float((w * x * y).sum()), float((w * y * y).sum()))
+    got = pixel_covariance(Beam(24.0, 8.0, 30.0), ((-2.0 / 3600, 0.0), (0.0, 2.0 / 3600)))
+    assert got == pytest.approx(ref, rel=2e-2, abs=0.05)
+
+
+def test_taper_is_one_at_zero_frequency_and_even():
+    t = uv_taper((64, 64), (4.0, 1.5, 3.0))
+    assert t.dtype == np.float32 and t.shape == (64, 33)
+    assert t[0, 0] == 1.0
+    assert t[5, 0] == pytest.approx(t[-5, 0])  # a Gaussian's transform is even
+    assert np.all(t <= 1.0) and np.all(t >= 0.0)
+
+
+def test_normalised_convolution_keeps_a_flat_field_flat_next_to_a_hole():
+    plane = np.ones((128, 128), dtype=np.float32)
+    plane[50:60, 50:60] = np.nan
+    out = convolve_plane(plane.copy(), uv_taper(plane.shape, (9.0, 2.0, 6.0)), 1.0)
+    assert np.isnan(out[50:60, 50:60]).all()
+    ring = np.zeros(plane.shape, bool)
+    ring[48:62, 48:62] = True
+    ring[50:60, 50:60] = False
+    assert np.nanmax(np.abs(out[ring] - 1.0)) < 1e-5
+    assert np.isfinite(out[~np.isnan(plane)]).all()
+
+
+def test_identity_kernel_only_scales_and_an_all_nan_plane_stays_nan():
+    plane = np.full((8, 8), 2.0, dtype=np.float32)
+    assert np.all(convolve_plane(plane, None, 1.5) == 3.0)
+    nan = np.full((8, 8), np.nan, dtype=np.float32)
+    assert np.isnan(convolve_plane(nan, uv_taper((8, 8), (1.0, 0.0, 1.0)), 2.0)).all()

@@ -1,0 +1,76 @@
+"""[reduce] options and WSClean channel-name parsing (pure logic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mpimager.errors import ConfigError
+from mpimager.reduce.options import ReduceOptions
+from mpimager.reduce.plan import parse_name
+
+
+def test_defaults_are_total_resolution_restored_cubes_per_prefix():
+    o = ReduceOptions.from_mapping({}, where="c.toml: [reduce]")
+    assert (o.enabled, o.resolution, o.scope, o.cubes, o.purge, o.psf_cutoff) == \
+        (True, "total", "prefix", ("restored",), False, None)
+
+
+def test_a_full_table_is_accepted():
+    o = ReduceOptions.from_mapping({"enabled": False, "psf_cutoff": 30, "resolution": "natural",
+                                    "scope": "observation", "cubes": ["restored", "residual", "unconvolved"],
+                                    "purge": True, "axis_order": "stokes-freq", "names": "arrakis",
+                                    "round_up": 0, "threads": 2, "min_weight": 0.01}, where="[reduce]")
+    assert o.psf_cutoff == 30.0 and o.cubes == ("restored", "residual", "unconvolved")
+    assert o.axis_order == "stokes-freq" and o.names == "arrakis" and o.threads == 2
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"resolution": "foo"}, "c.toml: [reduce] resolution: expected 'total' or 'natural', got 'foo'"),
+    ({"scope": "beam"}, "c.toml: [reduce] scope: expected 'prefix' or 'observation', got 'beam'"),
+    ({"psf_cutoff": -1}, "c.toml: [reduce] psf_cutoff: expected a number > 0, got -1"),
+    ({"psf_cutoff": "30"}, "c.toml: [reduce] psf_cutoff: expected a number, got '30'"),
+    ({"cubes": ["restored", "dirty"]}, "c.toml: [reduce] cubes: expected a list of 'restored', 'residual', "
+                                       "'unconvolved', got ['restored', 'dirty']"),
+    ({"purge": "yes"}, "c.toml: [reduce] purge: expected true or false, got 'yes'"),
+    ({"axis_order": "freq"}, "c.toml: [reduce] axis_order: expected 'freq-stokes' or 'stokes-freq', got 'freq'"),
+    ({"threads": 0}, "c.toml: [reduce] threads: expected a positive integer, got 0"),
+    ({"psf_cutof": 30}, "c.toml: [reduce] unknown key 'psf_cutof' (did you mean 'psf_cutoff'?)"),
+    ({"beam": [20, 30, 0]}, "c.toml: [reduce] beam: expected BMAJ >= BMIN > 0, got [20, 30, 0]"),
+    ({"beam": [30, 20, 0], "resolution": "natural"}, "c.toml: [reduce] beam: a fixed target beam needs"),
+])
+def test_bad_values_name_the_key_and_what_was_expected(table, message):
+    with pytest.raises(ConfigError) as exc:
+        ReduceOptions.from_mapping(table, where="c.toml: [reduce]")
+    assert str(exc.value).startswith(message)
+    assert "\n" not in str(exc.value)
+
+
+def test_options_are_frozen_and_checked_when_built_in_code():
+    o = ReduceOptions(cubes=["residual"])
+    assert o.cubes == ("residual",)
+    with pytest.raises(Exception):
+        o.purge = True
+    with pytest.raises(ConfigError):
+        ReduceOptions(resolution="fine")
+
+
+@pytest.mark.parametrize("name, prefix, chan, pol, kind, ignored", [
+    ("P-0000-I-image.fits", "P", 0, "I", "image", False),
+    ("P-0003-image.fits", "P", 3, None, "image", False),
+    ("P-0001-Q-residual.fits", "P", 1, "Q", "residual", False),
+    ("image.RACS_1234.contcube.beam07-0012-U-image.fits", "image.RACS_1234.contcube.beam07", 12, "U", "image", False),
+    ("obs-2024-b00-0002-image.fits", "obs-2024-b00", 2, None, "image", False),
+    ("P-t0001-0002-image.fits", "P-t0001", 2, None, "image", False),
+    ("P-MFS-image.fits", "P", None, None, "image", True),
+    ("P-MFS-Q-image.fits", "P", None, "Q", "image", True),
+    ("P-0000-psf.fits", "P", 0, None, "psf", True),
+    ("P-0000-I-model.fits", "P", 0, "I", "model", True),
+    ("P-0000-dirty.fits", "P", 0, None, "dirty", True),
+    ("P-0000-image-pb.fits", "P", 0, None, "image", True),
+    ("sb003.fits", "", None, None, "image", False),
+])
+def test_wsclean_names_are_parsed_and_non_channel_images_flagged(name, prefix, chan, pol, kind, ignored):
+    n = parse_name(Path("/d") / name)
+    assert (n.prefix, n.chan, n.pol, n.kind, n.note is not None) == (prefix, chan, pol, kind, ignored)
