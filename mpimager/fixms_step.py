@@ -158,8 +158,11 @@ def _settled(ms: Path, options: FixMSOptions, state: str) -> Optional[str]:
     if state == FIXED_EXTERNALLY:
         return FIXED_EXTERNALLY
     if state == FOREIGN_COLUMN:
+        why = "was not made by FixMS"
+        if IRA in _sub_columns(ms, "FEED") and not _table_exists(ms / "FIELD_OLD"):
+            why = "was made by fix_ms_corrs but fix_ms_dir never ran (no FIELD_OLD)"
         raise JobError(
-            f"{ms}: column {options.corrected_data_column} exists but was not made by FixMS; "
+            f"{ms}: column {options.corrected_data_column} exists but {why}; "
             f"set [fixms] corrected_data_column to another name, or disable fixms if the data are already fixed")
     if state == FIXED_DIFFERENTLY:
         entry = _record_entry(_read_json(ms / RECORD_NAME), options.corrected_data_column) or {}
@@ -228,9 +231,12 @@ def _apply(ms: Path, options: FixMSOptions, log: Optional[Path]) -> None:
         "seconds": round(time.time() - started, 3),
     })
     record = {"format": RECORD_FORMAT, "tool": "mpimager", "versions": _versions(), "fixes": fixes}
-    _write_json_atomic(ms / RECORD_NAME, record)
-    (ms / MARKER_NAME).unlink()
-    _fsync_dir(ms)
+    try:
+        _write_json_atomic(ms / RECORD_NAME, record)
+        (ms / MARKER_NAME).unlink()
+        _fsync_dir(ms)
+    except OSError as exc:  # the in-progress file stays: the next run rolls back and fixes again
+        raise JobError(f"{ms}: FixMS ran but its record could not be written ({exc}); run again", log=log) from None
 
 
 def _verify(ms: Path, options: FixMSOptions) -> float:

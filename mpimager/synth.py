@@ -47,6 +47,10 @@ DEFAULT_RECEPTOR_ANGLE_DEG = 60.0  # pol axis 45 - 60 = -15 deg: FixMS mixes Q a
 
 CORR_TYPES_LINEAR = (9, 10, 11, 12)  # XX, XY, YX, YY
 
+# A "realistic" demo beam: 36 antennas (ASKAP's count), 30 integrations over 2 h, 8 channels of
+# 36 MHz (RACS-low's band): 19,980 rows, ~12 MB, ~0.5 s to make. Use as make_ms(path, **DEMO_MS_KWARGS).
+DEMO_MS_KWARGS = {"n_ant": 36, "n_times": 30, "n_chan": 8, "freq_start_hz": 743.5e6 + 18e6, "chan_width_hz": 36e6}
+
 _RACS_NAME = re.compile(r"^RACS_(\d{2})(\d{2})([+-])(\d{2})[A-Z]?$")
 
 
