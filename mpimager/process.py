@@ -5,7 +5,8 @@ stdout/stderr into a log file (complete, flushed as it arrives) and, line by lin
 watcher. A watcher stops the child by raising `WatchAbort` (or a subclass: `Divergence`,
 `IOFailure`). On abort, timeout, or when the child exits leaving members of its group behind,
 the whole group is terminated (SIGTERM, then SIGKILL after a grace period) and waited for:
-when `run` returns, nothing it started is still running, so a retry never overlaps a failed run.
+when `run` returns, nothing it started is still running, so a retry never overlaps a failed run
+(a process that leaves the session itself, with setsid or as a daemon, is beyond its reach).
 
 A non-zero exit is a result (`ProcessResult`), not an exception; `run` raises `JobError` only
 when the program cannot be started. `wsclean_watcher` recognises WSClean's divergence and I/O
@@ -117,23 +118,32 @@ def run(
     if not argv:
         raise JobError("run: empty command")
     log = Path(log)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(log, "ab" if append else "wb")
+    except OSError as exc:
+        raise JobError(f"cannot run {argv[0]}: cannot write its log {log} ({exc.strerror or exc})") from None
     start = time.monotonic()
-    with open(log, "ab" if append else "wb") as logf:
+    with logf:
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 env=None if env is None else dict(env), cwd=cwd, start_new_session=True)
-        except FileNotFoundError as exc:
-            if cwd is not None and exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
-                raise JobError(f"cannot run {argv[0]}: working directory {cwd} does not exist", log=log) from None
-            raise JobError(f"cannot run {argv[0]}: no such program (not found on PATH or not a file)",
-                           log=log) from None
-        except PermissionError:
-            raise JobError(f"cannot run {argv[0]}: permission denied (not executable?)", log=log) from None
         except OSError as exc:
-            raise JobError(f"cannot run {argv[0]}: {exc.strerror or exc}", log=log) from None
+            message = _start_failure(argv[0], cwd, exc)
+            logf.write(f"[mpimager] {message}\n".encode())
+            raise JobError(message, log=log) from None
         return _supervise(proc, argv, logf, log, start, timeout, on_line, kill_grace)
+
+
+def _start_failure(program: str, cwd, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        if cwd is not None and exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
+            return f"cannot run {program}: working directory {cwd} does not exist"
+        return f"cannot run {program}: no such program (not found on PATH or not a file)"
+    if isinstance(exc, PermissionError):
+        return f"cannot run {program}: permission denied (not executable?)"
+    return f"cannot run {program}: {exc.strerror or exc}"
 
 
 class _Pump:

@@ -112,6 +112,14 @@ def test_a_missing_program_is_a_one_line_joberror_naming_it(tmp_path):
         run(["wsclean-does-not-exist", "-size", "10", "10"], log=tmp_path / "m.log")
     message = str(exc.value)
     assert "wsclean-does-not-exist" in message and "\n" not in message
+    assert exc.value.log == tmp_path / "m.log"
+    assert (tmp_path / "m.log").read_text() == f"[mpimager] {message}\n"
+
+
+def test_an_unwritable_log_is_a_joberror_naming_it(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(JobError, match="cannot write its log .*file/x.log"):
+        run(["true"], log=tmp_path / "file" / "x.log")
 
 
 def test_a_missing_working_directory_is_named(tmp_path):
