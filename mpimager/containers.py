@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -301,6 +300,8 @@ class ContainerRuntime(Runtime):
 
     def __init__(self, options: ContainerOptions):
         super().__init__(options)
+        if not options.image:
+            raise ConfigError(f"[container] image: required when runtime = {options.runtime!r}")
         self.binary = options.binary or options.runtime
         self.uri = options.image if options.image.startswith(PULL_SCHEMES) else None
         cache = options.cache_dir or os.path.expanduser(DEFAULT_CACHE_DIR)

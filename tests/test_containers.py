@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mpimager.containers import (ContainerOptions, ContainerRuntime, NativeRuntime, collapse_binds, ensure_pulled,
+from mpimager.containers import (ContainerOptions, NativeRuntime, collapse_binds, ensure_pulled,
                                  make_runtime, pulled_image_path)
 from mpimager.errors import ConfigError, InputError, JobError
 from mpimager.process import IOFailure, run, wsclean_watcher
@@ -54,7 +54,8 @@ def test_options_for_a_container():
     ({"runtim": "native"}, "run.toml: [container] runtim: unknown key"),
     ({"runtime": "docker"}, "[container] runtime: expected one of 'native', 'singularity', 'apptainer', got 'docker'"),
     ({"runtime": "singularity"}, "[container] image: required when runtime = 'singularity'"),
-    ({"runtime": "apptainer", "image": "wsclean.sif"}, "[container] image: expected an absolute path or a docker:// URI"),
+    ({"runtime": "apptainer", "image": "wsclean.sif"},
+     "[container] image: expected an absolute path or a docker:// URI"),
     ({"runtime": "apptainer", "image": "ftp://x/y.sif"}, "[container] image: unsupported URI 'ftp://x/y.sif'"),
     ({"binds": "/data"}, "[container] binds: expected a list"),
     ({"binds": ["data"]}, "[container] binds: bind 'data': 'data' is not an absolute path"),
