@@ -67,6 +67,9 @@ def main(argv=None) -> int:
         if not getattr(exc, "quiet", False):  # under MPI only rank 0 speaks
             print(f"mpimager: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `mpimager ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("mpimager: interrupted", file=sys.stderr)
         return 130

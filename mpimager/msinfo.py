@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpimager.errors import MSError
+from mpimager.fixms_step import RECORD_NAME
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,6 @@ def read_msinfo(path: str | os.PathLike) -> MSInfo:
     return MSInfo(
         path=str(p), spws=spws, field=field, beam=int(next(iter(feeds))) if len(feeds) == 1 else None,
         telescope=telescope, mount=mount, columns=columns, n_rows=n_rows, size_bytes=size_on_disk(p),
-        fixms_record=(p / "MPIMAGER_FIXMS.json").is_file(),
-        fixms_markers="FIELD_OLD" in keywords and "INSTRUMENT_RECEPTOR_ANGLE" in feed_cols,
+        fixms_record=(p / RECORD_NAME).is_file(),
+        fixms_markers=is_table_dir(p / "FIELD_OLD") and "INSTRUMENT_RECEPTOR_ANGLE" in feed_cols,
     )

@@ -27,7 +27,7 @@ MODES = ("single", "combine", "combine-obs-ids")
 @dataclass(frozen=True)
 class Job:
     id: str
-    kind: str  # "fixms" | "wsclean"
+    kind: str  # "fixms" | "wsclean" | "reduce"
     ms: tuple[str, ...]
     argv: tuple[str, ...]
     outputs: tuple[str, ...] = ()
@@ -38,6 +38,7 @@ class Job:
     temp_dir: str | None = None
     pass_name: str = ""
     nranks: int = 1
+    pols: tuple[str, ...] = ()  # the polarisations a WSClean job images
     tags: tuple[tuple[str, str], ...] = field(default=())  # obs_id, sw, field, beam: for reduction and reports
 
     def to_json(self) -> dict:
@@ -71,7 +72,9 @@ def plan_jobs(config: Config, inputs: Sequence[InputMS], settings: PlanSettings)
         for p in config.passes
     ]
     _check_unique_prefixes(imaging)
-    return fixms_jobs + _name_jobs(imaging)
+    imaging = _name_jobs(imaging)
+    fixed = {m.info.path for m in inputs if _fixms_applies(config, m)}
+    return fixms_jobs + imaging + _reduce_jobs(config, settings, imaging, fixed)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -92,8 +95,11 @@ def _fixms_applies(config: Config, m: InputMS) -> bool:
 
 
 def _fixms_ids(config: Config, inputs: Sequence[InputMS]) -> dict[str, str]:
-    """MS path -> id of its FixMS job, for MSs where FixMS applies and has not completed yet."""
-    paths = [m.info.path for m in inputs if _fixms_applies(config, m) and not m.info.fixms_record]
+    """MS path -> id of its FixMS job, for every MS where FixMS applies.
+
+    Planned even when a completion record exists: the step itself checks that the record matches these
+    options (milliseconds), and the journal skips it on a re-run."""
+    paths = [m.info.path for m in inputs if _fixms_applies(config, m)]
     return {p: f"fixms:{name}" for p, name in zip(paths, _short_names(paths))}
 
 
@@ -181,10 +187,74 @@ def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, .
     options = {"j": settings.threads, **options, "temp-dir": temp_dir}
     argv = wsclean.command(settings.wsclean, list(options.items()), prefix, [m.info.path for m in group])
     outputs = wsclean.predict_outputs(prefix, options, n_out)
+    pols = tuple(wsclean.parse_pols(str(options.get("pol", "I"))))
     deps = tuple(fix_ids[m.info.path] for m in group if m.info.path in fix_ids)
     return Job(id="", kind="wsclean", ms=tuple(m.info.path for m in group), argv=tuple(argv),
                outputs=tuple(outputs), depends_on=deps, host=_host(config, group), cost=_cost(group, options, n_out),
-               prefix=prefix, temp_dir=temp_dir, pass_name=p.suffix, tags=_tags(group))
+               prefix=prefix, temp_dir=temp_dir, pass_name=p.suffix, pols=pols, tags=_tags(group))
+
+
+# ------------------------------------------------------------------------------------------------ gather
+
+
+@dataclass(frozen=True)
+class _CubeName:
+    prefix: str
+    stokes: str
+    kind: str
+
+
+_CHANNEL_IMAGE = re.compile(r"-\d{4}(?:-(?:[IQUV]|XX|XY|XYi|YY|RR|RL|RLi|LL))?-(image|residual)\.fits$")
+
+
+def _reduce_units(config: Config, imaging: Sequence[Job]) -> list[list[Job]]:
+    """Which imaging jobs share one gather job (and one common beam) under [reduce] scope."""
+    scope = config.reduce.scope
+    if scope == "observation":
+        return [list(imaging)] if imaging else []
+    if scope == "beam":  # all passes of one MS group, as Arrakis: I and QU of a beam share a beam
+        units: dict[tuple, list[Job]] = defaultdict(list)
+        for j in imaging:
+            units[j.ms].append(j)
+        return list(units.values())
+    return [[j] for j in imaging]
+
+
+def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job], fixed: set[str]) -> list[Job]:
+    """One `mpimager reduce` job per unit of [reduce] scope, after the unit's imaging jobs."""
+    from mpimager.reduce.cube import cube_paths
+
+    r = config.reduce
+    if not r.enabled:
+        return []
+    wanted = {{"restored": "image", "residual": "residual", "unconvolved": "image"}[k] for k in r.cubes}
+    jobs = []
+    for unit in _reduce_units(config, imaging):
+        images = [o for j in unit for o in j.outputs if (m := _CHANNEL_IMAGE.search(o)) and m.group(1) in wanted]
+        if not images:
+            continue  # one output channel: nothing to stack
+        out_dir = os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
+        argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--resolution", r.resolution,
+                "--scope", "prefix" if r.scope == "prefix" else "observation", "--cubes", ",".join(r.cubes),
+                "--axis-order", r.axis_order, "--names", r.names, "--round-up", str(r.round_up),
+                "--threads", str(settings.threads), "--quiet"]
+        argv += ["--psf-cutoff", str(r.psf_cutoff)] if r.psf_cutoff is not None else []
+        argv += ["--beam", *map(str, r.beam)] if r.beam else []
+        argv += ["--purge"] if r.purge else []
+        unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
+        argv += ["--ms", unit_ms[0]] if unit_ms[0] in fixed else []  # its receptor angle goes in the header
+        outputs = []
+        for j in unit:
+            for kind in r.cubes:
+                for stokes in j.pols:
+                    paths = cube_paths(_CubeName(os.path.basename(j.prefix), stokes, kind), r, Path(out_dir))
+                    outputs += [str(paths.cube), str(paths.beamlog), str(paths.weights)]
+        name = unit[0].id.split(":", 1)[1] if len(unit) == 1 else (
+            os.path.basename(os.path.commonprefix([j.prefix for j in unit])).rstrip(".-_") or "all")
+        jobs.append(Job(id=f"reduce:{name}", kind="reduce", ms=tuple(unit_ms), argv=tuple(argv + images),
+                        outputs=tuple(outputs), depends_on=tuple(j.id for j in unit), host=unit[0].host,
+                        cost=sum(j.cost for j in unit) / 10, tags=unit[0].tags if len(unit) == 1 else ()))
+    return jobs
 
 
 def _host(config: Config, group: Sequence[InputMS]) -> str | None:

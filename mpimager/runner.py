@@ -157,6 +157,7 @@ def run_job(job: Job, ctx: RunContext, binds_extra=()) -> JobResult:
         else:
             command, child_env, watcher = argv, env, None
         result = process.run(command, log=Path(log), env=child_env, timeout=ctx.timeout, on_line=watcher)
+        name = _program(job, runtime)
         if result.returncode == 0 and not result.timed_out and result.error is None:
             good, bad = check_outputs(job.outputs)
             if not bad:
@@ -166,7 +167,7 @@ def run_job(job: Job, ctx: RunContext, binds_extra=()) -> JobResult:
                                  tuple(notes))
             reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
         else:
-            reason = _describe(result, ctx.timeout)
+            reason = _describe(result, name, ctx.timeout)
             strategy = retry_strategy(result)
         if attempt < attempts and strategy != NO_RETRY:
             notes.append(f"attempt {attempt}: {reason}; retrying ({strategy})")
@@ -181,8 +182,13 @@ def run_job(job: Job, ctx: RunContext, binds_extra=()) -> JobResult:
     raise JobError(f"{reason}{tried} (log: {logs[-1]})", log=logs[-1])
 
 
-def _describe(result, timeout) -> str:
-    name = os.path.basename(result.argv[0]) if result.argv else "process"
+def _program(job: Job, runtime) -> str:
+    if job.kind == "wsclean":
+        return "wsclean" if runtime.options.runtime == "native" else f"wsclean ({runtime.options.runtime})"
+    return {"fixms": "FixMS", "reduce": "reduce"}.get(job.kind, job.kind)
+
+
+def _describe(result, name: str, timeout) -> str:
     if result.timed_out:
         return f"{name} timed out after {timeout:.0f} s"
     if result.error is not None:

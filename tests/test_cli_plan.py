@@ -40,11 +40,14 @@ def test_dry_run_json_lists_every_job_and_writes_nothing(setup):
     r = run_cli(config, data / "obs0.ms", data / "obs1.ms", "--dry-run", "--json", "--run-dir", tmp / "run", cwd=tmp)
     assert r.returncode == 0, r.stderr
     jobs = json.loads(r.stdout)["jobs"]
-    assert [j["id"] for j in jobs] == ["wsclean:obs0.I", "wsclean:obs0.QU", "wsclean:obs1.I", "wsclean:obs1.QU"]
+    imaging = ["wsclean:obs0.I", "wsclean:obs0.QU", "wsclean:obs1.I", "wsclean:obs1.QU"]
+    assert [j["id"] for j in jobs] == imaging + [i.replace("wsclean:", "reduce:") for i in imaging]
     for j in jobs:
-        assert j["kind"] == "wsclean" and j["depends_on"] == [] and j["host"] is None
-        assert all(os.path.isabs(p) for p in j["ms"] + j["outputs"])
-        assert j["argv"][-1] == j["ms"][0]
+        assert all(os.path.isabs(p) for p in j["ms"] + j["outputs"]) and j["host"] is None
+        if j["kind"] == "wsclean":
+            assert j["depends_on"] == [] and j["argv"][-1] == j["ms"][0]
+        else:
+            assert j["depends_on"] == [j["id"].replace("reduce:", "wsclean:")]
     assert snapshot(tmp, data) == before  # no run dir, no image dir, MSs untouched
 
 
@@ -52,14 +55,14 @@ def test_dry_run_table_is_readable(setup):
     tmp, config, data = setup
     r = run_cli(config, data, "--dry-run", "--run-dir", tmp / "run", cwd=tmp)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("6 jobs (0 FixMS, 6 WSClean)")
+    assert r.stdout.startswith("12 jobs (0 FixMS, 6 WSClean, 6 reduce)")
     assert "wsclean:obs2.QU" in r.stdout and "-join-polarizations" in r.stdout
 
 
 def test_a_planned_command_run_for_real_writes_exactly_the_predicted_files(setup):
     tmp, config, data = setup
     jobs = json.loads(run_cli(config, data / "obs0.ms", "--dry-run", "--json", "--run-dir", tmp / "run").stdout)["jobs"]
-    for job in jobs:
+    for job in [j for j in jobs if j["kind"] == "wsclean"]:
         prefix = job["argv"][job["argv"].index("-name") + 1]
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
         os.makedirs(job["argv"][job["argv"].index("-temp-dir") + 1], exist_ok=True)

@@ -1,5 +1,6 @@
 """The plan's shape: jobs per MS and pass, combined groups, FixMS dependencies, argv and outputs."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ join-polarizations = true
 
 def test_askap_beams_get_fixms_then_one_job_per_beam_and_pass(tmp_path):
     beams = [ms(f"/d/beam{b:02d}.ms", beam=b) for b in range(2)]
-    jobs = plan(cfg(tmp_path, ASKAP), beams)
+    jobs = [j for j in plan(cfg(tmp_path, ASKAP), beams) if j.kind != "reduce"]
     assert [(j.id, j.kind, j.depends_on) for j in jobs] == [
         ("fixms:beam00.ms", "fixms", ()),
         ("fixms:beam01.ms", "fixms", ()),
@@ -76,9 +77,10 @@ def test_every_job_has_its_own_temp_dir(tmp_path):
     assert len({j.temp_dir for j in jobs}) == len(jobs) == 4
 
 
-def test_an_ms_fixed_before_needs_no_fixms_job(tmp_path):
+def test_an_ms_fixed_before_still_gets_its_fixms_job_which_checks_the_record(tmp_path):
     jobs = plan(cfg(tmp_path, ASKAP), [ms("/d/a.ms", fixed=True, columns=("DATA", "CORRECTED_DATA"))])
-    assert [j.kind for j in jobs] == ["wsclean", "wsclean"] and jobs[0].depends_on == ()
+    assert [j.kind for j in jobs] == ["fixms", "wsclean", "wsclean", "reduce", "reduce"]
+    assert jobs[1].depends_on == ("fixms:a.ms",)
 
 
 def test_other_telescopes_skip_fixms_on_auto(tmp_path):
@@ -102,7 +104,7 @@ def test_combine_groups_by_obs_id_and_spectral_window(tmp_path):
 
 
 def test_channels_out_all_counts_every_channel(tmp_path):
-    (job,) = plan(cfg(tmp_path, "[wsclean]\nchannels-out = 'all'\n"), [ms("/d/a.ms", telescope="X", nchan=12)])
+    job, _ = plan(cfg(tmp_path, "[wsclean]\nchannels-out = 'all'\n"), [ms("/d/a.ms", telescope="X", nchan=12)])
     assert job.argv[job.argv.index("-channels-out") + 1] == "12" and len(job.outputs) == 13 * 2
 
 
@@ -134,3 +136,35 @@ def test_the_json_form_has_the_documented_fields(tmp_path):
     d = job.to_json()
     assert {"id", "kind", "ms", "argv", "outputs", "depends_on", "host"} <= set(d)
     assert d["ms"] == ["/d/a.ms"] and d["argv"][0] == "wsclean"
+
+
+def test_each_prefix_gets_a_reduce_job_after_its_imaging(tmp_path):
+    jobs = plan(cfg(tmp_path, ASKAP), [ms("/d/beam00.ms")])
+    reduce = [j for j in jobs if j.kind == "reduce"]
+    assert [(j.id, j.depends_on) for j in reduce] == [
+        ("reduce:image.RACS_1347-37A.contcube.beam00.I", ("wsclean:image.RACS_1347-37A.contcube.beam00.I",)),
+        ("reduce:image.RACS_1347-37A.contcube.beam00.QU", ("wsclean:image.RACS_1347-37A.contcube.beam00.QU",))]
+    qu = reduce[1]
+    channel_images = [a for a in qu.argv if a.endswith(".fits")]
+    assert channel_images == [f"/img/RACS_1347-37A/image.RACS_1347-37A.contcube.beam00.QU-000{c}-{s}-image.fits"
+                              for c in (0, 1) for s in "QU"]
+    assert qu.argv[qu.argv.index("--ms") + 1] == "/d/beam00.ms"  # FixMS'd: its receptor angle goes in the header
+    assert sorted(os.path.basename(o) for o in qu.outputs if o.endswith(".fits")) == [
+        "image.RACS_1347-37A.contcube.beam00.QU-Q-restored.cube.fits",
+        "image.RACS_1347-37A.contcube.beam00.QU-U-restored.cube.fits"]
+
+
+def test_beam_scope_gathers_all_passes_of_a_beam_in_one_job(tmp_path):
+    jobs = plan(cfg(tmp_path, ASKAP + "[reduce]\nscope = 'beam'\ncubes = ['restored', 'residual']\n"),
+                [ms("/d/beam00.ms"), ms("/d/beam01.ms", beam=1)])
+    reduce = [j for j in jobs if j.kind == "reduce"]
+    assert [len(j.depends_on) for j in reduce] == [2, 2]
+    assert sum(o.endswith(".fits") for o in reduce[0].outputs) == 6  # I, Q, U x restored, residual
+    assert reduce[0].argv[reduce[0].argv.index("--scope") + 1] == "observation"
+
+
+def test_no_reduce_job_without_channels_or_when_disabled(tmp_path):
+    assert [j.kind for j in plan(cfg(tmp_path, "[wsclean]\nniter = 1\n"), [ms("/d/a.ms", telescope="X")])] == \
+        ["wsclean"]
+    off = plan(cfg(tmp_path, ASKAP + "[reduce]\nenabled = false\n"), [ms("/d/a.ms")])
+    assert "reduce" not in {j.kind for j in off}

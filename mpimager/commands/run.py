@@ -86,8 +86,9 @@ def print_plan(prepared: Prepared, as_json: bool, out=sys.stdout) -> None:
         out.write("\n")
         return
     width = max((len(j.id) for j in jobs), default=2)
-    out.write(f"{len(jobs)} jobs ({sum(j.kind == 'fixms' for j in jobs)} FixMS, "
-              f"{sum(j.kind == 'wsclean' for j in jobs)} WSClean); run directory {prepared.run_dir}\n")
+    kinds = ", ".join(f"{sum(j.kind == k for j in jobs)} {name}" for k, name in
+                      (("fixms", "FixMS"), ("wsclean", "WSClean"), ("reduce", "reduce")))
+    out.write(f"{len(jobs)} jobs ({kinds}); run directory {prepared.run_dir}\n")
     out.write(f"{'id':<{width}}  {'kind':<7}  {'host':<10}  {'cost':>9}  {'outputs':>7}  after\n")
     for j in jobs:
         out.write(f"{j.id:<{width}}  {j.kind:<7}  {j.host or '-':<10}  {j.cost:>9.1f}  {len(j.outputs):>7}  "

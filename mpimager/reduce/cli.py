@@ -16,10 +16,11 @@ import argparse
 from pathlib import Path
 
 from mpimager.errors import InputError, JobError, MpimagerError
-from mpimager.reduce.options import AXIS_ORDERS, NAME_STYLES, RESOLUTIONS, SCOPES, ReduceOptions
+from mpimager.reduce.options import AXIS_ORDERS, NAME_STYLES, RESOLUTIONS, ReduceOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = __doc__.split("\n", 2)[2].strip()
     parser.add_argument("images", nargs="+", metavar="CHANNEL_IMAGES", type=Path,
                         help="channel images (FITS, one plane each)")
     parser.add_argument("--out", required=True, type=Path, metavar="OUT",
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="blank channels whose BMAJ exceeds this and leave them out of the common beam")
     parser.add_argument("--resolution", choices=RESOLUTIONS, default="total",
                         help="total: one beam for the band; natural: one common beam per channel (default total)")
-    parser.add_argument("--scope", choices=SCOPES, default="prefix",
+    parser.add_argument("--scope", choices=("prefix", "observation"), default="prefix",
                         help="channels sharing a common beam: each imaging prefix, or all inputs (default prefix)")
     parser.add_argument("--cubes", default="restored", metavar="KINDS",
                         help="comma-separated: restored, residual, unconvolved (default restored)")
@@ -61,7 +62,16 @@ def options_from_args(args) -> ReduceOptions:
     return ReduceOptions.from_mapping(table, where="mpimager reduce:")
 
 
+#: set by the MPI launchers mpimager meets (Open MPI, PMIx/srun, MPICH/Intel hydra, MVAPICH)
+_LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "PMI_FD", "MV2_COMM_WORLD_SIZE",
+                 "MPI_LOCALNRANKS")
+
+
 def _comm():
+    """COMM_WORLD under an MPI launcher with several ranks, else None (MPI is not even initialised)."""
+    import os
+    if not any(k in os.environ for k in _LAUNCHER_ENV):
+        return None  # a plain process: skip MPI_Init (about half a second)
     from mpi4py import MPI
     return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
 

@@ -13,7 +13,7 @@ from mpimager.errors import ConfigError
 
 CUBE_KINDS = ("restored", "residual", "unconvolved")
 RESOLUTIONS = ("total", "natural")
-SCOPES = ("prefix", "observation")
+SCOPES = ("prefix", "beam", "observation")  # "beam": a run's passes of one MS (group) share a beam
 AXIS_ORDERS = ("freq-stokes", "stokes-freq")
 NAME_STYLES = ("mpimager", "arrakis")
 
@@ -29,8 +29,9 @@ class ReduceOptions:
     resolution: str = "total"
     """'total': one beam for the band; 'natural': a common beam per channel (across Stokes / beams)."""
     scope: str = "prefix"
-    """Which channels share a common beam: 'prefix' (one imaging prefix, all its Stokes, as Arrakis)
-    or 'observation' (every prefix given, e.g. all 36 beams)."""
+    """Which channels share a common beam: 'prefix' (one imaging prefix, all its Stokes), 'beam' (in a
+    run: every pass of one MS or MS group, e.g. a beam's I and QU as Arrakis) or 'observation' (every
+    prefix given, e.g. all 36 beams)."""
     cubes: tuple[str, ...] = ("restored",)
     """Products: 'restored' (PSF-matched images), 'residual' (PSF-matched residuals), 'unconvolved'."""
     purge: bool = False
