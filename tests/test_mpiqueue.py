@@ -193,23 +193,22 @@ def test_idle_master_and_idle_workers_sleep_instead_of_spinning(tmp_path):
 # ------------------------------------------------------------------------------------------- start-up (root_first)
 
 
-def driver_lines(proc):
-    return sorted((json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")),
-                  key=lambda d: d["rank"])
+def rank_reports(outdir):
+    return sorted((json.loads(p.read_text()) for p in outdir.glob("rank*.json")), key=lambda d: d["rank"])
 
 
-def test_root_first_gives_rank0_the_plan_and_workers_none_then_the_queue_runs():
-    proc = mpirun(3, SCRIPTS / "root_first_driver.py", "ok")
+def test_root_first_gives_rank0_the_plan_and_workers_none_then_the_queue_runs(tmp_path):
+    proc = mpirun(3, SCRIPTS / "root_first_driver.py", "ok", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    lines = driver_lines(proc)
+    lines = rank_reports(tmp_path)
     assert [d["rank"] for d in lines] == [0, 1, 2]
     assert lines[0]["plan"] == {"tasks": ["a", "b", "c"]} and lines[0]["ran"] == {"a": "ok", "b": "ok", "c": "ok"}
     assert lines[1]["plan"] is None and lines[2]["plan"] is None
 
 
-def test_root_first_bad_input_ends_every_rank_with_exit_2_and_one_message():
+def test_root_first_bad_input_ends_every_rank_with_exit_2_and_one_message(tmp_path):
     began = time.monotonic()
-    proc = mpirun(3, SCRIPTS / "root_first_driver.py", "bad")
+    proc = mpirun(3, SCRIPTS / "root_first_driver.py", "bad", tmp_path)
     elapsed = time.monotonic() - began
     assert proc.returncode == 2, proc.stderr
     message = "mpimager: error: /data/run.toml: [wsclean] niter must be an integer, not 'many'"
@@ -223,11 +222,11 @@ def test_root_first_bad_input_ends_every_rank_with_exit_2_and_one_message():
     ("bug", 3, "KeyError: 'spw'"),
     ("dupes", 1, "MpimagerError: duplicate task id(s) in the task list: 'a'"),
 ])
-def test_every_rank_raises_the_same_error_class_and_message(mode, code, error):
+def test_every_rank_raises_the_same_error_class_and_message(tmp_path, mode, code, error):
     # Open MPI kills the other ranks once one exits non-zero; turned off here so every rank can report
-    proc = mpirun(3, SCRIPTS / "root_first_driver.py", mode,
+    proc = mpirun(3, SCRIPTS / "root_first_driver.py", mode, tmp_path,
                   mpirun_options=("--mca", "orte_abort_on_non_zero_status", "0"))
-    lines = driver_lines(proc)
+    lines = rank_reports(tmp_path)
     assert [(d["rank"], d["exit"], d["error"]) for d in lines] == [(r, code, error) for r in range(3)], proc.stderr
 
 
