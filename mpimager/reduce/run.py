@@ -202,7 +202,7 @@ def _process(task: _Task, layout, min_weight: float, fft_workers: int, with_crc:
     import numpy as np
     from mpimager.reduce.cube import robust_sigma, write_plane
     from mpimager.reduce.fitsio import read_plane
-    from mpimager.reduce.kernel import convolve_plane, uv_taper
+    from mpimager.reduce.kernel import convolve_plane
 
     t0 = time.perf_counter()
     spec = task.spec
@@ -211,11 +211,9 @@ def _process(task: _Task, layout, min_weight: float, fft_workers: int, with_crc:
             crc = write_plane(layout, spec.index, None, with_crc)
             return _Done(task.cube, spec.index, float("nan"), crc, None, time.perf_counter() - t0)
         plane = read_plane(spec.read, np.empty(spec.read.shape, dtype=np.float32))
-        taper = uv_taper(plane.shape, spec.kernel) if spec.kernel is not None else None
-        out = convolve_plane(plane, taper, spec.scale, workers=fft_workers, min_weight=min_weight)
-        del plane, taper
-        sigma = robust_sigma(out)
-        crc = write_plane(layout, spec.index, out, with_crc)
+        convolve_plane(plane, spec.kernel, spec.scale, workers=fft_workers, min_weight=min_weight)
+        sigma = robust_sigma(plane)
+        crc = write_plane(layout, spec.index, plane, with_crc)
         return _Done(task.cube, spec.index, sigma, crc, None, time.perf_counter() - t0)
     except Exception as exc:
         src = spec.read.path if spec.read is not None else "NaN plane"
