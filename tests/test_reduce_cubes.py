@@ -285,3 +285,21 @@ def test_real_wsclean_channel_images_make_one_cube_per_stokes(tmp_path, tiny_ms_
         assert [c["CRVAL3"] for c in chans] == sorted(c["CRVAL3"] for c in chans)
         assert h["CRVAL3"] == chans[0]["CRVAL3"]
         assert h["CDELT3"] == pytest.approx(chans[1]["CRVAL3"] - chans[0]["CRVAL3"])
+
+
+def test_a_fixed_target_beam_blanks_channels_it_cannot_be_reached_from(tmp_path):
+    cs = make_channels(tmp_path / "in", nchan=3, shape=(96, 96), sources=[Source(48, 48, 1.0)],
+                       beams=[(15.0, 12.0, 0.0), (22.0, 12.0, 0.0), (18.0, 16.0, 45.0)])
+    lines = []
+    [p] = _reduce(cs.paths, tmp_path / "out", log=lines.append, beam=(20.0, 20.0, 0.0))
+    assert p.beam == Beam(20.0, 20.0, 0.0)
+    cube = fits.getdata(p.path)
+    assert np.isnan(cube[0, 1]).all() and cube[0, 0, 48, 48] == pytest.approx(1.0, rel=1e-5)
+    assert "cannot be convolved" in dict(p.blanked)[1] and "smaller along some axis" in dict(p.blanked)[1]
+    assert any("plane 1" in line and "cannot be convolved" in line for line in lines)
+
+
+def test_asking_for_residual_cubes_without_residual_images_says_so(tmp_path):
+    cs = make_channels(tmp_path / "in", nchan=2, shape=(64, 64), sources=[Source(32, 32, 1.0)])
+    with pytest.raises(InputError, match="no residual channel images among the inputs for residual cubes"):
+        _reduce(cs.paths, tmp_path / "out", cubes=("residual",))

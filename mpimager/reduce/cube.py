@@ -239,7 +239,7 @@ def verify(layout: Layout, crcs: dict[int, int] | None = None) -> str | None:
     return None
 
 
-def robust_sigma(plane: np.ndarray, samples: int = 1 << 18) -> float:
+def robust_sigma(plane: np.ndarray, samples: int = 1 << 16) -> float:
     """1.4826 x median absolute deviation of the finite pixels, on a regular subsample of ~`samples`."""
     step = max(1, int((plane.size / samples) ** 0.5))
     sub = plane[::step, ::step]

@@ -166,6 +166,8 @@ def plan_cubes(images: Sequence[ChannelImage], options: ReduceOptions,
 
     for kind in options.cubes:
         source_kind = CUBE_SOURCE[kind]
+        if not any(k == source_kind for (_, _, k) in by_product):
+            result.notes.append(f"no {source_kind} channel images among the inputs for {kind} cubes")
         for (prefix, stokes, k), members in sorted(by_product.items()):
             if k != source_kind:
                 continue
@@ -174,8 +176,6 @@ def plan_cubes(images: Sequence[ChannelImage], options: ReduceOptions,
                                                carriers))
             except _ProductError as exc:
                 result.failures.append(Failure(prefix, stokes, kind, str(exc)))
-    if not by_product:
-        result.notes.append("no channel images among the inputs")
     return result
 
 

@@ -160,7 +160,8 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
         if planned.failures:
             more = f" (and {len(planned.failures) - 1} more product(s) failed)" if len(planned.failures) > 1 else ""
             raise InputError(planned.failures[0].error + more)
-        raise InputError("reduce: none of the inputs is a channel image of a cube")
+        why = "; ".join(planned.notes) or "none of the inputs is a channel image of a cube"
+        raise InputError(f"reduce: {why}")
 
     target_dir = out_file.parent if out_file is not None else out_dir
     try:
@@ -170,10 +171,19 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
     if not os.access(target_dir, os.W_OK | os.X_OK):
         raise InputError(f"{target_dir}: output directory is not writable")
 
+    all_paths = [cubeio.cube_paths(plan, options, out_dir, out_file) for plan in planned.cubes]
+    seen: dict[Path, str] = {}
+    inputs = {Path(p).absolute() for p in images}
+    for plan, paths in zip(planned.cubes, all_paths):
+        if paths.cube in seen:
+            raise InputError(f"{paths.cube}: both {seen[paths.cube]} and {plan.label} would be written here")
+        if paths.cube in inputs:
+            raise InputError(f"{paths.cube}: the cube would overwrite one of its channel images")
+        seen[paths.cube] = plan.label
+
     angles = dict(receptor_angles or {})
     tasks, layouts, entries = [], [], []
-    for ci, plan in enumerate(planned.cubes):
-        paths = cubeio.cube_paths(plan, options, out_dir, out_file)
+    for ci, (plan, paths) in enumerate(zip(planned.cubes, all_paths)):
         angle = angles.get(plan.prefix, angles.get("*"))
         header = cubeio.cube_header(plan, options, angle)
         tail = cubeio.beams_table_bytes(plan) if plan.beam is None else b""
