@@ -165,7 +165,7 @@ def _wait(poll: Callable[[], Any]) -> Any:
         time.sleep(0 if waited < _YIELD_FOR else min(_MAX_SLEEP, _SLEEP_FRACTION * waited))
 
 
-def _recv(comm, source: int, tag: int) -> tuple[int, bytes]:
+def _recv(comm, source: int, tag: int) -> tuple[int, Any]:
     """Wait (without spinning) for a message; return (source rank, the object sent)."""
     from mpi4py import MPI
 
