@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 import pytest
 from astropy.io import fits
+from radio_beam import Beams
 
 from mpimager.errors import InputError
 from mpimager.reduce import ReduceOptions, reduce_images
@@ -44,6 +46,7 @@ def test_matched_sources_peak_at_their_flux_under_the_common_beam(varying, tmp_p
     [p] = _reduce(varying.paths, tmp_path)
     assert p.ok and p.resolution == "total" and p.path == tmp_path / "obs-I-restored.cube.fits"
     with fits.open(p.path) as hdul:
+        hdul.verify("exception")
         assert len(hdul) == 1  # one beam: in the header, no BEAMS table
         h, cube = hdul[0].header, hdul[0].data
         assert cube.shape == (1, 12) + SHAPE and cube.dtype == np.dtype(">f4")
@@ -148,8 +151,11 @@ def test_natural_resolution_over_beams_gives_a_beams_table_and_casambm(tmp_path)
         with fits.open(p.path) as hdul:
             h = hdul[0].header
             assert h["CASAMBM"] is True and "BMAJ" not in h
+            hdul.verify("exception")
             table = hdul["BEAMS"]
             assert table.header["NCHAN"] == 4 and table.header["NPOL"] == 1
+            read_back = Beams.from_fits_bintable(table)  # radio-beam / spectral-cube's reader
+            assert read_back.major.to_value(u.arcsec) == pytest.approx([b.major for b in per_channel], rel=1e-6)
             assert list(table.data["CHAN"]) == [0, 1, 2, 3] and list(table.data["POL"]) == [0] * 4
             assert table.columns["BMAJ"].unit == "arcsec" and table.columns["BPA"].unit == "deg"
             for k, b in enumerate(per_channel):

@@ -2,8 +2,8 @@
 
 Pure numpy/scipy on arrays. The convolving beam (arcsec, PA east of north) is turned into a pixel
 covariance with the image's pixel matrix (so any pixel scale, sign of CDELT1 or PC rotation is right),
-its Fourier transform exp(-2 pi^2 k^T C k) multiplies the float32 rfft2 of the plane, and the result
-is scaled by the beam-area ratio so Jy/beam stays Jy/beam.
+its Fourier transform exp(-2 pi^2 k^T C k) multiplies the plane's float32 2-D real FFT (threads via
+scipy.fft workers), and the result is scaled by the beam-area ratio so Jy/beam stays Jy/beam.
 
 NaN pixels: a plain FFT convolution would have to zero them, which pulls their neighbours low (a pixel
 next to a hole loses the weight of the hole). Here the valid-pixel mask is convolved too and the result

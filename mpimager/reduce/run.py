@@ -8,6 +8,9 @@ each plane read, convolved and written at its offset with constant memory. Rank 
 robust sigmas, writes the beam logs and weights, verifies each cube, renames it into place, purges
 channel images whose cubes are all verified (if asked), and every rank returns the same `Product`s.
 
+Messages go over a private duplicate of the communicator, and a waiting rank sleeps between probes
+instead of spinning (ranks may outnumber cores).
+
 Bad input (unreadable files, no usable cube, an unwritable output) raises `InputError` on every rank
 before any cube is written. A product that cannot be made while others can is returned with `error` set.
 """
@@ -81,6 +84,33 @@ def default_threads(comm=None) -> int:
     return max(1, cores // ranks)
 
 
+_TAG = 7301  # on a private duplicate of the caller's communicator
+
+
+def _recv_sleeping(comm, source: int):
+    """A receive that sleeps while it waits (Open MPI's blocking receive spins a core at 100%)."""
+    delay = 0.001
+    while not comm.Iprobe(source=source, tag=_TAG):
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.05)
+    return comm.recv(source=source, tag=_TAG)
+
+
+def _bcast(comm, obj):
+    if comm.Get_rank() == 0:
+        for r in range(1, comm.Get_size()):
+            comm.send(obj, dest=r, tag=_TAG)
+        return obj
+    return _recv_sleeping(comm, 0)
+
+
+def _gather(comm, obj):
+    if comm.Get_rank() != 0:
+        comm.send(obj, dest=0, tag=_TAG)
+        return None
+    return [obj] + [_recv_sleeping(comm, r) for r in range(1, comm.Get_size())]
+
+
 def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm=None,
                   log: Callable[[str], None] | None = print, *, out_file: Path | None = None,
                   groups: Mapping[str, str] | None = None,
@@ -93,6 +123,18 @@ def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path,
     (e.g. map a beam's I and QU prefixes to one group). receptor_angles: prefix -> degrees written as
     INSTRUMENT_RECEPTOR_ANGLE ('*' for every prefix); see `receptor.pol_axis_from_ms`.
     """
+    if comm is not None:
+        threads = options.threads or default_threads(comm)
+        comm = comm.Dup()  # our messages never meet the caller's
+        try:
+            return _reduce(images, options, out_dir, comm, log, threads, out_file, groups, receptor_angles)
+        finally:
+            comm.Free()
+    return _reduce(images, options, out_dir, None, log, options.threads or default_threads(None), out_file,
+                   groups, receptor_angles)
+
+
+def _reduce(images, options, out_dir, comm, log, threads, out_file, groups, receptor_angles) -> list[Product]:
     rank = comm.Get_rank() if comm is not None else 0
     size = comm.Get_size() if comm is not None else 1
     say = log if (log is not None and rank == 0) else (lambda msg: None)
@@ -111,16 +153,15 @@ def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path,
     if rank == 0 and not isinstance(setup, BaseException):
         shared = {k: setup[k] for k in ("tasks", "layouts", "with_crc")}  # headers stay on rank 0
     if comm is not None:
-        shared = comm.bcast(shared, root=0)
+        shared = _bcast(comm, shared)
     if isinstance(shared, BaseException):
         raise shared
     tasks, layouts, with_crc = shared["tasks"], shared["layouts"], shared["with_crc"]
 
-    threads = options.threads or default_threads(comm)
     mine = tasks[rank::size]
     done = _run_tasks(mine, layouts, threads, options.min_weight, with_crc)
     if comm is not None:
-        gathered = comm.gather(done, root=0)
+        gathered = _gather(comm, done)
         done = [d for part in gathered for d in part] if rank == 0 else []
 
     products = None
@@ -132,7 +173,7 @@ def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path,
         say(f"reduce: {len(tasks)} planes on {size} rank(s) x {threads} thread(s) "
             f"in {time.perf_counter() - t0:.1f} s")
     if comm is not None:
-        products = comm.bcast(products, root=0)
+        products = _bcast(comm, products)
     if isinstance(products, BaseException):
         raise products
     return products
