@@ -58,6 +58,8 @@ class ContainerOptions:
     """The runtime executable, a name on PATH or a path; default: the runtime's name."""
     wsclean: str = "wsclean"
     """The WSClean executable: on PATH natively, or inside the image."""
+    wsclean_mp: str = "wsclean-mp"
+    """WSClean's MPI build, for --nodes-mpi runs: on PATH natively, or inside the image."""
     cache_dir: Optional[str] = None
     """Where URI images are pulled to; default ~/.cache/mpimager/images."""
 
@@ -92,10 +94,11 @@ class ContainerOptions:
             elif key != "binary" and not os.path.isabs(v):
                 bad(key, f"expected an absolute path{' or a docker:// URI' if key == 'image' else ''}, got {v!r}")
             values[key] = v
-        wsclean = d.get("wsclean", "wsclean")
-        if not isinstance(wsclean, str) or not wsclean.strip():
-            bad("wsclean", f"expected the WSClean executable name or path, got {wsclean!r}")
-        values["wsclean"] = wsclean
+        for key, default in (("wsclean", "wsclean"), ("wsclean_mp", "wsclean-mp")):
+            v = d.get(key, default)
+            if not isinstance(v, str) or not v.strip():
+                bad(key, f"expected the executable's name or path, got {v!r}")
+            values[key] = v
         binds = d.get("binds", ())
         if not isinstance(binds, (list, tuple)) or not all(isinstance(b, str) for b in binds):
             bad("binds", f"expected a list of \"SRC[:DST[:ro]]\" strings, got {binds!r}")

@@ -121,8 +121,36 @@ class Reply(NamedTuple):
 # ---------------------------------------------------------------------------------------------- MPI helpers
 
 
+#: variables an MPI launcher (mpirun/mpiexec of Open MPI or MPICH, srun) sets in each rank's environment
+_LAUNCH_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
+
+
+class SelfComm:
+    """The communicator of a process no MPI launcher started: one rank, and MPI never initialised
+    (which costs 0.4 s and more), so a plain `mpimager ...` runs serially at once."""
+
+    def Get_rank(self) -> int:
+        return 0
+
+    def Get_size(self) -> int:
+        return 1
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def Barrier(self) -> None:
+        pass
+
+
+def launched() -> bool:
+    """Was this process started by an MPI launcher (mpirun, mpiexec, srun with PMI/PMIx)?"""
+    return any(k in os.environ for k in _LAUNCH_MARKERS)
+
+
 def world():
-    """MPI.COMM_WORLD (initialises MPI on first use)."""
+    """MPI.COMM_WORLD (initialised on first use) under an MPI launcher, else a SelfComm."""
+    if not launched():
+        return SelfComm()
     from mpi4py import MPI
 
     return MPI.COMM_WORLD
@@ -146,6 +174,10 @@ def host_name() -> str:
         return listed[rank() % len(listed)]
     if os.environ.get("MPIMAGER_HOST"):
         return os.environ["MPIMAGER_HOST"]
+    if not launched():
+        import socket
+
+        return socket.gethostname()
     from mpi4py import MPI
 
     return MPI.Get_processor_name()
@@ -176,7 +208,10 @@ def _recv(comm, source: int, tag: int) -> tuple[int, Any]:
 
 def barrier(comm=None) -> None:
     """A barrier that sleeps instead of spinning while it waits."""
-    request = (comm or world()).Ibarrier()
+    comm = comm or world()
+    if comm.Get_size() == 1:
+        return
+    request = comm.Ibarrier()
     _wait(lambda: True if request.Test() else None)
 
 

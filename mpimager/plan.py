@@ -58,6 +58,7 @@ class PlanSettings:
     threads: int = 1
     wsclean: str = "wsclean"  # as the runtime will call it
     python: str = "python3"  # runs the FixMS step
+    nodes_mpi: int = 1  # >1: every WSClean job is wsclean-mp over that many ranks (WSClean's own MPI mode)
 
 
 def plan_jobs(config: Config, inputs: Sequence[InputMS], settings: PlanSettings) -> list[Job]:
@@ -109,7 +110,7 @@ def _fixms_job(config: Config, m: InputMS, job_id: str, python: str) -> Job:
             "--corrected-data-column", f.corrected_data_column]
     argv += [] if f.fix_stokes_factor else ["--no-stokes-factor"]
     return Job(id=job_id, kind="fixms", ms=(m.info.path,), argv=tuple(argv + [m.info.path]),
-               cost=m.info.size_bytes / 1e6, tags=_tags((m,)))
+               host=_host(config, (m,)), cost=m.info.size_bytes / 1e6, tags=_tags((m,)))
 
 
 def _common(values) -> str | None:
@@ -182,16 +183,21 @@ def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, .
                 raise InputError(f"{m.info.path}: has no column {data_column} to image "
                                  f"(columns: {', '.join(sorted(c for c in m.info.columns if 'DATA' in c))})")
 
+    if settings.nodes_mpi > 1 and n_out < settings.nodes_mpi:
+        raise InputError(f"{where}: --nodes-mpi {settings.nodes_mpi} needs channels-out >= {settings.nodes_mpi} "
+                         f"(WSClean's MPI mode grids one output channel per rank), this job has {n_out}")
     temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / "tmp")
     temp_dir = os.path.join(temp_base, _safe(name) + "-" + _digest(prefix))
     options = {"j": settings.threads, **options, "temp-dir": temp_dir}
-    argv = wsclean.command(settings.wsclean, list(options.items()), prefix, [m.info.path for m in group])
+    binary = config.container.wsclean_mp if settings.nodes_mpi > 1 else settings.wsclean
+    argv = wsclean.command(binary, list(options.items()), prefix, [m.info.path for m in group])
     outputs = wsclean.predict_outputs(prefix, options, n_out)
     pols = tuple(wsclean.parse_pols(str(options.get("pol", "I"))))
     deps = tuple(fix_ids[m.info.path] for m in group if m.info.path in fix_ids)
     return Job(id="", kind="wsclean", ms=tuple(m.info.path for m in group), argv=tuple(argv),
                outputs=tuple(outputs), depends_on=deps, host=_host(config, group), cost=_cost(group, options, n_out),
-               prefix=prefix, temp_dir=temp_dir, pass_name=p.suffix, pols=pols, tags=_tags(group))
+               prefix=prefix, temp_dir=temp_dir, pass_name=p.suffix, nranks=settings.nodes_mpi, pols=pols,
+               tags=_tags(group))
 
 
 # ------------------------------------------------------------------------------------------------ gather

@@ -130,7 +130,25 @@ def _remove(paths) -> None:
             pass
 
 
-def run_job(job: Job, ctx: RunContext, binds_extra=()) -> JobResult:
+def mpi_launcher(placement, env: dict) -> list[str]:
+    """The launch of a `wsclean-mp` job over the ranks the queue reserved for it (WSClean's own MPI mode).
+
+    Inside a Slurm allocation: a job step (`srun --overlap`, the step of our own ranks holds the CPUs);
+    elsewhere `mpirun`, one slot per rank, on the group's hosts. Hosts given by MPIMAGER_HOSTS/MPIMAGER_HOST
+    are pretend hosts (tests): then every rank runs here."""
+    n = len(placement.ranks)
+    hosts = list(dict.fromkeys(placement.hosts))
+    real = not (env.get("MPIMAGER_HOSTS") or env.get("MPIMAGER_HOST"))
+    if env.get("SLURM_JOB_ID"):
+        argv = ["srun", "--overlap", "--cpu-bind=none", f"--ntasks={n}"]
+        return argv + ([f"--nodes={len(hosts)}", f"--nodelist={','.join(hosts)}"] if real else ["--nodes=1"])
+    argv = ["mpirun", "--bind-to", "none", "-np", str(n)]
+    if real and len(hosts) > 1:
+        argv += ["-H", ",".join(f"{h}:{placement.hosts.count(h)}" for h in hosts)]
+    return argv
+
+
+def run_job(job: Job, ctx: RunContext, placement=None, binds_extra=()) -> JobResult:
     """Run `job` with its retries; JobResult on success, JobError (one line, naming the log) on failure."""
     from mpimager import process
     from mpimager.containers import make_runtime
@@ -152,6 +170,8 @@ def run_job(job: Job, ctx: RunContext, binds_extra=()) -> JobResult:
         if runtime is not None:
             binds = [*job.ms, os.path.dirname(job.prefix), job.temp_dir, *binds_extra]
             command = runtime.command(argv, binds)
+            if job.nranks > 1:
+                command = mpi_launcher(placement, env) + command
             child_env = runtime.env(env)
             watcher = process.wsclean_watcher()
         else:

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from mpimager import __version__, mpiqueue
@@ -26,7 +25,7 @@ def main(args) -> int:
     comm = mpiqueue.world()
     is_root = comm.Get_rank() == 0
     try:
-        prepared = mpiqueue.root_first(lambda: _prepare(args), comm)
+        started = mpiqueue.root_first(lambda: _prepare(args), comm)
     except MpimagerError as exc:
         if not is_root:
             exc.quiet = True  # rank 0 says it; the others leave with the same code
@@ -34,23 +33,27 @@ def main(args) -> int:
     if not is_root:
         mpiqueue.run_tasks([], _execute, comm=comm)
         return comm.bcast(None, root=0)
-    if args.dry_run or prepared.config.worker.dry_run:
+    prepared, lock = started
+    if lock is None:  # a dry run
         print_plan(prepared, args.json)
         mpiqueue.run_tasks([], _execute, comm=comm)
         return comm.bcast(EXIT_OK, root=0)
-    code = Coordinator(prepared, args.force, comm).run()
+    try:
+        code = Coordinator(prepared, args.force, comm).run()
+    finally:
+        lock.release()
     return comm.bcast(code, root=0) if comm.Get_size() > 1 else code
 
 
-def _prepare(args) -> Prepared:
+def _prepare(args) -> tuple[Prepared, RunLock | None]:
+    """Every check, then (not for a dry run) the run directory made and locked: the last step that can fail."""
     prepared = prepare(args)
-    if args.nodes_mpi:
-        prepared = replace(prepared, jobs=tuple(replace(j, nranks=args.nodes_mpi) if j.kind == "wsclean" else j
-                                                for j in prepared.jobs))
-    if not (args.dry_run or prepared.config.worker.dry_run):
-        check_writable([prepared.run_dir] + sorted({os.path.dirname(j.prefix) for j in prepared.jobs if j.prefix})
-                       + sorted({os.path.dirname(j.temp_dir) for j in prepared.jobs if j.temp_dir}))
-    return prepared
+    if args.dry_run or prepared.config.worker.dry_run:
+        return prepared, None
+    check_writable([prepared.run_dir] + sorted({os.path.dirname(j.prefix) for j in prepared.jobs if j.prefix})
+                   + sorted({os.path.dirname(j.temp_dir) for j in prepared.jobs if j.temp_dir}))
+    prepared.run_dir.mkdir(parents=True, exist_ok=True)
+    return prepared, RunLock(prepared.run_dir)
 
 
 def check_writable(paths) -> None:
@@ -67,7 +70,7 @@ def check_writable(paths) -> None:
 
 def _execute(task: mpiqueue.Task, placement: mpiqueue.Placement):
     job, ctx = task.payload
-    return run_job(job, ctx)
+    return run_job(job, ctx, placement)
 
 
 class Coordinator:
@@ -82,14 +85,11 @@ class Coordinator:
         self.finished = 0
 
     def run(self) -> int:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(self.run_dir)
         self.journal = Journal(self.run_dir)
         try:
             return self._run()
         finally:
             self.journal.close()
-            lock.release()
 
     def _run(self) -> int:
         cfg = self.p.config

@@ -74,7 +74,8 @@ def prepare(args) -> Prepared:
     inputs = discover(args.inputs, config)
     run_dir = Path(args.run_dir).absolute()
     settings = PlanSettings(run_dir=run_dir, mode=mode_of(args), threads=default_threads(config),
-                            wsclean=config.container.wsclean, python=sys.executable)
+                            wsclean=config.container.wsclean, python=sys.executable,
+                            nodes_mpi=args.nodes_mpi or config.worker.nodes_mpi)
     jobs = plan_jobs(config, inputs, settings)
     return Prepared(config=config, jobs=tuple(jobs), run_dir=run_dir, runtime=runtime)
 
