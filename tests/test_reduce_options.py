@@ -28,7 +28,7 @@ def test_a_full_table_is_accepted():
 
 @pytest.mark.parametrize("table, message", [
     ({"resolution": "foo"}, "c.toml: [reduce] resolution: expected 'total' or 'natural', got 'foo'"),
-    ({"scope": "beam"}, "c.toml: [reduce] scope: expected 'prefix' or 'observation', got 'beam'"),
+    ({"scope": "galaxy"}, "c.toml: [reduce] scope: expected one of 'prefix', 'beam', 'observation', got 'galaxy'"),
     ({"psf_cutoff": -1}, "c.toml: [reduce] psf_cutoff: expected a number > 0, got -1"),
     ({"psf_cutoff": "30"}, "c.toml: [reduce] psf_cutoff: expected a number, got '30'"),
     ({"cubes": ["restored", "dirty"]}, "c.toml: [reduce] cubes: expected a list of 'restored', 'residual', "

@@ -6,7 +6,8 @@ Stokes and product) and the products that cannot be made, each with its reason. 
 - Names: WSClean's `P-0000-image.fits`, `P-0000-I-image.fits`, `P-0001-Q-residual.fits`, also with
   `-t0000-` intervals (part of the prefix). `MFS`, psf, model, dirty and `-pb` images are not cube
   channels and are reported as ignored. Files with other names form one loose group (prefix '').
-- Common beams: over a beam group (`scope`: each prefix, or every prefix) of restored channel images,
+- Common beams: over a beam group (`scope`: each prefix; 'beam': the prefixes `groups` maps to one name,
+  or all inputs without `groups`; 'observation': every prefix) of restored channel images,
   one beam (`total`) or one per frequency (`natural`), leaving out channels with no, zero or non-finite
   beam and channels above `psf_cutoff`; those channels are blanked with the reason. Residual planes follow
   their restored sibling's beam and fate. Unconvolved cubes keep every plane and its own beam.
@@ -192,8 +193,10 @@ class _Decision:
 def _beam_decisions(restored: list[_Chan], options: ReduceOptions, groups: Mapping[str, str], log):
     """Target beam (or blanking reason) for every restored channel, keyed by channel key."""
     decisions: dict = {}
-    group_of = (lambda c: "*") if options.scope == "observation" else \
-        (lambda c: groups.get(c.name.prefix, c.name.prefix))
+    if options.scope == "observation" or (options.scope == "beam" and not groups):
+        group_of = lambda c: "*"  # noqa: E731  (scope 'beam' without groups: the inputs are one beam's)
+    else:
+        group_of = lambda c: groups.get(c.name.prefix, c.name.prefix)  # noqa: E731
     by_group: dict[str, list[_Chan]] = defaultdict(list)
     for c in restored:
         by_group[group_of(c)].append(c)
