@@ -1,0 +1,196 @@
+"""The run report: RUN_DIR/report.html, its quick-look PNGs in RUN_DIR/report/, all within the run directory.
+
+`write_report(run_dir)` reads the journal (mpimager.status), the manifest (provenance) and the products
+of the finished jobs, draws a quick-look of each MFS image and each cube (mpimager.report.quicklook:
+needs matplotlib, the `[report]` extra; without it the page says so and keeps its other sections) and
+renders the page (mpimager.report.html). It is written at the end of every run and by `mpimager report`.
+A product that cannot be drawn gets its error in the page instead of a picture. Quick-looks are cached
+in RUN_DIR/report/quicklooks.json by FITS path, size and mtime: writing the report again only draws
+what changed. The page is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mpimager.report import products
+from mpimager.report.html import CubeEntry, ImageEntry, ReportData, render
+
+REPORT_HTML = "report.html"
+REPORT_DIR = "report"
+CACHE = "quicklooks.json"
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `write_report` wrote."""
+
+    path: Path
+    images: int
+    cubes: int
+    drawn: int  # PNGs drawn now
+    reused: int  # PNGs reused from an earlier report
+    failed: int  # products that could not be drawn
+    seconds: float
+    missing: str | None  # what quick-looks need, if they could not be made
+
+
+def _png_name(fits_path: str, taken: set[str]) -> str:
+    stem = os.path.basename(fits_path)
+    stem = stem[:-5] if stem.endswith(".fits") else stem
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "_", stem)
+    name, n = f"{stem}.png", 2
+    while name in taken:
+        name, n = f"{stem}-{n}.png", n + 1
+    taken.add(name)
+    return name
+
+
+def _radec(ra: float, dec: float) -> str:
+    from astropy.coordinates import Angle
+
+    return (f"{Angle(ra % 360, 'deg').to_string(unit='hourangle', sep=':', precision=1, pad=True)} "
+            f"{Angle(dec, 'deg').to_string(unit='deg', sep=':', precision=0, alwayssign=True, pad=True)}")
+
+
+def _scaled(value: float, unit: str) -> str:
+    if unit == "Jy/beam" and value == value and abs(value) < 1:
+        return f"{value * 1e3:.3g} mJy/beam"
+    return f"{value:.3g} {unit}".strip()
+
+
+def image_caption(look) -> str:
+    ny, nx = look.shape
+    parts = [f"{nx} x {ny} px" + (f" (drawn 1:{look.factor})" if look.factor > 1 else "")]
+    if look.freq_hz:
+        parts.append(f"{look.freq_hz / 1e6:.1f} MHz")
+    parts.append(f"peak {_scaled(look.peak, look.unit)} at {_radec(*look.peak_radec)}")
+    parts.append(f"rms {_scaled(look.rms, look.unit)}")
+    if look.beam:
+        parts.append(f"beam {look.beam[0]:.1f}\" x {look.beam[1]:.1f}\" pa {look.beam[2]:.0f} deg")
+    return "; ".join(parts)
+
+
+def cube_caption(look) -> str:
+    import numpy as np
+
+    f = [v / 1e6 for v in look.freqs_hz]
+    parts = [f"{len(f)} channels, {min(f):.1f}-{max(f):.1f} MHz" if f else "no channels"]
+    if look.common_beam:
+        b = look.common_beam
+        parts.append(f"common beam {b[0]:.1f}\" x {b[1]:.1f}\" pa {b[2]:.0f} deg")
+    noise = np.array(look.noise, dtype=float)
+    if np.isfinite(noise).any():
+        parts.append(f"median noise {_scaled(float(np.nanmedian(noise)), look.unit)} ({look.noise_from})")
+    parts.append(f"brightest pixel {look.peak_pixel} at {_radec(*look.peak_radec)}")
+    if look.blank:
+        parts.append(f"{look.blank} blank channel{'s' * (look.blank > 1)}")
+    return "; ".join(parts)
+
+
+def _stat(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _load_cache(path: Path) -> dict:
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    from mpimager.report.quicklook import LOOK_VERSION
+
+    fresh = cache.get("version") == CACHE_VERSION and cache.get("look_version") == LOOK_VERSION
+    return cache.get("entries", {}) if fresh else {}
+
+
+def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, cube=None):
+    """(caption, error, drawn now) of one product, reusing a cached PNG when the FITS did not change."""
+    from mpimager.report import quicklook
+
+    stat = _stat(fits_path)
+    if stat is None:
+        return "", "missing: the file is gone", False
+    key = f"{kind}:{fits_path}"
+    hit = cache.get(key)
+    if hit and hit.get("stat") == stat and hit.get("max_px") == max_px and hit.get("png") == png_path.name \
+            and png_path.is_file():
+        return hit["caption"], None, False
+    try:
+        if kind == "image":
+            caption = image_caption(quicklook.image_quicklook(fits_path, str(png_path), max_px=max_px))
+        else:
+            caption = cube_caption(quicklook.cube_quicklook(fits_path, str(png_path), cube.beamlog, cube.weights))
+    except Exception as exc:  # noqa: BLE001 - one bad product must not lose the report
+        cache.pop(key, None)
+        return "", f"no quick-look: {type(exc).__name__}: {exc}", False
+    cache[key] = {"stat": stat, "max_px": max_px, "png": png_path.name, "caption": caption}
+    return caption, None, True
+
+
+def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None = None,
+                 now: float | None = None) -> Report:
+    """Write RUN_DIR/report.html (see the module docstring); InputError if RUN_DIR holds no journal."""
+    from mpimager.report import quicklook
+    from mpimager.report.provenance import gather, image_wsclean_versions
+    from mpimager.status import read_status
+
+    t_start = time.time()
+    run_dir = Path(run_dir).absolute()
+    status = read_status(run_dir, now=now)
+    max_px = max_px or quicklook.DEFAULT_MAX_PX
+    note = ""
+    if provenance is None:
+        try:
+            provenance = json.loads((run_dir / "manifest.json").read_text()).get("provenance")
+        except (OSError, ValueError):
+            provenance = None
+        if provenance is None:
+            provenance = gather()
+            note = ("the run recorded no provenance (no manifest.json with it yet): the versions below are "
+                    "those of this report's environment")
+    images, cubes = products.select(products.run_outputs(status.jobs, run_dir))
+    missing = quicklook.missing()
+    out_dir = run_dir / REPORT_DIR
+    out_dir.mkdir(exist_ok=True)
+    cache_path = out_dir / CACHE
+    cache = _load_cache(cache_path)
+    taken: set[str] = set()
+    drawn = reused = failed = 0
+    image_entries, cube_entries = [], []
+    for kind, paths in (("image", images), ("cube", cubes)):
+        for path in paths:
+            png = out_dir / _png_name(path, taken)
+            side = products.find_side_files(path) if kind == "cube" else None
+            if missing:
+                caption, error, now_drawn = "", None, False
+            else:
+                caption, error, now_drawn = _draw(kind, path, png, cache, max_px, side)
+                drawn += now_drawn
+                reused += not now_drawn and error is None
+                failed += error is not None
+            rel = f"{REPORT_DIR}/{png.name}" if not missing and error is None else None
+            entry_cls = ImageEntry if kind == "image" else CubeEntry
+            (image_entries if kind == "image" else cube_entries).append(entry_cls(path, rel, caption, error))
+    if not missing:
+        tmp = cache_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"version": CACHE_VERSION, "look_version": quicklook.LOOK_VERSION,
+                                   "entries": cache}, indent=1))
+        os.replace(tmp, cache_path)
+    data = ReportData(status=status, images=image_entries, cubes=cube_entries, provenance=provenance,
+                      provenance_note=note, image_wsclean=image_wsclean_versions(cubes + images),
+                      missing=missing)
+    page = run_dir / REPORT_HTML
+    tmp = page.with_name(f".{REPORT_HTML}.tmp")
+    tmp.write_text(render(data), encoding="utf-8")
+    os.replace(tmp, page)
+    return Report(page, len(images), len(cubes), drawn, reused, failed, time.time() - t_start, missing)

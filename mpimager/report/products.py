@@ -1,0 +1,83 @@
+"""Which products of a run the report looks at: MFS images, cubes, and the side files of each cube.
+
+Pure names-and-paths logic (plus `existing` side files). Products are the outputs the journal recorded
+for jobs that ended well (this run or, for jobs skipped as done, an earlier one), else the manifest's list.
+- An MFS image is a WSClean `*-image.fits` that is not one channel of several: `PREFIX-MFS-image.fits`,
+  `PREFIX-MFS-Q-image.fits`, or `PREFIX-image.fits` / `PREFIX-Q-image.fits` of a single-channel job.
+- A cube is a `.fits` output of a `reduce` job, or any output named `*.cube.fits` or Arrakis' `*.conv.fits`.
+- A cube's beam log and weights sit beside it: `STEM.beamlog.txt` / `STEM.weights.txt` (mpimager names),
+  or `beamlog.image.REST.txt` / `weights.REST.txt` for an Arrakis-named `image.REST.fits`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+_CHANNEL = re.compile(r"-\d{4}-")
+
+
+@dataclass(frozen=True)
+class Cube:
+    path: str
+    beamlog: str | None
+    weights: str | None
+
+
+def is_mfs_image(path: str) -> bool:
+    name = os.path.basename(path)
+    return name.endswith("-image.fits") and ("-MFS-" in name or not _CHANNEL.search(name))
+
+
+def is_cube_name(path: str) -> bool:
+    name = os.path.basename(path)
+    return name.endswith(".cube.fits") or name.endswith(".conv.fits")
+
+
+def side_file_candidates(cube: str) -> tuple[list[str], list[str]]:
+    """(beam log, weights) paths where a cube's side files may be, most likely first."""
+    d, name = os.path.split(cube)
+    stem = name[:-5] if name.endswith(".fits") else name
+    beamlogs, weights = [os.path.join(d, f"{stem}.beamlog.txt")], [os.path.join(d, f"{stem}.weights.txt")]
+    if stem.startswith("image."):
+        rest = stem[len("image."):]
+        beamlogs.append(os.path.join(d, f"beamlog.image.{rest}.txt"))
+        weights.append(os.path.join(d, f"weights.{rest}.txt"))
+    return beamlogs, weights
+
+
+def find_side_files(cube: str) -> Cube:
+    beamlogs, weights = side_file_candidates(cube)
+    return Cube(cube, next((p for p in beamlogs if os.path.isfile(p)), None),
+                next((p for p in weights if os.path.isfile(p)), None))
+
+
+def select(outputs: Iterable[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(MFS images, cubes) among (job kind, output path) pairs, in order, each once."""
+    images, cubes, seen = [], [], set()
+    for kind, path in outputs:
+        if path in seen or not path.endswith(".fits"):
+            continue
+        seen.add(path)
+        if kind == "reduce" or is_cube_name(path):
+            cubes.append(path)
+        elif is_mfs_image(path):
+            images.append(path)
+    return images, cubes
+
+
+def run_outputs(jobs: Sequence, run_dir: Path) -> list[tuple[str, str]]:
+    """(kind, path) of every output the journal recorded for the run's finished jobs; the manifest's
+    products (kind unknown: "") when the journal recorded none."""
+    pairs = [(j.kind, p) for j in jobs if j.state in ("done", "skipped") for p in j.outputs]
+    if pairs:
+        return pairs
+    try:
+        manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [("", p) for p in manifest.get("products", ())]
