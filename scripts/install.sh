@@ -8,6 +8,7 @@ APT_PACKAGES=(
   wsclean casacore-data            # the imager under test, and its measures data
   openmpi-bin libopenmpi-dev       # mpirun, and the MPI library mpi4py loads
   bubblewrap mmdebstrap            # the WSClean container rootfs and the singularity stand-in (tests)
+  chromium                         # renders the run report in the tests
 )
 
 missing=()
@@ -16,9 +17,11 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get update -qq -o DPkg::Lock::Timeout=600
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 \
+    "${missing[@]}" >/dev/null
 fi
+bash "$here/scripts/install-slurm.sh"   # Slurm, munge and PMIx for the tests' local cluster
 
 PY="${PYTHON:-python3}"
 if ! "$PY" -c "import mpimager, pytest, pytest_timeout, matplotlib" 2>/dev/null \

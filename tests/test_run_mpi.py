@@ -209,7 +209,7 @@ def test_a_changed_option_reruns_exactly_the_affected_jobs(tmp_path):
 
 
 def test_a_run_killed_during_fixms_ends_with_the_ms_correctly_fixed(tmp_path):
-    (ms,) = beams(tmp_path / "data", n=1, n_ant=36, n_times=60, n_chan=16)  # ~1 s of FixMS
+    (ms,) = beams(tmp_path / "data", n=1, n_ant=36, n_times=60, n_chan=16, chan_width_hz=4e6)  # ~1 s of FixMS
     config = write_config(tmp_path / "c.toml", CONFIG.format(fixms="true") + "[reduce]\nenabled = false\n")
     proc = launch(config, [ms], tmp_path / "run", ranks=2)
     marker = ms / "MPIMAGER_FIXMS.inprogress.json"
@@ -283,3 +283,27 @@ def test_a_second_run_on_the_same_run_directory_is_refused_while_one_runs(tmp_pa
         assert r.returncode == 2 and "the run directory is in use by another mpimager run (pid" in r.stderr
     finally:
         lock.release()
+
+
+@pytest.mark.container
+def test_the_singularity_path_makes_the_same_images_as_native(tmp_path, wsclean_rootfs, singularity_standin):
+    """The whole run with WSClean in a real Debian rootfs, through spython and the bubblewrap stand-in."""
+    for name in ("native", "container"):
+        beams(tmp_path / name / "data", n=2)
+    base = CONFIG.format(fixms="true") + "[reduce]\nenabled = false\n"
+    native = write_config(tmp_path / "native.toml", base)
+    contained = write_config(tmp_path / "container.toml", base + f"""
+[container]
+runtime = "singularity"
+image = "{wsclean_rootfs}"
+binary = "{singularity_standin}"
+""")
+    for name, config in (("native", native), ("container", contained)):
+        r = run_cli(config, tmp_path / name / "data", "--run-dir", tmp_path / name / "run", mpi=3, timeout=900)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = (tmp_path / "container" / "run" / "logs" / "wsclean_beam00.I.log").read_text()
+    assert "WSClean version 3.1.0" in log
+    a, b = _products(tmp_path / "native" / "run"), _products(tmp_path / "container" / "run")
+    assert a.keys() == b.keys() and len(a) == 2 * (25 + 45)  # per beam: I (5 stems x 5) and QU (5 stems x 9)
+    for name in a:
+        assert np.array_equal(a[name], b[name], equal_nan=True), name
