@@ -24,6 +24,8 @@ def wsclean_mp():
 
 
 CONFIG = """
+[worker]
+max_concurrent = 2          # both ranks of the group are on this one host
 [container]
 wsclean_mp = "{wsclean_mp}"
 [wsclean]
