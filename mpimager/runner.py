@@ -6,7 +6,8 @@ FixMS and reduce steps as `python -m ...` children), its complete output in `RUN
 exists and opens (FITS); it fails with a `JobError` naming the exit code and the log otherwise.
 
 Retry strategy (`[worker] retries` extra attempts, the failed process and its children dead first):
-- WSClean diverged (its minor-cycle fluxes reached KJy): again with `-mgain` halved (1.0 if unset -> 0.5);
+- WSClean diverged (its minor-cycle fluxes reached KJy): again with `-gain` and `-mgain` halved (an unset
+  `-mgain`, 1.0, becomes 0.5);
 - an I/O error line, a kill by a signal, or casacore's abort (134): the same command again;
 - any other failure (exit 255: WSClean refused its options; a timeout): no retry, it would fail alike.
 Before each attempt the predicted outputs and the job's temp dir are cleared, and after a final failure
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -26,7 +28,7 @@ from pathlib import Path
 from mpimager.errors import JobError
 from mpimager.plan import Job
 
-RETRY_SAME, RETRY_LOWER_MGAIN, NO_RETRY = "same command", "mgain halved", "no retry"
+RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = "same command", "gain and mgain halved", "no retry"
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class RunContext:
 class JobResult:
     job_id: str
     attempts: int
-    argv: tuple[str, ...]  # of the last attempt (differs from the plan after an mgain retry)
+    argv: tuple[str, ...]  # of the last attempt (differs from the plan after a divergence retry)
     outputs: tuple[tuple[str, int], ...]
     logs: tuple[str, ...]
     duration: float
@@ -81,14 +83,16 @@ def job_env(env_file: str | None, base: dict | None = None) -> dict:
     return mpi_clean_env({k: v for k, v in pairs if k not in ("_", "SHLVL", "PWD", "OLDPWD")})
 
 
-def lower_mgain(argv: list[str]) -> list[str]:
+def lower_gains(argv: list[str]) -> list[str]:
+    """The argv with -gain and -mgain halved (-mgain added as 0.5 when unset: WSClean's default is 1)."""
     argv = list(argv)
-    if "-mgain" in argv:
-        i = argv.index("-mgain") + 1
-        argv[i] = str(round(float(argv[i]) / 2, 4))
-    else:
-        i = argv.index("-name")
-        argv[i:i] = ["-mgain", "0.5"]
+    for flag in ("-gain", "-mgain"):
+        if flag in argv:
+            i = argv.index(flag) + 1
+            argv[i] = str(round(float(argv[i]) / 2, 4))
+        elif flag == "-mgain":
+            i = argv.index("-name")
+            argv[i:i] = ["-mgain", "0.5"]
     return argv
 
 
@@ -96,7 +100,7 @@ def retry_strategy(result) -> str:
     from mpimager.process import Divergence, IOFailure
 
     if isinstance(result.error, Divergence):
-        return RETRY_LOWER_MGAIN
+        return RETRY_LOWER_GAINS
     if isinstance(result.error, IOFailure) or (not result.timed_out and (result.returncode < 0
                                                                           or result.returncode == 134)):
         return RETRY_SAME
@@ -176,7 +180,9 @@ def run_job(job: Job, ctx: RunContext, placement=None, binds_extra=()) -> JobRes
             watcher = process.wsclean_watcher()
         else:
             command, child_env, watcher = argv, env, None
-        result = process.run(command, log=Path(log), env=child_env, timeout=ctx.timeout, on_line=watcher)
+        with open(log, "w") as f:
+            f.write(f"# mpimager: {job.id}, attempt {attempt} of {attempts}: {shlex.join(command)}\n")
+        result = process.run(command, log=Path(log), env=child_env, timeout=ctx.timeout, on_line=watcher, append=True)
         name = _program(job, runtime)
         if result.returncode == 0 and not result.timed_out and result.error is None:
             good, bad = check_outputs(job.outputs)
@@ -191,8 +197,8 @@ def run_job(job: Job, ctx: RunContext, placement=None, binds_extra=()) -> JobRes
             strategy = retry_strategy(result)
         if attempt < attempts and strategy != NO_RETRY:
             notes.append(f"attempt {attempt}: {reason}; retrying ({strategy})")
-            if strategy == RETRY_LOWER_MGAIN:
-                argv = lower_mgain(argv)
+            if strategy == RETRY_LOWER_GAINS:
+                argv = lower_gains(argv)
             continue
         break
     _remove(job.outputs)

@@ -1,0 +1,90 @@
+"""How a job fails and is retried: divergence, timeouts, exit 0 without the promised outputs."""
+
+import json
+import os
+import stat
+
+from conftest import run_cli, write_config
+from mpimager.journal import read_records
+from mpimager.runner import lower_gains
+
+SMALL = """
+[worker]
+retries = {retries}
+{extra}
+[wsclean]
+size = "{size}"
+scale = "10asec"
+niter = {niter}
+{options}
+[reduce]
+enabled = false
+"""
+
+
+def config(tmp_path, retries=1, extra="", size="128 128", niter=5000, options=""):
+    return write_config(tmp_path / "c.toml", SMALL.format(retries=retries, extra=extra, size=size, niter=niter,
+                                                          options=options))
+
+
+def end_record(run_dir, job):
+    return [r for r in read_records(run_dir) if r["event"] == "end" and r["job"] == job][-1]
+
+
+def test_lower_gains_halves_gain_and_mgain_and_sets_an_unset_mgain():
+    assert lower_gains(["wsclean", "-gain", "0.2", "-mgain", "0.8", "-name", "p", "a.ms"]) == \
+        ["wsclean", "-gain", "0.1", "-mgain", "0.4", "-name", "p", "a.ms"]
+    assert lower_gains(["wsclean", "-niter", "9", "-name", "p", "a.ms"]) == \
+        ["wsclean", "-niter", "9", "-mgain", "0.5", "-name", "p", "a.ms"]
+
+
+def test_a_diverging_wsclean_is_stopped_and_retried_with_lower_gains(tmp_path, tiny_ms_dir):
+    # gain 1.95 makes WSClean 3.1 diverge to -1.8e6 KJy on this MS; 0.975 does not reach KJy
+    c = config(tmp_path, options="gain = 1.95\nmgain = 1.95")
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    end = end_record(tmp_path / "run", "wsclean:obs0")
+    assert end["attempts"] == 2
+    (note,) = end["notes"]
+    assert note.startswith("attempt 1: wsclean stopped: WSClean deconvolution diverged: Stopped on peak")
+    assert note.endswith("KJy, because maximum number of iterations was reached.; retrying (gain and mgain halved)")
+    argv = end["argv_run"]
+    assert argv[argv.index("-gain") + 1] == "0.975" and argv[argv.index("-mgain") + 1] == "0.975"
+    logs = sorted(os.listdir(tmp_path / "run" / "logs"))
+    assert logs == ["wsclean_obs0.attempt2.log", "wsclean_obs0.log"]
+    first = (tmp_path / "run" / "logs" / "wsclean_obs0.log").read_text()
+    assert first.startswith("# mpimager: wsclean:obs0, attempt 1 of 2:") and "KJy" in first
+
+
+def test_without_retries_divergence_fails_the_job(tmp_path, tiny_ms_dir):
+    c = config(tmp_path, retries=0, options="gain = 1.95\nmgain = 1.95")
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run")
+    assert r.returncode == 1
+    end = end_record(tmp_path / "run", "wsclean:obs0")
+    assert end["status"] == "failed" and "KJy" in end["error"] and "wsclean_obs0.log" in end["error"]
+    assert not list((tmp_path / "run" / "images").glob("obs0*"))  # partial outputs removed
+    assert not os.listdir(tmp_path / "run" / "tmp")  # and the job's temp dir
+
+
+def test_a_job_over_its_timeout_is_killed_and_not_retried(tmp_path, tiny_ms_dir):
+    c = config(tmp_path, extra="timeout = 1", size="4096 4096", niter=1000000, options="mgain = 0.9")
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run")
+    assert r.returncode == 1
+    end = end_record(tmp_path / "run", "wsclean:obs0")
+    assert "timed out after 1 s" in end["error"]
+    assert os.listdir(tmp_path / "run" / "logs") == ["wsclean_obs0.log"]
+    assert end["end"] - end["start"] < 30
+
+
+def test_exit_0_without_the_predicted_outputs_is_a_failure(tmp_path, tiny_ms_dir):
+    fake = tmp_path / "lazy-wsclean"
+    fake.write_text('#!/bin/sh\ncase "$1" in --help|--version) exec wsclean "$@";; esac\n'
+                    'echo "pretending to image"; exit 0\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    c = config(tmp_path, extra=f'[container]\nwsclean = "{fake}"')
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run")
+    assert r.returncode == 1
+    assert "exited 0 but outputs are missing or unreadable: obs0-dirty.fits (missing)" in \
+        end_record(tmp_path / "run", "wsclean:obs0")["error"]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["products"] == []
