@@ -55,15 +55,15 @@ def make_data(cache: Path, nchan: int, size: int, nsrc: int) -> tuple[Path, list
     return d, sources
 
 
-def timed(argv: list[str], cwd: Path | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of a command run under GNU time; raises if it fails."""
+def timed(argv: list[str], cwd: Path | None = None) -> tuple[float, float, float]:
+    """(wall s, peak RSS MB, CPU s = user + system of all its processes) of a command under GNU time."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        cmd = ["/usr/bin/time", "-o", tf.name, "-f", "%e %M", *argv]
+        cmd = ["/usr/bin/time", "-o", tf.name, "-f", "%e %M %U %S", *argv]
         r = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(map(str, argv))} failed ({r.returncode}):\n{r.stderr[-3000:]}")
-        wall, rss = tf.read().split()[-2:]
-    return float(wall), float(rss) / 1024.0
+        wall, rss, user, system = tf.read().split()[-4:]
+    return float(wall), float(rss) / 1024.0, float(user) + float(system)
 
 
 def warm(files) -> None:
@@ -120,11 +120,12 @@ def main(argv=None) -> int:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             n = ["--ncores", str(ncores)] if ncores else []
-            w1, m1 = timed(["beamcon_2D", "--conv_mode", "robust", "-s", "sm", "-o", str(out), *n, *map(str, files)])
+            w1, m1, c1 = timed(["beamcon_2D", "--conv_mode", "robust", "-s", "sm", "-o", str(out), *n,
+                                *map(str, files)])
             smoothed = sorted(out.glob("*.sm.fits"))
-            w2, m2 = timed(["fitscube", "combine", "-o", "--create-blanks", *map(str, smoothed),
-                            str(out / "cube.fits")])
-            return w1 + w2, max(m1, m2), out / "cube.fits", f"{w1:.1f} + {w2:.1f}"
+            w2, m2, c2 = timed(["fitscube", "combine", "-o", "--create-blanks", *map(str, smoothed),
+                                str(out / "cube.fits")])
+            return w1 + w2, max(m1, m2), c1 + c2, out / "cube.fits", f"{w1:.1f} + {w2:.1f}"
         return run
 
     def ours(extra: list[str], tag: str, mpi: int | None = None):
@@ -134,8 +135,8 @@ def main(argv=None) -> int:
             cmd = [*mpimager, *extra, "--out", str(out), *map(str, files)]
             if mpi:
                 cmd = ["mpirun", "-n", str(mpi), *cmd]
-            w, m = timed(cmd)
-            return w, m, out, ""
+            w, m, c = timed(cmd)
+            return w, m, c, out, ""
         return run
 
     rows = [("mpimager reduce, 1 process (threads = cores)", ours([], "ours")),
@@ -150,9 +151,10 @@ def main(argv=None) -> int:
             out = work / "r3d"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
-            w, m = timed(["beamcon_3D", "--mode", "total", "--conv_mode", "robust", "-o", str(out), str(unconv)])
+            w, m, c = timed(["beamcon_3D", "--mode", "total", "--conv_mode", "robust", "-o", str(out),
+                             str(unconv)])
             [cube] = [p for p in out.glob("*.fits")]
-            return w, m, cube, ""
+            return w, m, c, cube, ""
         rows += [("RACS-tools beamcon_2D robust, 1 core + fitscube", racs_2d(1, "r2d1")),
                  (f"RACS-tools beamcon_2D robust, default threads + fitscube", racs_2d(None, "r2dn")),
                  ("RACS-tools beamcon_3D --mode total (cube in, cube out)", racs_3d)]
@@ -163,28 +165,35 @@ def main(argv=None) -> int:
     results: dict[str, list] = {name: [] for name, _ in rows}
     for rep in range(args.repeats):
         for name, run in rows:  # round robin: machine load hits every row alike
-            wall, rss, cube, detail = run()
-            results[name].append((wall, rss, cube, detail))
-            print(f"  [{rep + 1}/{args.repeats}] {name}: {wall:.2f} s, {rss:.0f} MB {detail}", flush=True)
+            wall, rss, cpu, cube, detail = run()
+            results[name].append((wall, rss, cpu, cube, detail))
+            print(f"  [{rep + 1}/{args.repeats}] {name}: {wall:.2f} s, {rss:.0f} MB, {cpu:.1f} CPU s {detail}",
+                  flush=True)
 
     print()
+    load = os.getloadavg()[0]
     print(f"{args.nchan} channels x {args.size}^2 float32 ({args.nchan * args.size ** 2 * 4 / 1e6:.0f} MB), "
-          f"{args.sources} sources, {cores} cores, median of {args.repeats}")
+          f"{args.sources} sources, {cores} cores, {args.repeats} runs each (load average now {load:.1f})")
     print()
-    print("| tool | wall s | peak RSS MB | worst peak error (all / >= 10 mJy) | common beam |")
-    print("| --- | --- | --- | --- | --- |")
-    base = None
+    print("| tool | wall s median (min) | CPU s median | peak RSS MB | worst peak error (all / >= 10 mJy) "
+          "| common beam |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    walls = {}
     for name, _ in rows:
         runs = results[name]
         wall = statistics.median(r[0] for r in runs)
+        walls[name] = (wall, min(r[0] for r in runs))
+        cpu = statistics.median(r[2] for r in runs)
         rss = max(r[1] for r in runs)
-        err_all, err_bright, beam = peak_errors(runs[-1][2], sources)
+        err_all, err_bright, beam = peak_errors(runs[-1][3], sources)
+        print(f"| {name} | {wall:.2f} ({walls[name][1]:.2f}) | {cpu:.1f} | {rss:.0f} | "
+              f"{err_all:.1e} / {err_bright:.1e} | {beam} |")
+    ours = walls[rows[0][0]]
+    for name in walls:
         if name.startswith("RACS-tools beamcon_2D robust, 1 core"):
-            base = wall
-        print(f"| {name} | {wall:.2f} | {rss:.0f} | {err_all:.1e} / {err_bright:.1e} | {beam} |")
-    if base:
-        ours_wall = statistics.median(r[0] for r in results[rows[0][0]])
-        print(f"\nmpimager reduce is {base / ours_wall:.1f}x faster than beamcon_2D (1 core) + fitscube")
+            theirs = walls[name]
+            print(f"\nmpimager reduce vs beamcon_2D (1 core) + fitscube: {theirs[0] / ours[0]:.1f}x faster "
+                  f"(medians), {theirs[1] / ours[1]:.1f}x (best runs)")
     return 0
 
 
