@@ -2,8 +2,11 @@
 
 Rank 0: checks every input (config, options, MSs, writable directories) before anything is written,
 takes the run directory's lock, skips what the journal says is done, hands the rest to the MPI queue,
-journals and prints each start and end, and ends with a summary table, `manifest.json` and the exit
-code. A bad input ends every rank with the same one-line error (printed once, by rank 0) and exit 2.
+journals each start and end and prints it (mpimager.progress: start/end lines, a periodic summary
+with an ETA), and ends with a summary table, `manifest.json` (with the run's provenance: versions,
+config as resolved, argv), `report.html` (mpimager.report; a report that fails is a logged line, never
+a different exit code) and the exit code. A bad input ends every rank with the same one-line error
+(printed once, by rank 0) and exit 2.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from mpimager import __version__, mpiqueue
 from mpimager.commands.run import Prepared, prepare, print_plan
 from mpimager.errors import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
 from mpimager.journal import Journal, RunLock, jobs_to_skip, read_records
+from mpimager.progress import Progress
 from mpimager.runner import RunContext, log_path, run_job
 
 
@@ -83,6 +87,8 @@ class Coordinator:
         self.t0 = time.time()
         self.running: dict[str, tuple[int, str]] = {}
         self.finished = 0
+        self.progress = None  # mpimager.progress.Progress, while the queue runs
+        self.provenance: dict | None = None
 
     def run(self) -> int:
         self.journal = Journal(self.run_dir)
@@ -106,17 +112,38 @@ class Coordinator:
                  for j in self.p.jobs if j.id not in skip]
         self.total = len(tasks)
         workers = max(1, self.comm.Get_size() - 1)
+        self.record_provenance()
         self.say(f"{len(self.p.jobs)} jobs: {len(tasks)} to run, {len(skip)} already done; "
                  f"{workers} worker rank{'s' * (workers > 1)}; run directory {self.run_dir}")
-        outcomes = mpiqueue.run_tasks(tasks, _execute, comm=self.comm, max_per_host=cfg.worker.max_concurrent,
-                                      on_event=self.on_event)
+        self.progress = Progress([self.jobs[t.id] for t in tasks], workers)
+        self.progress.start_timer()
+        try:
+            outcomes = mpiqueue.run_tasks(tasks, _execute, comm=self.comm, max_per_host=cfg.worker.max_concurrent,
+                                          on_event=self.on_event)
+        finally:
+            self.progress.stop()
         self.journal.write("run", state="end", wall=round(time.time() - self.t0, 3))
         return self.finish(outcomes, skip)
 
     # ------------------------------------------------------------------------------------------------
 
     def say(self, message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+        if self.progress is not None:
+            self.progress.say(message)
+        else:
+            print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def record_provenance(self) -> None:
+        """Versions (WSClean's asked once, here), config as resolved and argv: into the journal now (a killed
+        run keeps them) and into the manifest at the end."""
+        from mpimager.report.provenance import gather
+
+        try:
+            self.provenance = gather(self.p.runtime, self.p.config)
+        except Exception as exc:  # noqa: BLE001 - provenance must never stop a run
+            self.say(f"provenance not recorded: {type(exc).__name__}: {exc}")
+            return
+        self.journal.write("provenance", **self.provenance)
 
     def on_event(self, ev: mpiqueue.Event) -> None:
         if ev.kind == "note":
@@ -126,7 +153,7 @@ class Coordinator:
             job = self.jobs[ev.task_id]
             self.running[ev.task_id] = (ev.rank, ev.host)
             self.journal.write("start", job=ev.task_id, rank=ev.rank, host=ev.host, argv=list(job.argv))
-            self.say(f"start {ev.task_id} on rank {ev.rank} ({ev.host})")
+            self.progress.started(ev.task_id, ev.rank, ev.host, ev.time)
         elif ev.kind == "end":
             self._end(ev.outcome)
 
@@ -136,17 +163,15 @@ class Coordinator:
         self.finished += 1
         record = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start, end=o.end,
                       argv=list(job.argv))
-        count = f"[{self.finished}/{self.total}]"
         if o.status == mpiqueue.OK:
             r = o.value
             record.update(attempts=r.attempts, argv_run=list(r.argv), logs=list(r.logs), notes=list(r.notes),
                           outputs=[{"path": p, "size": s} for p, s in r.outputs])
-            self.say(f"done {o.task_id} in {o.end - o.start:.1f} s {count}" +
-                     (f" ({'; '.join(r.notes)})" if r.notes else ""))
         else:
             record.update(error=o.error, log=log_path(str(self.run_dir), o.task_id) if o.status == "failed" else None)
-            self.say(f"{o.status.upper()} {o.task_id}: {o.error} {count}")
         self.journal.write("end", **record)
+        self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error,
+                            notes=o.value.notes if o.status == mpiqueue.OK else ())
 
     def finish(self, outcomes, skip) -> int:
         wall = time.time() - self.t0
@@ -154,7 +179,22 @@ class Coordinator:
         self.print_summary(outcomes, skip, wall)
         manifest = self.write_manifest(outcomes, skip, wall)
         self.say(f"manifest: {manifest}")
+        self.write_report()
         return EXIT_JOB_FAILED if failed else EXIT_OK
+
+    def write_report(self) -> None:
+        """RUN_DIR/report.html; any failure is one line in the log, never a different exit code."""
+        try:
+            from mpimager.report import write_report
+
+            r = write_report(self.run_dir, provenance=self.provenance)
+        except Exception as exc:  # noqa: BLE001 - the run's products are made; the report is a view of them
+            self.say(f"report not written: {type(exc).__name__}: {exc}")
+            return
+        looks = f"no quick-looks: {r.missing}" if r.missing else \
+            f"{r.images} MFS image{'s' * (r.images != 1)}, {r.cubes} cube{'s' * (r.cubes != 1)}" + \
+            (f", {r.failed} not drawn" if r.failed else "")
+        self.say(f"report: {r.path} ({looks}; {r.seconds:.1f} s)")
 
     def print_summary(self, outcomes, skip, wall) -> None:
         by_id = {o.task_id: o for o in outcomes}
@@ -197,9 +237,15 @@ class Coordinator:
                 next((o.status for o in outcomes if o.task_id == job_id), "pending")
             jobs.append({"id": job_id, "kind": job.kind, "status": status, "ms": list(job.ms), "argv": list(job.argv),
                          "outputs": [{"path": p, "size": s} for p, s in d.outputs] if status == "ok" else []})
+        argv_run = {r["job"]: r["argv_run"] for r in read_records(self.run_dir)
+                    if r.get("event") == "end" and r.get("status") == "ok" and r.get("argv_run")}
+        for j in jobs:  # the argv of the attempt that made the outputs, when a retry changed it
+            if j["status"] == "ok" and argv_run.get(j["id"], j["argv"]) != j["argv"]:
+                j["argv_run"] = argv_run[j["id"]]
         manifest = {"mpimager": __version__, "config": str(self.p.config.path), "run_dir": str(self.run_dir),
                     "wall_s": round(wall, 3), "jobs": jobs,
-                    "products": [o["path"] for j in jobs for o in j["outputs"]]}
+                    "products": [o["path"] for j in jobs for o in j["outputs"]],
+                    "provenance": self.provenance}
         path = self.run_dir / "manifest.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(manifest, indent=1))
