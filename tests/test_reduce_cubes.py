@@ -309,3 +309,18 @@ def test_asking_for_residual_cubes_without_residual_images_says_so(tmp_path):
     cs = make_channels(tmp_path / "in", nchan=2, shape=(64, 64), sources=[Source(32, 32, 1.0)])
     with pytest.raises(InputError, match="no residual channel images among the inputs for residual cubes"):
         _reduce(cs.paths, tmp_path / "out", cubes=("residual",))
+
+
+def test_groups_let_two_prefixes_of_one_beam_share_a_common_beam(tmp_path):
+    """A run images a beam's I and QU under two prefixes: mapped to one group, they share a beam."""
+    src = [Source(48, 48, 1.0)]
+    make_channels(tmp_path / "in", prefix="b00.I", nchan=2, shape=(96, 96), sources=src,
+                  beams=[(20.0, 20.0, 0.0)] * 2, pol_in_name=True)
+    make_channels(tmp_path / "in", prefix="b00.QU", nchan=2, shape=(96, 96), sources=src, stokes=("Q", "U"),
+                  beams=[(24.0, 24.0, 0.0)] * 2)
+    images = sorted((tmp_path / "in").glob("*.fits"))
+    apart = reduce_images(images, ReduceOptions(), tmp_path / "a", log=None)
+    assert {p.prefix: p.beam.major for p in apart} == {"b00.I": 20.0, "b00.QU": 24.0}
+    together = reduce_images(images, ReduceOptions(scope="beam"), tmp_path / "b", log=None,
+                             groups={"b00.I": "b00", "b00.QU": "b00"})
+    assert {p.beam for p in together} == {Beam(24.0, 24.0, 0.0)} and len(together) == 3
