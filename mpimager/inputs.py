@@ -1,7 +1,8 @@
 """Turn the command line's inputs into verified MeasurementSets with their metadata.
 
 An input is, in this order: an MS directory; a directory searched (not recursively) with
-`[inputs] ms_glob_pattern`; a glob; an obs_id pattern resolved by the data handler. Anything else, an
+`[inputs] ms_glob_pattern`; a glob matching files; an obs_id pattern resolved by the data handler
+(when one is configured and the input holds no '/'). Anything else, an
 empty glob, or a path that is not a readable MS, is an InputError naming it.
 """
 
@@ -37,17 +38,17 @@ def _expand(arg: str, config: Config, handler_cache: list) -> list[tuple[str, st
             raise InputError(f"{path.absolute()}: is not a MeasurementSet and holds none matching "
                              f"'{pattern}' ([inputs] ms_glob_pattern)")
         return [(f, None, None) for f in found]
-    if glob.has_magic(arg):
-        found = sorted(glob.glob(os.path.expanduser(arg)))
-        if not found:
-            raise InputError(f"'{arg}': the pattern matches nothing")
+    found = sorted(glob.glob(os.path.expanduser(arg))) if glob.has_magic(arg) else []
+    if found:
         return [(f, None, None) for f in found]
     if path.exists():
         return [(str(path), None, None)]  # a file: read_msinfo says what is wrong with it
-    if config.data_handler.config_file is not None and os.sep not in arg:
+    if config.data_handler.config_file is not None and os.sep not in arg:  # an obs_id pattern
         if not handler_cache:
             handler_cache.append(load_data_handler(config.data_handler.config_file, config.data_handler.data_level))
         return [(h.path, h.obs_id, h.sw) for h in handler_cache[0].resolve(arg)]
+    if glob.has_magic(arg):
+        raise InputError(f"'{arg}': the pattern matches nothing")
     hint = "" if config.data_handler.config_file else " (obs_id patterns need [data_handler] config_file)"
     raise InputError(f"{path.absolute()}: no such MeasurementSet{hint}")
 
