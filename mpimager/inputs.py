@@ -16,7 +16,7 @@ from typing import Sequence
 
 from mpimager.config import Config
 from mpimager.datahandler import load_data_handler
-from mpimager.errors import InputError
+from mpimager.errors import InputError, MSError
 from mpimager.msinfo import MSInfo, is_table_dir, read_msinfo
 
 
@@ -53,18 +53,44 @@ def _expand(arg: str, config: Config, handler_cache: list) -> list[tuple[str, st
     raise InputError(f"{path.absolute()}: no such MeasurementSet{hint}")
 
 
+PARALLEL_FROM = 64  # MSs: below this, reading in this process is quicker than starting helpers
+
+
+def read_all(paths: Sequence[str]) -> list[MSInfo]:
+    """Metadata of every MS, in order; many MSs are read by one forked process per core.
+
+    The first failing MS (in input order) raises its MSError, as reading them one by one would."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if len(paths) < PARALLEL_FROM or cores < 2:
+        return [read_msinfo(p) for p in paths]
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(min(cores, 8)) as pool:
+        results = pool.map(_read_or_error, paths, chunksize=max(1, len(paths) // (4 * cores)))
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return results
+
+
+def _read_or_error(path: str):
+    try:
+        return read_msinfo(path)
+    except MSError as exc:
+        return exc
+
+
 def discover(args: Sequence[str], config: Config) -> list[InputMS]:
     """Every MS the inputs name, each verified and described, in input order without repeats."""
     if not args:
         raise InputError("no input: give MeasurementSets, globs, directories or obs_id patterns")
     handler: list = []
-    seen: dict[str, InputMS] = {}
+    seen: dict[str, tuple[str, str | None, str | None]] = {}
     for arg in args:
         for path, obs_id, sw in _expand(arg, config, handler):
-            real = os.path.realpath(path)
-            if real not in seen:
-                seen[real] = InputMS(read_msinfo(path), obs_id, sw)
-    found = list(seen.values())
+            seen.setdefault(os.path.realpath(path), (path, obs_id, sw))
+    infos = read_all([path for path, _, _ in seen.values()])
+    found = [InputMS(info, obs_id, sw) for info, (_, obs_id, sw) in zip(infos, seen.values())]
     expected = config.inputs.num_beams
     if expected is not None and len(found) != expected:
         names = ", ".join(m.info.basename for m in found[:10]) + (", ..." if len(found) > 10 else "")

@@ -33,7 +33,7 @@ class MSInfo:
     mount: str
     columns: frozenset[str]
     n_rows: int
-    size_bytes: int
+    size_bytes: int  # of the main table (see size_on_disk)
     fixms_record: bool  # mpimager's FixMS completion record is present
     fixms_markers: bool  # FIELD_OLD + FEED.INSTRUMENT_RECEPTOR_ANGLE: FixMS ran (by anyone)
 
@@ -58,16 +58,9 @@ def is_table_dir(path: Path) -> bool:
 
 
 def size_on_disk(path: Path) -> int:
-    total = 0
-    stack = [str(path)]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for entry in it:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-    return total
+    """Bytes of the main table's files (the visibilities: all but a sliver of an MS; subtables not walked)."""
+    with os.scandir(path) as it:
+        return sum(e.stat().st_size for e in it if e.is_file())
 
 
 def read_msinfo(path: str | os.PathLike) -> MSInfo:

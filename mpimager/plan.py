@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -42,9 +42,9 @@ class Job:
     tags: tuple[tuple[str, str], ...] = field(default=())  # obs_id, sw, field, beam: for reduction and reports
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["ms"], d["argv"], d["outputs"], d["depends_on"] = list(self.ms), list(self.argv), list(self.outputs), \
-            list(self.depends_on)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("ms", "argv", "outputs", "depends_on", "pols"):
+            d[key] = list(d[key])
         d["tags"] = dict(self.tags)
         return d
 
@@ -228,7 +228,7 @@ def _reduce_units(config: Config, imaging: Sequence[Job]) -> list[list[Job]]:
 
 def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job], fixed: set[str]) -> list[Job]:
     """One `mpimager reduce` job per unit of [reduce] scope, after the unit's imaging jobs."""
-    from mpimager.reduce.cube import cube_paths
+    from mpimager.reduce.names import cube_paths
 
     r = config.reduce
     if not r.enabled:

@@ -24,6 +24,7 @@ import numpy as np
 from mpimager.errors import InputError
 from mpimager.reduce.fitsio import BLOCK, STOKES_VALUES, parse_header, read_header_bytes
 from mpimager.reduce.options import ReduceOptions
+from mpimager.reduce.names import CubePaths, cube_paths  # noqa: F401 (re-exported)
 from mpimager.reduce.plan import CubePlan
 
 _AXIS_KEY = re.compile(r"^(CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CNAME|CRDER|CSYER|CPERI|CZPHS)([3-9])$")
@@ -34,34 +35,6 @@ _DROP = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "BSCALE", "BZERO", "BLANK", "CHE
          # WSClean's per-channel figures would describe the first channel only
          "WSCCHANS", "WSCCHANE", "WSCENVIS", "WSCIMGWG", "WSCNORMF", "WSCNVIS", "WSCVWSUM"}
 RECEPTOR_KEY = "INSTRUMENT_RECEPTOR_ANGLE"
-
-
-@dataclass(frozen=True)
-class CubePaths:
-    cube: Path
-    beamlog: Path
-    weights: Path
-
-    @property
-    def partial(self) -> Path:
-        return self.cube.with_name(f".{self.cube.name}.partial")
-
-
-def cube_paths(plan: CubePlan, options: ReduceOptions, out_dir: Path, out_file: Path | None = None) -> CubePaths:
-    """Where a cube and its side files go (documented in the `reduce` command's help)."""
-    if out_file is not None:
-        stem = out_file.name[:-5] if out_file.name.endswith(".fits") else out_file.name
-        return CubePaths(out_file, out_file.with_name(f"{stem}.beamlog.txt"),
-                         out_file.with_name(f"{stem}.weights.txt"))
-    if options.names == "arrakis":
-        kind = "residual" if plan.kind == "residual" else "restored"
-        rest = plan.prefix[len("image."):] if plan.prefix.startswith("image.") else (plan.prefix or "cube")
-        conv = "" if plan.kind == "unconvolved" else ".conv"
-        base = f"{kind}.{plan.stokes.lower()}.{rest}{conv}"
-        return CubePaths(out_dir / f"image.{base}.fits", out_dir / f"beamlog.image.{base}.txt",
-                         out_dir / f"weights.{base}.txt")
-    stem = f"{plan.prefix or 'cube'}-{plan.stokes}-{plan.kind}.cube"
-    return CubePaths(out_dir / f"{stem}.fits", out_dir / f"{stem}.beamlog.txt", out_dir / f"{stem}.weights.txt")
 
 
 def _dropped(key: str) -> bool:
