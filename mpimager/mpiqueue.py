@@ -138,6 +138,9 @@ class SelfComm:
     def bcast(self, obj, root=0):
         return obj
 
+    def gather(self, obj, root=0):
+        return [obj]
+
     def Barrier(self) -> None:
         pass
 
@@ -498,12 +501,16 @@ class _Scheduler:
 
 
 def _call(execute: Callable[[Task, Placement], Any], task: Task, placement: Placement) -> Reply:
-    """Run one task; any exception (SystemExit too) becomes a failed reply, never a dead rank."""
+    """Run one task; any exception (SystemExit too) becomes a failed reply, never a dead rank.
+
+    An exception's `value` attribute, if it has one, travels with the failure as the Outcome's value
+    (what a failed job still has to report: attempts, exit code, logs)."""
     start = time.time()
     try:
         value = execute(task, placement)
     except (Exception, SystemExit) as exc:
-        return Reply(None, f"{type(exc).__name__}: {exc}", traceback.format_exc(), start, time.time())
+        return Reply(getattr(exc, "value", None), f"{type(exc).__name__}: {exc}", traceback.format_exc(), start,
+                     time.time())
     return Reply(value, None, "", start, time.time())
 
 

@@ -51,6 +51,7 @@ class JobResult:
     logs: tuple[str, ...]
     duration: float
     notes: tuple[str, ...] = ()
+    exit_code: int | None = 0  # of the last attempt (None: it did not end by itself: timeout, watcher)
 
 
 def log_path(run_dir: str, job_id: str, attempt: int = 1) -> str:
@@ -190,7 +191,7 @@ def run_job(job: Job, ctx: RunContext, placement=None, binds_extra=()) -> JobRes
                 if job.temp_dir:
                     shutil.rmtree(job.temp_dir, ignore_errors=True)
                 return JobResult(job.id, attempt, tuple(argv), tuple(good), tuple(logs), time.time() - t0,
-                                 tuple(notes))
+                                 tuple(notes), result.returncode)
             reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
         else:
             reason = _describe(result, name, ctx.timeout)
@@ -205,7 +206,10 @@ def run_job(job: Job, ctx: RunContext, placement=None, binds_extra=()) -> JobRes
     if job.temp_dir:
         shutil.rmtree(job.temp_dir, ignore_errors=True)
     tried = f" after {attempt} attempts" if attempt > 1 else ""
-    raise JobError(f"{reason}{tried} (log: {logs[-1]})", log=logs[-1])
+    error = JobError(f"{reason}{tried} (log: {logs[-1]})", log=logs[-1])
+    error.value = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes),
+                            None if result.timed_out or result.error is not None else result.returncode)
+    raise error
 
 
 def _program(job: Job, runtime) -> str:

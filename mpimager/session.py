@@ -22,7 +22,7 @@ from mpimager.commands.run import Prepared, prepare, print_plan
 from mpimager.errors import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
 from mpimager.journal import Journal, RunLock, jobs_to_skip, read_records
 from mpimager.progress import Progress
-from mpimager.runner import RunContext, log_path, run_job
+from mpimager.runner import JobResult, RunContext, log_path, run_job
 
 
 def main(args) -> int:
@@ -163,15 +163,16 @@ class Coordinator:
         self.finished += 1
         record = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start, end=o.end,
                       argv=list(job.argv))
-        if o.status == mpiqueue.OK:
-            r = o.value
-            record.update(attempts=r.attempts, argv_run=list(r.argv), logs=list(r.logs), notes=list(r.notes),
-                          outputs=[{"path": p, "size": s} for p, s in r.outputs])
-        else:
-            record.update(error=o.error, log=log_path(str(self.run_dir), o.task_id) if o.status == "failed" else None)
+        r = o.value  # a JobResult, also for a failed job (its attempts, exit code and logs)
+        if isinstance(r, JobResult):
+            record.update(attempts=r.attempts, exit=r.exit_code, argv_run=list(r.argv), logs=list(r.logs),
+                          notes=list(r.notes), outputs=[{"path": p, "size": s} for p, s in r.outputs])
+        if o.status != mpiqueue.OK:
+            record.update(error=o.error, log=r.logs[-1] if isinstance(r, JobResult) else
+                          log_path(str(self.run_dir), o.task_id) if o.status == "failed" else None)
         self.journal.write("end", **record)
         self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error,
-                            notes=o.value.notes if o.status == mpiqueue.OK else ())
+                            notes=r.notes if isinstance(r, JobResult) else ())
 
     def finish(self, outcomes, skip) -> int:
         wall = time.time() - self.t0

@@ -62,6 +62,7 @@ def test_without_retries_divergence_fails_the_job(tmp_path, tiny_ms_dir):
     assert r.returncode == 1
     end = end_record(tmp_path / "run", "wsclean:obs0")
     assert end["status"] == "failed" and "KJy" in end["error"] and "wsclean_obs0.log" in end["error"]
+    assert end["attempts"] == 1 and end["exit"] is None and end["log"].endswith("wsclean_obs0.log")
     assert not list((tmp_path / "run" / "images").glob("obs0*"))  # partial outputs removed
     assert not os.listdir(tmp_path / "run" / "tmp")  # and the job's temp dir
 
@@ -71,7 +72,7 @@ def test_a_job_over_its_timeout_is_killed_and_not_retried(tmp_path, tiny_ms_dir)
     r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run")
     assert r.returncode == 1
     end = end_record(tmp_path / "run", "wsclean:obs0")
-    assert "timed out after 1 s" in end["error"]
+    assert "timed out after 1 s" in end["error"] and end["exit"] is None
     assert os.listdir(tmp_path / "run" / "logs") == ["wsclean_obs0.log"]
     assert end["end"] - end["start"] < 30
 
@@ -84,7 +85,8 @@ def test_exit_0_without_the_predicted_outputs_is_a_failure(tmp_path, tiny_ms_dir
     c = config(tmp_path, extra=f'[container]\nwsclean = "{fake}"')
     r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run")
     assert r.returncode == 1
-    assert "exited 0 but outputs are missing or unreadable: obs0-dirty.fits (missing)" in \
-        end_record(tmp_path / "run", "wsclean:obs0")["error"]
+    end = end_record(tmp_path / "run", "wsclean:obs0")
+    assert "exited 0 but outputs are missing or unreadable: obs0-dirty.fits (missing)" in end["error"]
+    assert end["exit"] == 0 and end["outputs"] == []
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["products"] == []
