@@ -74,7 +74,7 @@ class ImageLook:
     unit: str
     beam: tuple[float, float, float] | None  # (bmaj", bmin", bpa deg)
     peak: float
-    peak_radec: tuple[float, float]
+    peak_radec: tuple[float, float]  # RA in [0, 360) deg, Dec deg
     rms: float
     freq_hz: float | None
     wsclean: str | None  # WSCVERSI of the header
@@ -213,7 +213,8 @@ def _image_quicklook(fits_path: str, png_path: str, max_px: int) -> ImageLook:
         raise QuickLookError(f"{fits_path}: every pixel is blank")
     j, i = np.unravel_index(np.nanargmax(drawn), drawn.shape)
     peak = float(drawn[j, i])
-    peak_radec = tuple(float(v) for v in wcs.pixel_to_world_values(i, j))
+    ra, dec = (float(v) for v in wcs.pixel_to_world_values(i, j))
+    peak_radec = (ra % 360.0, dec)
     rms = robust_sigma(finite[:: max(1, finite.size // 250_000)])
     vmin, vmax, soft = display_range(finite, rms)
     unit = str(header.get("BUNIT", "")).strip()
@@ -375,6 +376,7 @@ def _cube_quicklook(fits_path: str, png_path: str, beamlog: str | None, weights:
         spectrum = [float(v) for v in np.asarray(cube[:, y, x], dtype=np.float64)]
     cel = wcs.celestial
     ra, dec = (float(v) for v in cel.pixel_to_world_values(x, y))
+    ra %= 360.0
     unit = str(header.get("BUNIT", "")).strip()
     unit_label = {"JY/BEAM": "Jy/beam"}.get(unit.upper(), unit)
     blank = sum(1 for v in spectrum if v != v)
