@@ -125,7 +125,8 @@ def main(argv=None) -> int:
             smoothed = sorted(out.glob("*.sm.fits"))
             w2, m2, c2 = timed(["fitscube", "combine", "-o", "--create-blanks", *map(str, smoothed),
                                 str(out / "cube.fits")])
-            return w1 + w2, max(m1, m2), c1 + c2, out / "cube.fits", f"{w1:.1f} + {w2:.1f}"
+            return (w1 + w2, max(m1, m2), c1 + c2, out / "cube.fits",
+                    f"(beamcon_2D + fitscube: {w1:.1f} + {w2:.1f} s, {c1:.1f} + {c2:.1f} CPU s)")
         return run
 
     def ours(extra: list[str], tag: str, mpi: int | None = None):
