@@ -7,7 +7,9 @@ Owns the run's progress lines, written for Slurm log files: each is whole, time-
   `SKIPPED ID: REASON [n/N]` (a dependency failed) when it ends;
 - every `interval` seconds (default 60, environment variable MPIMAGER_PROGRESS_INTERVAL), a summary:
   `progress: 7/20 done, 1 failed, 2 running (vm: 2), 10 waiting; elapsed 3m05s; ETA 4m10s (at 13:10:05)`.
-When stdout is a terminal (and only then) a live bar is redrawn in place (`\\r`) below the last line.
+A live bar is redrawn in place (`\\r`) below the last line only when stdout is a terminal and the
+process was not started by an MPI launcher: mpirun hands its ranks a pseudo-terminal even when its own
+output goes to a file (a Slurm log), so under a launcher a terminal cannot be told from a file.
 
 ETA (`estimate_remaining`, pure): each kind of job (fixms, wsclean, reduce) has its own measured rate,
 seconds per unit of the plan's cost estimate over the jobs of that kind that ended well; a kind with
@@ -45,6 +47,16 @@ def interval_from_env(env: Mapping[str, str] | None = None) -> tuple[float, str 
         return DEFAULT_INTERVAL_S, (f"{ENV_INTERVAL}={raw!r} is not a number of seconds > 0; "
                                     f"summary lines every {DEFAULT_INTERVAL_S:.0f} s")
     return value, None
+
+
+def live_bar_wanted(stream) -> bool:
+    """A terminal, and no MPI launcher between it and us (see the module docstring)."""
+    from mpimager.mpiqueue import launched
+
+    try:
+        return bool(stream.isatty()) and not launched()
+    except (AttributeError, ValueError):
+        return False
 
 
 def format_duration(seconds: float) -> str:
@@ -104,7 +116,7 @@ class Progress:
         else:
             warning = None
         self.interval = interval
-        self.tty = self._stream().isatty() if tty is None else tty
+        self.tty = live_bar_wanted(self._stream()) if tty is None else tty
         self.clock = clock
         self.t0 = clock()
         self._last_summary = self.t0

@@ -137,6 +137,22 @@ def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, c
     return caption, None, True
 
 
+def recorded_provenance(run_dir: Path) -> dict | None:
+    """The provenance the run recorded: in manifest.json, else (a run going on or killed) in the journal."""
+    from mpimager.journal import read_records
+
+    try:
+        found = json.loads((run_dir / "manifest.json").read_text()).get("provenance")
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if found:
+        return found
+    records = [r for r in read_records(run_dir) if r.get("event") == "provenance"]
+    if not records:
+        return None
+    return {k: v for k, v in records[-1].items() if k not in ("event", "time")}
+
+
 def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None = None,
                  now: float | None = None) -> Report:
     """Write RUN_DIR/report.html (see the module docstring); InputError if RUN_DIR holds no journal."""
@@ -150,10 +166,7 @@ def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None 
     max_px = max_px or quicklook.DEFAULT_MAX_PX
     note = ""
     if provenance is None:
-        try:
-            provenance = json.loads((run_dir / "manifest.json").read_text()).get("provenance")
-        except (OSError, ValueError):
-            provenance = None
+        provenance = recorded_provenance(run_dir)
         if provenance is None:
             provenance = gather()
             note = ("the run recorded no provenance (no manifest.json with it yet): the versions below are "

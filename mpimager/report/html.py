@@ -209,7 +209,7 @@ def _provenance(d: ReportData) -> list[str]:
         if d.image_wsclean:
             out.append(f"<tr><td>WSClean (image headers)</td><td>{escape(', '.join(d.image_wsclean))}</td></tr>")
         out.append("</table>")
-    facts = [(k, p[k]) for k in ("time", "host", "platform", "cwd", "config") if p.get(k)]
+    facts = [(k, p[k]) for k in ("recorded", "host", "platform", "cwd", "config") if p.get(k)]
     if facts:
         out.append("<p>" + "<br>".join(f"{escape(k)}: {escape(str(v))}" for k, v in facts) + "</p>")
     if p.get("argv"):

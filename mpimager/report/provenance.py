@@ -78,6 +78,14 @@ def mpi_library() -> str:
         return _unknown(exc)
 
 
+def command_line(argv) -> list[str]:
+    """argv as typed: `python -m mpimager ...` when Python ran the package (argv[0] is its __main__.py)."""
+    argv = [str(a) for a in argv]
+    if argv and argv[0].endswith(os.path.join("mpimager", "__main__.py")):
+        return [sys.executable, "-m", "mpimager", *argv[1:]]
+    return argv
+
+
 def jsonable(value: Any) -> Any:
     """Config values as JSON: paths and other objects become strings."""
     if isinstance(value, Mapping):
@@ -98,11 +106,11 @@ def gather(runtime=None, config=None, argv=None) -> dict:
     versions["casacore (C++)"] = casacore_library()
     versions["MPI"] = mpi_library()
     prov = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cwd": os.getcwd(),
-        "argv": list(sys.argv if argv is None else argv),
+        "argv": command_line(sys.argv if argv is None else argv),
         "versions": versions,
     }
     if config is not None:
