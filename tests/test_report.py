@@ -234,3 +234,71 @@ def test_a_report_that_cannot_be_written_is_a_line_in_the_log_not_a_failed_run(t
 def test_report_of_a_directory_that_is_not_a_run_is_bad_input(tmp_path):
     r = run_cli("report", tmp_path / "nowhere")
     assert r.returncode == 2 and r.stderr.strip() == f"mpimager: error: {tmp_path / 'nowhere'}: no such run directory"
+
+
+# ------------------------------------------------------------------------------------------------ pure parts
+
+
+def test_mfs_images_and_cubes_are_told_from_the_other_products():
+    from mpimager.report.products import select
+
+    outputs = [("wsclean", "/i/p-MFS-image.fits"), ("wsclean", "/i/p-0000-image.fits"), ("wsclean", "/i/p-MFS-psf.fits"),
+               ("wsclean", "/i/q-MFS-Q-image.fits"), ("wsclean", "/i/single-image.fits"),
+               ("wsclean", "/i/single-U-image.fits"), ("wsclean", "/i/p-MFS-residual.fits"),
+               ("reduce", "/i/p-I-restored.cube.fits"), ("reduce", "/i/p-I-restored.cube.beamlog.txt"),
+               ("", "/i/image.restored.i.SB1.beam00.conv.fits"), ("wsclean", "/i/p-MFS-image.fits")]
+    images, cubes = select(outputs)
+    assert images == ["/i/p-MFS-image.fits", "/i/q-MFS-Q-image.fits", "/i/single-image.fits", "/i/single-U-image.fits"]
+    assert cubes == ["/i/p-I-restored.cube.fits", "/i/image.restored.i.SB1.beam00.conv.fits"]
+
+
+def test_a_cubes_beam_log_and_weights_are_found_beside_it_under_either_naming(tmp_path):
+    from mpimager.report.products import find_side_files
+
+    ours = tmp_path / "p-I-restored.cube.fits"
+    arrakis = tmp_path / "image.restored.i.SB1.beam00.conv.fits"
+    for p in (ours, arrakis, tmp_path / "p-I-restored.cube.beamlog.txt", tmp_path / "p-I-restored.cube.weights.txt",
+              tmp_path / "beamlog.image.restored.i.SB1.beam00.conv.txt", tmp_path / "weights.restored.i.SB1.beam00.conv.txt"):
+        p.write_text("x")
+    assert find_side_files(str(ours)).beamlog == str(tmp_path / "p-I-restored.cube.beamlog.txt")
+    assert find_side_files(str(arrakis)).beamlog == str(tmp_path / "beamlog.image.restored.i.SB1.beam00.conv.txt")
+    assert find_side_files(str(arrakis)).weights == str(tmp_path / "weights.restored.i.SB1.beam00.conv.txt")
+    assert find_side_files(str(tmp_path / "lonely.cube.fits")).beamlog is None
+
+
+def test_the_page_escapes_what_it_shows_and_links_inside_the_run_directory_relatively():
+    from mpimager.report.html import ReportData, href, render
+    from mpimager.status import JobStatus, RunStatus
+
+    jobs = (JobStatus("wsclean:<b>x</b>", "wsclean", "failed", rank=1, host="h&1", start=10.0, end=12.0,
+                      attempts=1, log="/r/logs/w.log", error="exited 1: <oops>"),
+            JobStatus("wsclean:y", "wsclean", "interrupted", rank=2, host="h2", start=10.0, log="/r/logs/y.log"),
+            JobStatus("reduce:y", "reduce", "pending"))
+    st = RunStatus("/r", "died", jobs, started=9.0, now=20.0, last_record=13.0, ranks=3, runs=1)
+    page = render(ReportData(status=st))
+    assert "<b>x</b>" not in page and "wsclean:&lt;b&gt;x&lt;/b&gt;" in page and "exited 1: &lt;oops&gt;" in page
+    assert "<script" not in page.lower()
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    assert svg.count("<rect") == 2 and 'fill="#d62728"' in svg and 'fill="#9c9c9c"' in svg  # failed, interrupted
+    assert href("/r/logs/a b.log", "/r") == "logs/a%20b.log" and href("/elsewhere/x.fits", "/r") == "file:///elsewhere/x.fits"
+
+
+def test_a_version_that_cannot_be_found_is_recorded_as_unknown_never_raised():
+    from mpimager.errors import InputError
+    from mpimager.report.provenance import gather
+
+    class BrokenRuntime:
+        def version(self):
+            raise InputError("`wsclean --version` failed in native WSClean wsclean (exit 127)")
+
+        def describe(self):
+            return "native WSClean wsclean"
+
+        def identity(self):
+            raise FileNotFoundError("wsclean is gone")
+
+    prov = gather(BrokenRuntime(), None, argv=["mpimager", "c.toml"])
+    assert prov["versions"]["wsclean"] == {
+        "version": "unknown (`wsclean --version` failed in native WSClean wsclean (exit 127))",
+        "runtime": "native WSClean wsclean", "identity": "unknown (wsclean is gone)"}
+    assert prov["argv"] == ["mpimager", "c.toml"] and prov["versions"]["fixms"] != "not installed"

@@ -66,10 +66,11 @@ def mpi_library() -> str:
     """The MPI library's own version string (first line)."""
     from mpimager import mpiqueue
 
-    ask = getattr(mpiqueue, "library_version", None)
+    ask = getattr(mpiqueue, "library_version", None)  # MPI_Get_library_version, when the queue module offers it
     try:
-        if ask is not None:
-            return str(ask()).strip().splitlines()[0]
+        told = str(ask() or "").strip() if ask is not None else ""
+        if told:
+            return told.splitlines()[0]
         r = subprocess.run(["mpirun", "--version"], capture_output=True, text=True, timeout=20,
                            stdin=subprocess.DEVNULL)
         line = next((x.strip() for x in r.stdout.splitlines() if x.strip()), "")
