@@ -144,7 +144,7 @@ class Progress:
                 out.write("\r\033[K")
             stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
             out.write(f"[{stamp}] {message}\n")
-            if self.tty:
+            if self.tty and not self._stop.is_set():
                 out.write(self.bar())
                 self._bar_shown = True
             out.flush()
@@ -223,7 +223,7 @@ class Progress:
             if now - self._last_summary >= self.interval:
                 self._last_summary = now
                 self.say(self.summary(now))
-            elif self.tty:
+            elif self.tty and not self._stop.is_set():
                 out = self._stream()
                 out.write("\r\033[K" + self.bar())
                 out.flush()

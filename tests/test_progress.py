@@ -146,7 +146,9 @@ def test_the_live_bar_is_drawn_only_on_a_terminal():
         p.started("fixms:a", 1, "h")
         p.tick()
         p.stop()
+        p.say("after the queue: no bar any more")
     assert "\r" in tty_out.getvalue() and "[" + "." * 30 + "] 0/4" in tty_out.getvalue()
+    assert tty_out.getvalue().endswith("after the queue: no bar any more\n")
     assert "\r" not in file_out.getvalue() and "\x1b" not in file_out.getvalue()
 
 
