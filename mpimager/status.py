@@ -29,7 +29,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from mpimager.errors import InputError
 from mpimager.journal import JOURNAL, lock_holder, read_records
@@ -271,6 +271,3 @@ def to_json(status: RunStatus) -> dict:
 def dumps(status: RunStatus) -> str:
     return json.dumps(to_json(status), indent=1)
 
-
-def jobs_by_state(jobs: Iterable[JobStatus], *states: str) -> list[JobStatus]:
-    return [j for j in jobs if j.state in states]
