@@ -18,8 +18,9 @@ Rules. A run directory may hold several runs (each resume appends a `run`, a `pl
   a re-run starts it again);
 - `pending`: planned, never started in the current run.
 The run itself is `running` (lock held by its process), `finished` (its `run` end record is there) or
-`died` (neither: killed or crashed). Log paths: the failure's log named in its error (the last attempt),
-else the `logs` of its `end`, else RUN_DIR/logs/ID.log where a job that started writes.
+`died` (neither: killed or crashed). Log paths: a failure's `log` (its last attempt; in older journals
+the log its error names), the last of the `logs` of a success, else RUN_DIR/logs/ID.log where a job
+that started writes.
 """
 
 from __future__ import annotations
@@ -173,10 +174,11 @@ def _ended(base: dict, r: dict, run_dir: str) -> JobStatus:
     if status == "skipped":  # a dependency failed: it never ran
         return JobStatus(**base, state="skipped", error=error)
     m = _LOG_IN_ERROR.search(error or "")
-    log = m.group(1) if m else r.get("log")
+    log = r.get("log") or (m.group(1) if m else None)
     tries = _ATTEMPTS_IN_ERROR.search(error or "")
+    attempts = r.get("attempts") or (int(tries.group(1)) if tries else 1)
     return JobStatus(**base, state="failed", rank=r.get("rank"), host=r.get("host"), start=r.get("start"),
-                     end=r.get("end"), attempts=int(tries.group(1)) if tries else 1, log=log, error=error)
+                     end=r.get("end"), attempts=attempts, log=log, error=error)
 
 
 def read_status(run_dir, now: float | None = None) -> RunStatus:

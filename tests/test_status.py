@@ -31,9 +31,9 @@ def ok(job, t0, t1, rank=1, host="h1", attempts=1, outputs=("/o/a-image.fits",),
             "logs": [f"{RUN}/logs/{job}.log"], "outputs": [{"path": p, "size": 1} for p in outputs]}
 
 
-def failed(job, t0, t1, error, rank=1, host="h1"):
+def failed(job, t0, t1, error, rank=1, host="h1", **more):
     return {"event": "end", "time": t1, "job": job, "status": "failed", "rank": rank, "host": host, "start": t0,
-            "end": t1, "argv": [job, "x"], "error": error, "log": f"{RUN}/logs/{job}.log"}
+            "end": t1, "argv": [job, "x"], "error": error, **more}
 
 
 def run_start(t, pid=111):
@@ -52,7 +52,8 @@ def test_a_finished_run_shows_done_failed_and_skipped_jobs_with_their_logs():
     error = "JobError: wsclean exited 255: bad option after 2 attempts (log: /runs/r1/logs/wsclean_b.attempt2.log)"
     records = [run_start(1), plan("wsclean:a", "wsclean:b", "reduce:b"), start("wsclean:a", 11),
                start("wsclean:b", 11, rank=2, host="h2"), ok("wsclean:a", 11, 15, attempts=2),
-               failed("wsclean:b", 11, 12, error, rank=2, host="h2"),
+               failed("wsclean:b", 11, 12, error, rank=2, host="h2", attempts=2, exit=255,
+                      log="/runs/r1/logs/wsclean_b.attempt2.log"),
                {"event": "end", "time": 12, "job": "reduce:b", "status": "skipped", "rank": None, "host": None,
                 "start": 12, "end": 12, "error": "dependency 'wsclean:b' failed"}, run_end(16)]
     st = job_states(records, RUN, holder=None, now=100)
@@ -65,6 +66,13 @@ def test_a_finished_run_shows_done_failed_and_skipped_jobs_with_their_logs():
     text = format_table(st)
     assert "finished" in text.splitlines()[0] and "3 jobs: 1 done, 1 failed, 1 skipped" in text
     assert "failures:\n  wsclean:b: " + error + "\n    log: /runs/r1/logs/wsclean_b.attempt2.log" in text
+
+
+def test_a_failure_in_an_older_journal_takes_its_log_and_attempts_from_its_error():
+    error = "JobError: wsclean was killed by signal 9 after 3 attempts (log: /runs/r1/logs/w.attempt3.log)"
+    records = [run_start(1), plan("wsclean:w"), start("wsclean:w", 11), failed("wsclean:w", 11, 12, error), run_end(13)]
+    (w,) = job_states(records, RUN, now=20).jobs
+    assert (w.state, w.log, w.retries) == ("failed", "/runs/r1/logs/w.attempt3.log", 2)
 
 
 def test_a_start_without_end_is_running_while_the_run_holds_its_lock_and_interrupted_once_it_does_not():
