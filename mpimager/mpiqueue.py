@@ -32,6 +32,7 @@ import heapq
 import importlib
 import os
 import pickle
+import sys
 import time
 import traceback
 from collections import Counter
@@ -157,6 +158,18 @@ def world():
     from mpi4py import MPI
 
     return MPI.COMM_WORLD
+
+
+def library_version() -> str:
+    """mpi4py's version and the MPI library's version line (provenance). A process no launcher started
+    does not initialise MPI for it (MPI allows asking before MPI_Init)."""
+    import mpi4py
+
+    if not launched() and "mpi4py.MPI" not in sys.modules:
+        mpi4py.rc.initialize = False
+    from mpi4py import MPI
+
+    return f"mpi4py {mpi4py.__version__}; {MPI.Get_library_version().splitlines()[0].strip()}"
 
 
 def rank(comm=None) -> int:
