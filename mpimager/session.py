@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mpimager import __version__, mpiqueue
 from mpimager.commands.run import Prepared, prepare, print_plan
-from mpimager.errors import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
+from mpimager.errors import EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
 from mpimager.journal import Journal, RunLock, jobs_to_skip, read_records
 from mpimager.progress import Progress
 from mpimager.runner import JobResult, RunContext, log_path, run_job

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,8 +13,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from _report_fixtures import kill_session
 from _synth_fixtures import flux_tolerance, source_peak
-from conftest import ROOT, run_cli, write_config
+from conftest import run_cli, write_config
 from mpimager import synth
 from mpimager.journal import read_records
 
@@ -178,8 +177,7 @@ def test_a_run_killed_part_way_resumes_without_redoing_finished_jobs(tmp_path):
     deadline = time.time() + 300
     while len(events(run_dir, "end", "wsclean")) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_session(proc)  # mpirun and every rank (Open MPI gives each rank its own process group)
     done_before = {r["job"] for r in events(run_dir, "end") if r["status"] == "ok"}
     assert len(done_before) >= 2 and len(done_before) < 3 * 3 + 6
     mtimes = {o["path"]: os.stat(o["path"]).st_mtime_ns for r in events(run_dir, "end") if r["status"] == "ok"
@@ -218,8 +216,7 @@ def test_a_run_killed_during_fixms_ends_with_the_ms_correctly_fixed(tmp_path):
         time.sleep(0.002)
     assert marker.exists(), "FixMS never started"
     time.sleep(0.3)  # inside fix_ms_corrs' fill
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_session(proc)
     assert not (ms / "MPIMAGER_FIXMS.json").exists()
     r = run_cli(config, ms, "--run-dir", tmp_path / "run", mpi=2, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -235,7 +232,7 @@ def test_jobs_run_on_the_host_that_holds_their_data(tmp_path):
     for host in ("hostA", "hostB"):
         synth.make_ms(tmp_path / "net" / host / f"{host}.ms", telescope="TEST")
         synth.make_ms(tmp_path / "net" / host / f"{host}_2.ms", telescope="TEST", seed=3)
-    config = write_config(tmp_path / "c.toml", f"""
+    config = write_config(tmp_path / "c.toml", """
         [worker]
         run_on_file_host = true
         run_on_file_host_pattern = '/net/(host[AB])/'

@@ -181,6 +181,7 @@ def _reduce(images, options, out_dir, comm, log, threads, out_file, groups, rece
 
 def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
     from mpimager.reduce import cube as cubeio
+    from mpimager.reduce.names import cube_paths
     from mpimager.reduce.fitsio import read_channel
     from mpimager.reduce.plan import plan_cubes
 
@@ -212,7 +213,7 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
     if not os.access(target_dir, os.W_OK | os.X_OK):
         raise InputError(f"{target_dir}: output directory is not writable")
 
-    all_paths = [cubeio.cube_paths(plan, options, out_dir, out_file) for plan in planned.cubes]
+    all_paths = [cube_paths(plan, options, out_dir, out_file) for plan in planned.cubes]
     seen: dict[Path, str] = {}
     inputs = {Path(p).absolute() for p in images}
     for plan, paths in zip(planned.cubes, all_paths):
