@@ -1,10 +1,12 @@
-"""Whole runs on the real local Slurm: `sbatch slurm/mpimager.sbatch` with the demo config, and
-`srun -n 3 --mpi=pmix python -m mpimager` giving the same products, pixel for pixel, as `mpirun -n 3`."""
+"""Whole runs on the real local Slurm: `sbatch slurm/mpimager.sbatch` with the demo config,
+`srun -n 3 --mpi=pmix python -m mpimager` giving the same products, pixel for pixel, as `mpirun -n 3`, and
+`sbatch slurm/mpimager-nodes-mpi.sbatch` running each WSClean job as a wsclean-mp job step."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from mpimager import synth
 pytestmark = pytest.mark.slurm
 
 TEMPLATE = ROOT / "slurm" / "mpimager.sbatch"
+TEMPLATE_MP = ROOT / "slurm" / "mpimager-nodes-mpi.sbatch"
 
 # The demo config (FixMS, WSClean I and QU passes, cubes) on one thread per WSClean job, so that two runs
 # give bit-identical images (WSClean on several threads is not bit-reproducible).
@@ -98,3 +101,59 @@ def test_srun_pmix_gives_the_same_products_and_pixels_as_mpirun(slurm_cluster, r
     for name in fits_names:
         with fits.open(a[name]) as x, fits.open(b[name]) as y:
             np.testing.assert_array_equal(x[0].data, y[0].data, err_msg=name)
+
+
+NODES_MPI_CONFIG = """
+[fixms]
+enabled = false
+[worker]
+max_concurrent = 2          # one node here: both ranks of a wsclean-mp job are on it
+[container]
+wsclean_mp = "{wsclean_mp}"
+[wsclean]
+name = "$ms_stem$"
+out-dir = "$run_dir$/images"
+size = "64 64"
+scale = "20asec"
+niter = 50
+channels-out = 4
+join-channels = true
+[passes.I]
+pol = "I"
+[reduce]
+enabled = false
+"""
+
+
+@pytest.fixture(scope="module")
+def wsclean_mp() -> str:
+    """The wsclean-mp binary (scripts/build-wsclean-mp.sh: cached outside the clone, built once)."""
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "build-wsclean-mp.sh")], capture_output=True, text=True,
+                       timeout=1800)
+    if r.returncode != 0:
+        pytest.fail(f"building wsclean-mp failed: {r.stderr[-2000:]}")
+    return r.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.wsclean_mp
+def test_the_nodes_mpi_template_runs_each_job_as_a_wsclean_mp_step_on_all_cpus(slurm_cluster, tiny_ms_dir,
+                                                                               wsclean_mp, tmp_path):
+    config = write_config(tmp_path / "c.toml", NODES_MPI_CONFIG.format(wsclean_mp=wsclean_mp))
+    run = tmp_path / "run"
+
+    # one node here, so two workers on it (the template's default is one per node, over several nodes)
+    job = slurm_cluster.sbatch(TEMPLATE_MP, str(config), str(tiny_ms_dir / "obs0.ms"), "--run-dir", str(run),
+                               cwd=tmp_path, options=["--nodes=1", "--ntasks-per-node=2",
+                                                      f"--export=ALL,NODES_MPI=2,MPIMAGER_PYTHON={sys.executable}"])
+
+    state = slurm_cluster.wait(job, timeout=300)
+    out = (tmp_path / f"mpimager-{job}.out").read_text()
+    assert state == "COMPLETED", out[-3000:]
+    assert (f"3 ranks (1 coordinator + 2 workers) on {slurm_cluster.node}, {slurm_cluster.cpus} CPUs per worker, "
+            "WSClean jobs over 2 nodes") in out
+    log = (run / "logs" / "wsclean_obs0.I.log").read_text()
+    launch = log.splitlines()[0]
+    assert f"srun --overlap --cpu-bind=none --ntasks=2 --nodes=1 --nodelist={slurm_cluster.node} {wsclean_mp} " \
+           f"-j {slurm_cluster.cpus} " in launch  # a job step of 2 ranks, each with every CPU of the node
+    assert "Node 1, PID" in log and "Sending gridding task to node : 1" in log
+    assert (run / "images" / "obs0.I-MFS-image.fits").is_file()

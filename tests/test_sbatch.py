@@ -105,7 +105,7 @@ def test_the_nodes_mpi_template_takes_one_task_per_whole_node_and_passes_nodes_m
         "#SBATCH --output=mpimager-%j.out",
     ]
     assert shell_value(text, "NODES_MPI") == "2"
-    assert '-m mpimager "$CONFIG" --nodes-mpi "$NODES_MPI" "$@"' in text
+    assert '-m mpimager "$CONFIG" "$@" --nodes-mpi "$NODES_MPI"' in text
 
 
 def test_arguments_and_shell_defaults_reach_the_script_verbatim_whatever_they_hold():
