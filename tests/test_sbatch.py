@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -110,7 +109,7 @@ def test_the_nodes_mpi_template_takes_one_task_per_whole_node_and_passes_nodes_m
 
 def test_arguments_and_shell_defaults_reach_the_script_verbatim_whatever_they_hold():
     tricky = ["/data/my config's.toml", "/data/a b/*.ms", "$(touch /tmp/pwned)", 'x"y\\z', "--run-dir", "/r d"]
-    python = "/opt/py thon/bin/python3 'x'"
+    python = "/opt/py thon/{bin}/python3 'x' $HOME"
 
     text = slurm.render(TEMPLATE.read_text(), {"MPIMAGER_PYTHON": python}, args=tricky)
 

@@ -44,7 +44,7 @@ def add_arguments(parser):
                                                               "else 1; with --nodes-mpi: N)")
     slurm.add_argument("--cpus-per-task", type=int, metavar="C",
                        help="CPUs per worker = WSClean's -j (default: [worker] threads, else this machine's "
-                            "cores / max_concurrent)")
+                            "cores / max_concurrent; with --nodes-mpi: all CPUs of a node)")
     slurm.add_argument("--mem", metavar="SIZE", help="memory per node, e.g. 64G (default: estimated from the plan)")
     slurm.add_argument("--time", metavar="T", help="time limit, e.g. 12:00:00 or 1-12:00:00 (default: estimated "
                                                    "from the jobs' costs)")
@@ -64,31 +64,39 @@ def script_arguments(args) -> list[str]:
     return argv  # --nodes-mpi: the nodes-mpi template adds it (NODES_MPI)
 
 
-def script_values(args, prepared) -> dict[str, str]:
-    """The template's values: sized from the plan (mpimager.slurm.size_from_plan), then the options given."""
+def check_options(args) -> None:
+    """The batch options' own checks, before anything is read."""
     from mpimager import slurm
 
-    config = prepared.config
-    cpus = args.cpus_per_task or config.worker.threads or max(1, (os.cpu_count() or 1) // config.worker.max_concurrent)
     for name, value in (("--nodes", args.nodes), ("--cpus-per-task", args.cpus_per_task)):
         if value is not None and value < 1:
             raise InputError(f"{name}: expected an integer >= 1, got {value}")
     if args.nodes_mpi is not None and args.nodes is not None and args.nodes < args.nodes_mpi:
         raise InputError(f"--nodes {args.nodes}: fewer than --nodes-mpi {args.nodes_mpi} (each WSClean job "
                          f"runs over {args.nodes_mpi} nodes)")
+    if args.time is not None and not slurm.valid_time(args.time):
+        raise InputError(f"--time {args.time!r}: expected minutes, HH:MM:SS or D-HH:MM:SS")
+    if args.mem is not None and not re.match(r"^\d+[KMGT]?$", args.mem):
+        raise InputError(f"--mem {args.mem!r}: expected a size such as 64G, 512M or 0 (all of a node)")
+
+
+def script_values(args, prepared) -> dict[str, str]:
+    """The template's values: sized from the plan (mpimager.slurm.size_from_plan), then the options given."""
+    from mpimager import slurm
+
+    config = prepared.config
+    cpus = args.cpus_per_task or config.worker.threads or max(1, (os.cpu_count() or 1) // config.worker.max_concurrent)
     values = slurm.size_from_plan(prepared.jobs, config.worker.max_concurrent, cpus, nodes=args.nodes,
                                   nodes_mpi=args.nodes_mpi)
     if args.time is not None:
-        if not slurm.valid_time(args.time):
-            raise InputError(f"--time {args.time!r}: expected minutes, HH:MM:SS or D-HH:MM:SS")
         values["time"] = args.time
     if args.mem is not None:
-        if not re.match(r"^\d+[KMGT]?$", args.mem):
-            raise InputError(f"--mem {args.mem!r}: expected a size such as 64G, 512M or 0 (all of a node)")
         values["mem"] = args.mem
     for key, value in (("partition", args.partition), ("account", args.account)):
         if value is not None:
             values[key] = value
+    if args.nodes_mpi and args.cpus_per_task:
+        values["CPUS_PER_WORKER"] = str(args.cpus_per_task)  # else the template gives each rank the node's CPUs
     values["job-name"] = args.job_name or f"mpimager-{Path(args.config).stem}"
     values["chdir"] = os.getcwd()
     values["MPIMAGER_PYTHON"] = sys.executable  # the interpreter that has this mpimager installed
@@ -142,6 +150,7 @@ def run(args) -> int:
     from mpimager import slurm
     from mpimager.commands.run import prepare
 
+    check_options(args)
     prepared = prepare(args)
     values = script_values(args, prepared)
     text = render_script(args, values)
