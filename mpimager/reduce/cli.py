@@ -77,6 +77,13 @@ def _comm():
 
 
 def run(args) -> int:
+    import gc
+    import os
+
+    # a short-lived process: no cyclic GC passes over astropy's objects, and no BLAS thread pool spinning
+    # beside our own threads for the common-beam solver's tiny matrices
+    gc.disable()
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from mpimager.reduce.run import reduce_images
 
     comm = _comm()

@@ -146,19 +146,44 @@ class Layout:
     size: int
 
 
+def _reserve(fd: int, size: int) -> None:
+    """Reserve disk blocks for the whole file when the filesystem can do it natively (a full disk fails
+    here, before any work, and planes are then written into allocated blocks); else leave it sparse.
+    glibc's posix_fallocate is avoided: on filesystems without fallocate it writes every block."""
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong)
+    if fallocate(fd, 0, 0, size) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OSError(err, os.strerror(err))
+
+
 def preallocate(path: Path, header, tail: bytes, nplanes: int, shape: tuple[int, int]) -> Layout:
-    """Create the cube file at full size: header, sparse data area, then `tail` (BEAMS table or b'')."""
+    """Create the cube file at full size: header, data area (blocks reserved), then `tail` (BEAMS or b'')."""
     head = header.tostring().encode("ascii")
     plane_bytes = shape[0] * shape[1] * 4
     data_end = len(head) + padded(nplanes * plane_bytes)
     try:
         with open(path, "wb") as f:
+            _reserve(f.fileno(), data_end + len(tail))
             f.write(head)
             f.truncate(data_end)
             f.seek(data_end)
             f.write(tail)
     except OSError as exc:
-        raise InputError(f"{path.parent}: cannot write the cube ({exc.strerror})") from None
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        raise InputError(f"{path.parent}: cannot write the cube {path.name.removeprefix('.').removesuffix('.partial')}"
+                         f" ({exc.strerror})") from None
     return Layout(str(path), len(head), plane_bytes, nplanes, data_end + len(tail))
 
 
