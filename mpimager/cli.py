@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from mpimager import __version__
-from mpimager.errors import InputError, MpimagerError
+from mpimager.errors import EXIT_BUG, InputError, MpimagerError
 
 # command name -> module providing add_arguments(parser) and run(args) -> int
 SUBCOMMANDS = {
@@ -73,3 +73,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("mpimager: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug: say it, and under MPI end all ranks rather than leave them waiting
+        import traceback
+
+        from mpimager import mpiqueue
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        mpiqueue.abort_if_parallel(EXIT_BUG)
+        return EXIT_BUG

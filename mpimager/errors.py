@@ -8,6 +8,7 @@ at the top level: it is a result, and the run ends with exit code 1.
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 3  # an unexpected exception: a bug to report (under MPI every rank is ended with it)
 
 
 class MpimagerError(Exception):

@@ -172,6 +172,16 @@ def library_version() -> str:
     return f"mpi4py {mpi4py.__version__}; {MPI.Get_library_version().splitlines()[0].strip()}"
 
 
+def abort_if_parallel(code: int) -> None:
+    """End every rank at once when this process fails with a bug (not a planned error) among several:
+    the others would otherwise wait for it until the job's time limit."""
+    if launched() and "mpi4py.MPI" in sys.modules:
+        from mpi4py import MPI
+
+        if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+            MPI.COMM_WORLD.Abort(code)
+
+
 def rank(comm=None) -> int:
     return (comm or world()).Get_rank()
 

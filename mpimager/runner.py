@@ -62,8 +62,10 @@ def log_path(run_dir: str, job_id: str, attempt: int = 1) -> str:
 def job_env(env_file: str | None, base: dict | None = None) -> dict:
     """The environment of a job: ours (without MPI launch variables), plus `env_file` sourced by bash.
 
-    The file's path goes to bash as an argument, never inside the script text; a failing source is a
-    JobError naming the file and its last error line."""
+    The file's path goes to bash as an argument, never inside the script text; a failing source (a missing
+    file, or a file whose last command fails, as `source` reports it) is a JobError naming the file and
+    bash's last error line. A command failing in the middle of the file is not an error (site environment
+    files are rarely written to stop on errors)."""
     from mpimager.process import mpi_clean_env
 
     env = mpi_clean_env(dict(os.environ if base is None else base))
@@ -71,7 +73,7 @@ def job_env(env_file: str | None, base: dict | None = None) -> dict:
     if not env_file:
         return env
     path = os.path.expandvars(os.path.expanduser(env_file))
-    script = 'set -a; . "$1" >&2 || { s=$?; echo "sourcing exited $s" >&2; exit 97; }; env -0'
+    script = 'set -a; . "$1" >&2 || exit $?; env -0'
     try:
         r = subprocess.run(["bash", "-c", script, "mpimager-env-file", path], env=env, capture_output=True,
                            timeout=120)
