@@ -79,8 +79,9 @@ def test_job_env_holds_what_the_file_exports_and_drops_nothing_else(tmp_path):
 
 @pytest.mark.parametrize("body, reason", [
     ("export A=1\nexit 3\n", "(exit 3)"),
-    ("export A=1\nfalse\n", "(sourcing exited 1)"),
-    ("export A=1\nsource /nonexistent/site-setup.sh\n", "(sourcing exited 1)"),
+    ("export A=1\nfalse\n", "(exit 1)"),
+    ("export A=1\nsource /nonexistent/site-setup.sh\n",
+     "({env_file}: line 2: /nonexistent/site-setup.sh: No such file or directory)"),
 ])
 def test_job_env_refuses_an_env_file_that_fails_naming_it(tmp_path, body, reason):
     env_file = tmp_path / "env.sh"
@@ -89,12 +90,14 @@ def test_job_env_refuses_an_env_file_that_fails_naming_it(tmp_path, body, reason
     with pytest.raises(JobError) as err:
         job_env(str(env_file), base={"PATH": "/usr/bin:/bin"})
 
-    assert str(err.value) == f"env_file {env_file}: sourcing it failed {reason}"
+    assert str(err.value) == f"env_file {env_file}: sourcing it failed {reason.format(env_file=env_file)}"
 
 
 def test_job_env_refuses_a_missing_env_file_naming_it(tmp_path):
-    with pytest.raises(JobError, match=f"^env_file {tmp_path}/absent.sh: sourcing it failed"):
+    with pytest.raises(JobError) as err:
         job_env(str(tmp_path / "absent.sh"), base={"PATH": "/usr/bin:/bin"})
+    assert str(err.value) == (f"env_file {tmp_path}/absent.sh: sourcing it failed "
+                              f"(mpimager-env-file: line 1: {tmp_path}/absent.sh: No such file or directory)")
 
 
 # ---------------------------------------------------------------------------------------------------------
