@@ -61,7 +61,8 @@ def test_options_for_a_container():
     ({"binds": ["data"]}, "[container] binds: bind 'data': 'data' is not an absolute path"),
     ({"binds": ["/data:/d:rx"]}, "mount option must be ro or rw"),
     ({"binds": ["/scratch:/usr"]}, "would hide the image's /usr"),
-    ({"wsclean": ""}, "[container] wsclean: expected the WSClean executable"),
+    ({"wsclean": ""}, "[container] wsclean: expected the executable's name or path"),
+    ({"wsclean_mp": 3}, "[container] wsclean_mp: expected the executable's name or path"),
     ({"cache_dir": 3}, "[container] cache_dir: expected a non-empty string, got 3"),
 ])
 def test_option_errors_name_the_key(table, message):
