@@ -87,6 +87,14 @@ def job_times(run_dir: Path) -> dict[str, float]:
     return {r["job"]: r["end"] - r["start"] for r in read_records(run_dir) if r["event"] == "end"}
 
 
+def makespan(run_dir: Path) -> float:
+    """First job start to last job end, from the journal (without process start-up, planning, report)."""
+    from mpimager.journal import read_records
+
+    ends = [r for r in read_records(run_dir) if r["event"] == "end"]
+    return max(r["end"] for r in ends) - min(r["start"] for r in ends)
+
+
 def round_robin(durations: list[float], workers: int) -> float:
     return max(sum(durations[w::workers]) for w in range(workers))
 
@@ -101,6 +109,7 @@ def balance(tmp: Path) -> None:
     config = tmp / "balance.toml"
     config.write_text(BALANCE_CONFIG.format(size="384 384"))
     wall = mpimager(config, [data], tmp / "balance-run", ranks=4)
+    span = makespan(tmp / "balance-run")
     times = job_times(tmp / "balance-run")
     durations = [times[j] for j in sorted(times)]  # planning order: the order a static split would use
     workers = 3
@@ -110,8 +119,10 @@ def balance(tmp: Path) -> None:
           f"sum {sum(durations):.1f} s) on {workers} workers, {os.cpu_count()} cores")
     print(f"{'schedule':<34} {'makespan s':>10} {'vs bound':>9}")
     print(f"{'lower bound max(sum/3, longest)':<34} {bound:>10.1f} {1:>9.2f}")
-    print(f"{'mpimager queue (measured wall)':<34} {wall:>10.1f} {wall / bound:>9.2f}")
+    print(f"{'mpimager queue (journal makespan)':<34} {span:>10.1f} {span / bound:>9.2f}")
     print(f"{'static round-robin (same job times)':<34} {rr:>10.1f} {rr / bound:>9.2f}")
+    print(f"(the whole mpimager process took {wall:.1f} s: {wall - span:.1f} s of start-up, planning, summary, "
+          f"manifest and report around the jobs)")
 
 
 def serial_baseline(config: Path, data: Path, tmp: Path) -> tuple[float, float]:
