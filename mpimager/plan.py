@@ -151,7 +151,33 @@ def _tokens(group: Sequence[InputMS], p: ImagingPass, run_dir: Path) -> dict[str
 def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, ...], p: ImagingPass,
                  fix_ids: dict[str, str]) -> Job:
     where = f"{config.path}: [passes.{p.suffix}]" if p.suffix else f"{config.path}: [wsclean]"
-    tokens = _tokens(group, p, settings.run_dir)
+    name, prefix = _prefix(group, p, settings.run_dir, where)
+    options = dict(p.options)
+    n_out = _channels_out(options, group, where)
+    if "channels-out" in options:
+        options["channels-out"] = n_out
+    if settings.nodes_mpi > 1 and n_out < settings.nodes_mpi:
+        raise InputError(f"{where}: --nodes-mpi {settings.nodes_mpi} needs channels-out >= {settings.nodes_mpi} "
+                         f"(WSClean's MPI mode grids one output channel per rank), this job has {n_out}")
+    data_column = _data_column(config, group, options)
+    if data_column:
+        options["data-column"] = data_column
+    temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / "tmp")
+    temp_dir = os.path.join(temp_base, _safe(name) + "-" + _digest(prefix))
+    options = {"j": settings.threads, **options, "temp-dir": temp_dir}
+    binary = config.container.wsclean_mp if settings.nodes_mpi > 1 else settings.wsclean
+    argv = wsclean.command(binary, list(options.items()), prefix, [m.info.path for m in group])
+    return Job(id="", kind="wsclean", ms=tuple(m.info.path for m in group), argv=tuple(argv),
+               outputs=tuple(wsclean.predict_outputs(prefix, options, n_out)),
+               depends_on=tuple(fix_ids[m.info.path] for m in group if m.info.path in fix_ids),
+               host=_host(config, group), cost=_cost(group, options, n_out), prefix=prefix, temp_dir=temp_dir,
+               pass_name=p.suffix, nranks=settings.nodes_mpi,
+               pols=tuple(wsclean.parse_pols(str(options.get("pol", "I")))), tags=_tags(group))
+
+
+def _prefix(group: Sequence[InputMS], p: ImagingPass, run_dir: Path, where: str) -> tuple[str, str]:
+    """The image name (with the pass appended) and the absolute -name prefix of a group's job."""
+    tokens = _tokens(group, p, run_dir)
     name = wsclean.substitute(p.name, tokens, f"{where} name")
     if "/" in name:
         raise ConfigError(f"{where} name: {name!r} holds a '/': put folders in out-dir")
@@ -159,45 +185,31 @@ def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, .
     out_dir = wsclean.substitute(p.out_dir, {**tokens, "name": name}, f"{where} out-dir")
     if not os.path.isabs(out_dir):
         raise ConfigError(f"{where} out-dir: {p.out_dir!r} gives the relative path {out_dir!r}")
-    prefix = os.path.normpath(os.path.join(out_dir, name))
+    return name, os.path.normpath(os.path.join(out_dir, name))
 
-    options = dict(p.options)
+
+def _channels_out(options: dict, group: Sequence[InputMS], where: str) -> int:
+    """WSClean's output channels for a group ('all' and 'everyN' resolved from the MSs' channels)."""
+    if "channels-out" not in options:
+        return 1
     channels = {m.info.n_channels for m in group}
-    if len(channels) > 1 and "channels-out" in options and not isinstance(options["channels-out"], int):
+    if len(channels) > 1 and not isinstance(options["channels-out"], int):
         raise InputError(f"{where} channels-out = {options['channels-out']!r}: the MSs of one job have "
                          f"different channel counts ({', '.join(map(str, sorted(channels)))})")
-    n_out = 1
-    if "channels-out" in options:
-        n_out = wsclean.resolve_channels_out(options["channels-out"], max(channels), f"{where} channels-out")
-        options["channels-out"] = n_out
+    return wsclean.resolve_channels_out(options["channels-out"], max(channels), f"{where} channels-out")
 
-    data_column = options.get("data-column") or config.inputs.data_column
-    fixed = [m for m in group if _fixms_applies(config, m)]
-    if not data_column and fixed:
-        data_column = config.fixms.corrected_data_column
-    if data_column:
-        options["data-column"] = data_column
-        for m in group:
-            made_by_fixms = _fixms_applies(config, m) and data_column == config.fixms.corrected_data_column
-            if not m.info.has_column(data_column) and not made_by_fixms:
-                raise InputError(f"{m.info.path}: has no column {data_column} to image "
-                                 f"(columns: {', '.join(sorted(c for c in m.info.columns if 'DATA' in c))})")
 
-    if settings.nodes_mpi > 1 and n_out < settings.nodes_mpi:
-        raise InputError(f"{where}: --nodes-mpi {settings.nodes_mpi} needs channels-out >= {settings.nodes_mpi} "
-                         f"(WSClean's MPI mode grids one output channel per rank), this job has {n_out}")
-    temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / "tmp")
-    temp_dir = os.path.join(temp_base, _safe(name) + "-" + _digest(prefix))
-    options = {"j": settings.threads, **options, "temp-dir": temp_dir}
-    binary = config.container.wsclean_mp if settings.nodes_mpi > 1 else settings.wsclean
-    argv = wsclean.command(binary, list(options.items()), prefix, [m.info.path for m in group])
-    outputs = wsclean.predict_outputs(prefix, options, n_out)
-    pols = tuple(wsclean.parse_pols(str(options.get("pol", "I"))))
-    deps = tuple(fix_ids[m.info.path] for m in group if m.info.path in fix_ids)
-    return Job(id="", kind="wsclean", ms=tuple(m.info.path for m in group), argv=tuple(argv),
-               outputs=tuple(outputs), depends_on=deps, host=_host(config, group), cost=_cost(group, options, n_out),
-               prefix=prefix, temp_dir=temp_dir, pass_name=p.suffix, nranks=settings.nodes_mpi, pols=pols,
-               tags=_tags(group))
+def _data_column(config: Config, group: Sequence[InputMS], options: dict) -> str | None:
+    """The column to image: [wsclean] data-column, [inputs] data_column, else FixMS' output when FixMS
+    applies, else None (WSClean's choice). It must exist in every MS, or be the column FixMS will write."""
+    fixed = {m.info.path for m in group if _fixms_applies(config, m)}
+    column = options.get("data-column") or config.inputs.data_column or \
+        (config.fixms.corrected_data_column if fixed else None)
+    for m in group if column else ():
+        if not m.info.has_column(column) and not (m.info.path in fixed and column == config.fixms.corrected_data_column):
+            raise InputError(f"{m.info.path}: has no column {column} to image "
+                             f"(columns: {', '.join(sorted(c for c in m.info.columns if 'DATA' in c))})")
+    return column
 
 
 # ------------------------------------------------------------------------------------------------ gather

@@ -155,7 +155,7 @@ def mpi_launcher(placement, env: dict) -> list[str]:
     return argv
 
 
-def run_job(job: Job, ctx: RunContext, placement=None, binds_extra=()) -> JobResult:
+def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     """Run `job` with its retries; JobResult on success, JobError (one line, naming the log) on failure."""
     from mpimager import process
     from mpimager.containers import make_runtime
@@ -163,55 +163,52 @@ def run_job(job: Job, ctx: RunContext, placement=None, binds_extra=()) -> JobRes
     os.makedirs(os.path.join(ctx.run_dir, "logs"), exist_ok=True)
     env = job_env(ctx.env_file)
     runtime = make_runtime(ctx.container) if job.kind == "wsclean" else None
+    name = _program(job, runtime)
     attempts = 1 + (ctx.retries if job.kind == "wsclean" else 0)
     argv, logs, notes, t0 = list(job.argv), [], [], time.time()
-    for attempt in range(1, attempts + 1):
-        log = log_path(ctx.run_dir, job.id, attempt)
-        logs.append(log)
-        _remove(job.outputs)
-        if job.temp_dir:
-            shutil.rmtree(job.temp_dir, ignore_errors=True)
-            os.makedirs(job.temp_dir)
-        if job.prefix:
-            os.makedirs(os.path.dirname(job.prefix), exist_ok=True)
-        if runtime is not None:
-            binds = [*job.ms, os.path.dirname(job.prefix), job.temp_dir, *binds_extra]
-            command = runtime.command(argv, binds)
-            if job.nranks > 1:
-                command = mpi_launcher(placement, env) + command
-            child_env = runtime.env(env)
-            watcher = process.wsclean_watcher()
-        else:
-            command, child_env, watcher = argv, env, None
-        with open(log, "w") as f:
-            f.write(f"# mpimager: {job.id}, attempt {attempt} of {attempts}: {shlex.join(command)}\n")
-        result = process.run(command, log=Path(log), env=child_env, timeout=ctx.timeout, on_line=watcher, append=True)
-        name = _program(job, runtime)
-        if result.returncode == 0 and not result.timed_out and result.error is None:
-            good, bad = check_outputs(job.outputs)
-            if not bad:
-                if job.temp_dir:
-                    shutil.rmtree(job.temp_dir, ignore_errors=True)
-                return JobResult(job.id, attempt, tuple(argv), tuple(good), tuple(logs), time.time() - t0,
-                                 tuple(notes), result.returncode)
-            reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
-        else:
-            reason = _describe(result, name, ctx.timeout)
-            strategy = retry_strategy(result)
-        if attempt < attempts and strategy != NO_RETRY:
+    try:
+        for attempt in range(1, attempts + 1):
+            log = log_path(ctx.run_dir, job.id, attempt)
+            logs.append(log)
+            _remove(job.outputs)
+            if job.temp_dir:
+                shutil.rmtree(job.temp_dir, ignore_errors=True)
+                os.makedirs(job.temp_dir)
+            if job.prefix:
+                os.makedirs(os.path.dirname(job.prefix), exist_ok=True)
+            if runtime is not None:
+                command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix), job.temp_dir])
+                if job.nranks > 1:
+                    command = mpi_launcher(placement, env) + command
+                child_env, watcher = runtime.env(env), process.wsclean_watcher()
+            else:
+                command, child_env, watcher = argv, env, None
+            with open(log, "w") as f:
+                f.write(f"# mpimager: {job.id}, attempt {attempt} of {attempts}: {shlex.join(command)}\n")
+            result = process.run(command, log=Path(log), env=child_env, timeout=ctx.timeout, on_line=watcher,
+                                 append=True)
+            if result.returncode == 0 and not result.timed_out and result.error is None:
+                good, bad = check_outputs(job.outputs)
+                if not bad:
+                    return JobResult(job.id, attempt, tuple(argv), tuple(good), tuple(logs), time.time() - t0,
+                                     tuple(notes), result.returncode)
+                reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
+            else:
+                reason, strategy = _describe(result, name, ctx.timeout), retry_strategy(result)
+            if attempt == attempts or strategy == NO_RETRY:
+                break
             notes.append(f"attempt {attempt}: {reason}; retrying ({strategy})")
             if strategy == RETRY_LOWER_GAINS:
                 argv = lower_gains(argv)
-            continue
-        break
-    _remove(job.outputs)
-    if job.temp_dir:
-        shutil.rmtree(job.temp_dir, ignore_errors=True)
-    tried = f" after {attempt} attempts" if attempt > 1 else ""
-    error = JobError(f"{reason}{tried} (log: {logs[-1]})", log=logs[-1])
-    error.value = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes),
-                            None if result.timed_out or result.error is not None else result.returncode)
-    raise error
+        _remove(job.outputs)
+        error = JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
+                         log=logs[-1])
+        error.value = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes),
+                                None if result.timed_out or result.error is not None else result.returncode)
+        raise error
+    finally:
+        if job.temp_dir:
+            shutil.rmtree(job.temp_dir, ignore_errors=True)
 
 
 def _program(job: Job, runtime) -> str:

@@ -85,8 +85,6 @@ class Coordinator:
         self.run_dir = prepared.run_dir
         self.jobs = {j.id: j for j in prepared.jobs}
         self.t0 = time.time()
-        self.running: dict[str, tuple[int, str]] = {}
-        self.finished = 0
         self.progress = None  # mpimager.progress.Progress, while the queue runs
         self.provenance: dict | None = None
 
@@ -150,29 +148,30 @@ class Coordinator:
             self.journal.write("note", message=ev.message)
             self.say(ev.message)
         elif ev.kind == "start":
-            job = self.jobs[ev.task_id]
-            self.running[ev.task_id] = (ev.rank, ev.host)
-            self.journal.write("start", job=ev.task_id, rank=ev.rank, host=ev.host, argv=list(job.argv))
+            self.journal.write("start", job=ev.task_id, rank=ev.rank, host=ev.host,
+                               argv=list(self.jobs[ev.task_id].argv))
             self.progress.started(ev.task_id, ev.rank, ev.host, ev.time)
         elif ev.kind == "end":
             self._end(ev.outcome)
 
     def _end(self, o: mpiqueue.Outcome) -> None:
-        job = self.jobs[o.task_id]
-        self.running.pop(o.task_id, None)
-        self.finished += 1
         record = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start, end=o.end,
-                      argv=list(job.argv))
+                      argv=list(self.jobs[o.task_id].argv))
         r = o.value  # a JobResult, also for a failed job (its attempts, exit code and logs)
         if isinstance(r, JobResult):
             record.update(attempts=r.attempts, exit=r.exit_code, argv_run=list(r.argv), logs=list(r.logs),
                           notes=list(r.notes), outputs=[{"path": p, "size": s} for p, s in r.outputs])
         if o.status != mpiqueue.OK:
-            record.update(error=o.error, log=r.logs[-1] if isinstance(r, JobResult) else
-                          log_path(str(self.run_dir), o.task_id) if o.status == "failed" else None)
+            record.update(error=o.error, log=self.failure_log(o))
         self.journal.write("end", **record)
         self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error,
                             notes=r.notes if isinstance(r, JobResult) else ())
+
+    def failure_log(self, o: mpiqueue.Outcome) -> str | None:
+        """The log of a failed job's last attempt (None for a job not run because a dependency failed)."""
+        if isinstance(o.value, JobResult):
+            return o.value.logs[-1]
+        return log_path(str(self.run_dir), o.task_id) if o.status == mpiqueue.FAILED else None
 
     def finish(self, outcomes, skip) -> int:
         wall = time.time() - self.t0
@@ -208,10 +207,10 @@ class Coordinator:
             o = by_id.get(job_id)
             if o is None:
                 continue
-            tries = o.value.attempts if o.status == mpiqueue.OK else "-"
+            tries = o.value.attempts if isinstance(o.value, JobResult) else "-"
             where = o.host or "-"
             if o.status != mpiqueue.OK:
-                where = (f"log {log_path(str(self.run_dir), job_id)}" if o.status == "failed" else o.error or "")
+                where = f"log {self.failure_log(o)}" if o.status == mpiqueue.FAILED else o.error or ""
             lines.append(f"{job_id:<{width}}  {o.status:<8}  {o.end - o.start:>7.1f}  {tries!s:>5}  "
                          f"{o.rank if o.rank is not None else '-'!s:>4}  {where}")
         busy: dict[int, float] = {}
@@ -229,16 +228,16 @@ class Coordinator:
     def write_manifest(self, outcomes, skip, wall) -> Path:
         from mpimager.journal import finished_jobs
 
-        done = finished_jobs(read_records(self.run_dir))
+        records = read_records(self.run_dir)
+        done = finished_jobs(records)
+        ended = {o.task_id: o.status for o in outcomes}
         jobs = []
         for job_id, job in self.jobs.items():
-            d = done.get(job_id)
-            status = "ok" if d is not None and (job_id in skip or any(
-                o.task_id == job_id and o.status == mpiqueue.OK for o in outcomes)) else \
-                next((o.status for o in outcomes if o.task_id == job_id), "pending")
+            status = "ok" if job_id in skip else ended.get(job_id, "pending")
+            outputs = done[job_id].outputs if status == "ok" else ()
             jobs.append({"id": job_id, "kind": job.kind, "status": status, "ms": list(job.ms), "argv": list(job.argv),
-                         "outputs": [{"path": p, "size": s} for p, s in d.outputs] if status == "ok" else []})
-        argv_run = {r["job"]: r["argv_run"] for r in read_records(self.run_dir)
+                         "outputs": [{"path": p, "size": s} for p, s in outputs]})
+        argv_run = {r["job"]: r["argv_run"] for r in records
                     if r.get("event") == "end" and r.get("status") == "ok" and r.get("argv_run")}
         for j in jobs:  # the argv of the attempt that made the outputs, when a retry changed it
             if j["status"] == "ok" and argv_run.get(j["id"], j["argv"]) != j["argv"]:

@@ -24,8 +24,10 @@ fi
 bash "$here/scripts/install-slurm.sh"   # Slurm, munge and PMIx for the tests' local cluster
 
 PY="${PYTHON:-python3}"
-if ! "$PY" -c "import mpimager, pytest, pytest_timeout, matplotlib" 2>/dev/null \
-   || [ "$("$PY" -c 'import mpimager, os; print(os.path.dirname(os.path.dirname(mpimager.__file__)))')" != "$here" ]; then
+# asked from / so that the answer is the installed package, not ./mpimager of the current directory
+installed="$(cd / && "$PY" -c 'import mpimager, os; print(os.path.dirname(os.path.dirname(mpimager.__file__)))' \
+             2>/dev/null || true)"
+if [ "$installed" != "$here" ] || ! (cd / && "$PY" -c "import pytest, pytest_timeout, matplotlib" 2>/dev/null); then
   echo "install.sh: pip install -e $here[test,report]"
-  "$PY" -m pip install -q --disable-pip-version-check -e "$here[test,report]"
+  "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e "$here[test,report]"
 fi
