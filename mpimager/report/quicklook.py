@@ -42,6 +42,18 @@ class QuickLookError(MpimagerError):
     """A product could not be drawn (unreadable FITS, no celestial axes, ...)."""
 
 
+
+
+def _open(fits_path: str):
+    """The FITS file opened (memory-mapped), or a QuickLookError naming it."""
+    from astropy.io import fits
+
+    try:
+        return fits.open(fits_path, memmap=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a quick-look not drawn
+        raise QuickLookError(f"{fits_path}: cannot be read ({exc})") from None
+
+
 def missing() -> str | None:
     """None if quick-looks can be made, else what to install."""
     try:
@@ -188,18 +200,13 @@ def image_quicklook(fits_path: str, png_path: str, *, max_px: int = DEFAULT_MAX_
 
 
 def _image_quicklook(fits_path: str, png_path: str, max_px: int) -> ImageLook:
-    from astropy.io import fits
     from astropy.visualization import AsinhStretch, ImageNormalize
     from astropy.wcs.utils import proj_plane_pixel_scales
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Ellipse
 
-    try:
-        hdul = fits.open(fits_path, memmap=True)
-    except Exception as exc:  # noqa: BLE001
-        raise QuickLookError(f"{fits_path}: cannot be read ({exc})") from None
-    with hdul:
+    with _open(fits_path) as hdul:
         header = hdul[0].header
         plane, cel, full = _celestial_plane(hdul[0])
         if (cel.wcs.lng, cel.wcs.lat) == (1, 0):
@@ -336,15 +343,10 @@ def cube_quicklook(fits_path: str, png_path: str, beamlog: str | None = None, we
 
 
 def _cube_quicklook(fits_path: str, png_path: str, beamlog: str | None, weights: str | None) -> CubeLook:
-    from astropy.io import fits
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    try:
-        hdul = fits.open(fits_path, memmap=True)
-    except Exception as exc:  # noqa: BLE001
-        raise QuickLookError(f"{fits_path}: cannot be read ({exc})") from None
-    with hdul:
+    with _open(fits_path) as hdul:
         header = hdul[0].header
         cube, wcs = _spectral_view(hdul[0])
         nchan = cube.shape[0]
