@@ -17,10 +17,11 @@ def write_script(path, body):
 
 
 def test_sbatch_srun_pmix_starts_three_mpi4py_ranks_in_one_world(slurm_cluster, tmp_path):
+    # one write per line: the three ranks share one stream (print writes text and newline apart when unbuffered)
     script = write_script(tmp_path / "ranks.sh", f"""\
         #SBATCH -n 3
-        srun --mpi=pmix -n 3 {sys.executable} -c "from mpi4py import MPI; c = MPI.COMM_WORLD; \\
-        print(f'rank {{c.rank}} of {{c.size}}', flush=True)"
+        srun --mpi=pmix -n 3 {sys.executable} -c "import os; from mpi4py import MPI; c = MPI.COMM_WORLD; \\
+        os.write(1, f'rank {{c.rank}} of {{c.size}}\\n'.encode())"
         """)
     job = slurm_cluster.sbatch(script, cwd=tmp_path)
 
