@@ -436,13 +436,8 @@ def load_config(path: str | os.PathLike) -> Config:
     for table, cls in (("worker", WorkerOptions), ("inputs", InputsOptions),
                        ("data_handler", DataHandlerOptions), ("fixms", FixMSSettings)):
         sections[table] = build(cls, merged.get(table, {}))
-    for table, cls in (("container", ContainerOptions), ("reduce", ReduceOptions)):
-        try:
-            sections[table] = cls.from_mapping(merged.get(table, {}), where=f"{user}: [{table}]")
-        except ConfigError:
-            raise
-        except Exception as exc:  # a module's own validation error type
-            raise ConfigError(str(exc)) from None
+    for table, cls in (("container", ContainerOptions), ("reduce", ReduceOptions)):  # each raises ConfigError
+        sections[table] = cls.from_mapping(merged.get(table, {}), where=f"{user}: [{table}]")
     return Config(path=user, layers=tuple(files), passes=_passes(merged, str(user)),
                   resolved=merged, origins=origins, **sections)
 

@@ -20,9 +20,6 @@ from typing import Iterable, Mapping, Sequence
 from mpimager.config import PATH_OPTIONS, suggest
 from mpimager.errors import WSCleanOptionError
 
-#: options mpimager itself manages; a `[wsclean]` key of the same name is refused or treated specially
-MANAGED = {"name": "the image name: set by [wsclean] name and out-dir"}
-
 #: a token's value for a combined job whose MSs differ in it
 MIXED = "\0mixed"
 
@@ -217,9 +214,7 @@ def check_options(keys: Iterable[tuple[str, str]], known: frozenset[str]) -> Non
     """Each (key, where) must be an option of this WSClean: else one line naming it and the nearest option."""
     problems = []
     for key, where in keys:
-        if key in MANAGED:
-            problems.append(f"{where}: '{key}' is managed by mpimager ({MANAGED[key]})")
-        elif key not in known:
+        if key not in known:
             problems.append(f"{where}: unknown WSClean option '{key}'{suggest(key, known)}")
     if problems:
         more = f" (and {len(problems) - 1} more: " + "; ".join(problems[1:]) + ")" if len(problems) > 1 else ""
