@@ -128,34 +128,26 @@ def _images(d: ReportData) -> list[str]:
     out = ["<h2 id='images'>MFS images</h2>"]
     if not d.images:
         return out + ["<p>No MFS image among the products.</p>"]
-    out.append("<div class='grid'>")
-    for e in d.images:
-        link = href(e.fits, d.status.run_dir)
-        name = escape(os.path.basename(e.fits))
-        title = f"<a href='{escape(link)}'>{name}</a>" if link else name
-        if e.png:
-            img = f"<a href='{escape(e.png)}'><img src='{escape(e.png)}' alt='quick-look of {name}'></a>"
-        else:
-            img = f"<p class='{'error' if e.error else 'warn'}'>{escape(e.error or d.missing or '')}</p>"
-        out.append(f"<figure class='img-look'>{img}<figcaption>{title}<br>{escape(e.caption)}</figcaption></figure>")
-    out.append("</div>")
-    return out
+    return out + ["<div class='grid'>"] + [_figure(e, d, "img-look", "quick-look of") for e in d.images] + ["</div>"]
 
 
 def _cubes(d: ReportData) -> list[str]:
     out = ["<h2 id='cubes'>Cubes</h2>"]
     if not d.cubes:
         return out + ["<p>No cube among the products.</p>"]
-    for e in d.cubes:
-        link = href(e.fits, d.status.run_dir)
-        name = escape(os.path.basename(e.fits))
-        title = f"<a href='{escape(link)}'>{name}</a>" if link else name
-        if e.png:
-            img = f"<a href='{escape(e.png)}'><img src='{escape(e.png)}' alt='beams, noise and spectrum of {name}'></a>"
-        else:
-            img = f"<p class='{'error' if e.error else 'warn'}'>{escape(e.error or d.missing or '')}</p>"
-        out.append(f"<figure class='cube-look'>{img}<figcaption>{title}<br>{escape(e.caption)}</figcaption></figure>")
-    return out
+    return out + [_figure(e, d, "cube-look", "beams, noise and spectrum of") for e in d.cubes]
+
+
+def _figure(e, d: ReportData, css: str, alt: str) -> str:
+    """One quick-look: its PNG (or why there is none), captioned with a link to the FITS file."""
+    link = href(e.fits, d.status.run_dir)
+    name = escape(os.path.basename(e.fits))
+    title = f"<a href='{escape(link)}'>{name}</a>" if link else name
+    if e.png:
+        img = f"<a href='{escape(e.png)}'><img src='{escape(e.png)}' alt='{alt} {name}'></a>"
+    else:
+        img = f"<p class='{'error' if e.error else 'warn'}'>{escape(e.error or d.missing or '')}</p>"
+    return f"<figure class='{css}'>{img}<figcaption>{title}<br>{escape(e.caption)}</figcaption></figure>"
 
 
 def _timeline(d: ReportData) -> list[str]:
