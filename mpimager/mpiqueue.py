@@ -122,8 +122,9 @@ class Reply(NamedTuple):
 # ---------------------------------------------------------------------------------------------- MPI helpers
 
 
-#: variables an MPI launcher (mpirun/mpiexec of Open MPI or MPICH, srun) sets in each rank's environment
-_LAUNCH_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
+#: variables an MPI launcher sets in each rank's environment (Open MPI, PMIx/srun, MPICH/Intel hydra, MVAPICH)
+_LAUNCH_MARKERS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "PMI_FD", "MV2_COMM_WORLD_SIZE",
+                   "MPI_LOCALNRANKS")
 
 
 class SelfComm:
@@ -180,6 +181,19 @@ def abort_if_parallel(code: int) -> None:
 
         if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
             MPI.COMM_WORLD.Abort(code)
+
+
+def ranks_on_node(comm) -> int:
+    """How many ranks of `comm` share this node (1 for None or a SelfComm)."""
+    if comm is None or comm.Get_size() == 1:
+        return 1
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return local.Get_size()
+    finally:
+        local.Free()
 
 
 def rank(comm=None) -> int:

@@ -62,18 +62,12 @@ def options_from_args(args) -> ReduceOptions:
     return ReduceOptions.from_mapping(table, where="mpimager reduce:")
 
 
-#: set by the MPI launchers mpimager meets (Open MPI, PMIx/srun, MPICH/Intel hydra, MVAPICH)
-_LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "PMI_FD", "MV2_COMM_WORLD_SIZE",
-                 "MPI_LOCALNRANKS")
-
-
 def _comm():
-    """COMM_WORLD under an MPI launcher with several ranks, else None (MPI is not even initialised)."""
-    import os
-    if not any(k in os.environ for k in _LAUNCHER_ENV):
-        return None  # a plain process: skip MPI_Init (about half a second)
-    from mpi4py import MPI
-    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+    """COMM_WORLD under an MPI launcher with several ranks, else None (a plain process skips MPI_Init)."""
+    from mpimager import mpiqueue
+
+    comm = mpiqueue.world()
+    return comm if comm.Get_size() > 1 else None
 
 
 def run(args) -> int:

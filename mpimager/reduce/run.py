@@ -75,13 +75,9 @@ def default_threads(comm=None) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
         cores = os.cpu_count() or 1
-    ranks = 1
-    if comm is not None:
-        from mpi4py import MPI
-        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        ranks = local.Get_size()
-        local.Free()
-    return max(1, cores // ranks)
+    from mpimager.mpiqueue import ranks_on_node
+
+    return max(1, cores // ranks_on_node(comm))
 
 
 _TAG = 7301  # on a private duplicate of the caller's communicator
