@@ -54,7 +54,7 @@ for ms in sorted(Path(sys.argv[1]).glob("*.ms")):
 
 def data(root: Path) -> dict[int, Path]:
     """Directories of 10, 100 and 1,000 MSs (the smaller ones link into the largest)."""
-    from mpimager.synth import make_askap_observation
+    from mpimager.testing.synth import make_askap_observation
 
     full = root / "ms1000"
     if len(list(full.glob("*.ms"))) != 1000:

@@ -82,14 +82,14 @@ def mpimager(config: Path, inputs, run_dir: Path, ranks: int) -> float:
 
 
 def job_times(run_dir: Path) -> dict[str, float]:
-    from mpimager.journal import read_records
+    from mpimager.rundir.journal import read_records
 
     return {r["job"]: r["end"] - r["start"] for r in read_records(run_dir) if r["event"] == "end"}
 
 
 def makespan(run_dir: Path) -> float:
     """First job start to last job end, from the journal (without process start-up, planning, report)."""
-    from mpimager.journal import read_records
+    from mpimager.rundir.journal import read_records
 
     ends = [r for r in read_records(run_dir) if r["event"] == "end"]
     return max(r["end"] for r in ends) - min(r["start"] for r in ends)
@@ -100,7 +100,7 @@ def round_robin(durations: list[float], workers: int) -> float:
 
 
 def balance(tmp: Path) -> None:
-    from mpimager.synth import make_ms
+    from mpimager.testing.synth import make_ms
 
     data = tmp / "mixed"
     for i in range(12):
@@ -142,7 +142,7 @@ def serial_baseline(config: Path, data: Path, tmp: Path) -> tuple[float, float]:
 
 
 def e2e(tmp: Path, beams: int, workers: int) -> None:
-    from mpimager.synth import make_askap_observation
+    from mpimager.testing.synth import make_askap_observation
 
     src = make_askap_observation(tmp / "beams", n_beams=beams, n_ant=36, n_times=30, n_chan=8)
     for name in ("ours", "serial"):

@@ -2,6 +2,6 @@
 
 import sys
 
-from mpimager.cli import main
+from mpimager.cli.main import main
 
 sys.exit(main())

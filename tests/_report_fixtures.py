@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpimager.journal import read_records
+from mpimager.rundir.journal import read_records
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

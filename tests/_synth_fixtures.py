@@ -18,7 +18,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from mpimager import synth
+from mpimager.testing import synth
 
 # Tiny images resolve the default sources: the 8-antenna layout gives a ~13 arcsec beam, and the
 # default sources sit on whole multiples of 3 arcsec from the data phase centre.

@@ -50,7 +50,7 @@ def write_config(path: Path, text: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ms_dir(tmp_path_factory):
     """Three tiny plain MSs (8 antennas, 8 times, 4 channels), made once per session."""
-    from mpimager.synth import make_ms
+    from mpimager.testing.synth import make_ms
 
     d = tmp_path_factory.mktemp("tiny")
     for i in range(3):

@@ -16,7 +16,7 @@ from astropy.io import fits
 
 from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, write_config
-from mpimager import synth
+from mpimager.testing import synth
 
 pytestmark = pytest.mark.slurm
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_config
-from mpimager.config import load_config
+from mpimager.config.load import load_config
 from mpimager.errors import ConfigError
 
 

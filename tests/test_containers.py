@@ -1,4 +1,4 @@
-"""mpimager.containers: the [container] options, bind lists, image pulls, and WSClean run natively and
+"""mpimager.runtime.containers: the [container] options, bind lists, image pulls, and WSClean run natively and
 in a Singularity sandbox image through spython.
 
 The container runs are real: the WSClean rootfs built by scripts/build-wsclean-rootfs.sh is entered
@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mpimager.containers import (ContainerOptions, NativeRuntime, collapse_binds, ensure_pulled,
+from mpimager.runtime.containers import (ContainerOptions, NativeRuntime, collapse_binds, ensure_pulled,
                                  make_runtime, pulled_image_path)
 from mpimager.errors import ConfigError, InputError, JobError
-from mpimager.process import IOFailure, run, wsclean_watcher
+from mpimager.runtime.process import IOFailure, run, wsclean_watcher
 
 WHERE = "run.toml: [container]"
 PRODUCTS = ("dirty", "image", "model", "psf", "residual")
@@ -105,7 +105,7 @@ def test_container_command_runs_the_argv_through_the_spython_child(tmp_path):
     rt = make_runtime(ContainerOptions(runtime="apptainer", image="/images/w.sif", binds=("/models:/m:ro",)))
     cmd = rt.command(["wsclean", "-name", "/data/out/img", "/data/a.ms"], ["/data/a.ms", "/data/out"])
     sep = cmd.index("--")
-    assert cmd[:6] == [sys.executable, "-m", "mpimager.containers", "exec", "--runtime-binary", "apptainer"]
+    assert cmd[:6] == [sys.executable, "-m", "mpimager.runtime.containers", "exec", "--runtime-binary", "apptainer"]
     binds = cmd[7:sep:2]
     assert cmd[6:sep:2] == ["--bind"] * len(binds)
     assert {"/models:/m:ro", "/data/a.ms", "/data/out", "/tmp"} <= set(binds)
@@ -125,7 +125,7 @@ def test_env_always_has_home():
 PULLER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from mpimager.containers import ensure_pulled
+    from mpimager.runtime.containers import ensure_pulled
     cache, counter = sys.argv[1], Path(sys.argv[2])
     def stub_pull(uri, dest):  # stands in for `singularity pull`: no registry is reachable here
         with open(counter, "a") as f:
@@ -226,7 +226,7 @@ def outside_dir():
 
 @pytest.fixture(scope="module")
 def tiny_ms(outside_dir):
-    from mpimager.synth import make_ms
+    from mpimager.testing.synth import make_ms
 
     return make_ms(outside_dir / "data" / "tiny.ms")
 
@@ -254,7 +254,7 @@ def test_wsclean_in_the_container_makes_the_same_images_as_native(container_opti
     contained = image_run(runtime, tiny_ms, outside_dir / "container")
     assert native.ok, native.summary()
     assert contained.ok, contained.summary()
-    assert contained.argv[:4] == (sys.executable, "-m", "mpimager.containers", "exec")
+    assert contained.argv[:4] == (sys.executable, "-m", "mpimager.runtime.containers", "exec")
     for product in PRODUCTS:
         a = fits.getdata(outside_dir / "native" / f"img-{product}.fits")
         b = fits.getdata(outside_dir / "container" / f"img-{product}.fits")

@@ -15,7 +15,7 @@ import pytest
 from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, write_config
 from mpimager.errors import JobError
-from mpimager.runner import job_env
+from mpimager.runtime.runner import job_env
 
 TEMPLATE = ROOT / "slurm" / "mpimager.sbatch"
 

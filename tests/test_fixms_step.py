@@ -16,9 +16,9 @@ import astropy.units as u
 from fixms.fix_ms_corrs import convert_correlations, fix_ms_corrs
 from fixms.fix_ms_dir import fix_ms_dir
 
-from mpimager import synth
+from mpimager.testing import synth
 from mpimager.errors import JobError
-from mpimager.fixms_step import MARKER_NAME, RECORD_NAME, FixMSOptions, fixms_state, run_fixms
+from mpimager.runtime.fixms import MARKER_NAME, RECORD_NAME, FixMSOptions, fixms_state, run_fixms
 
 from _synth_fixtures import copy_ms, flux_tolerance, source_peak, wsclean_image
 
@@ -117,7 +117,7 @@ def test_fixms_output_goes_to_the_log_not_the_console(tmp_path, capfd):
 def test_a_fix_killed_while_filling_corrected_data_is_completed_by_the_next_run(big_raw_beam, tmp_path):
     ms = copy_ms(big_raw_beam, tmp_path / "big.ms")
     log = tmp_path / "fixms.log"
-    child = subprocess.Popen([sys.executable, "-m", "mpimager.fixms_step", "--log", str(log), str(ms)],
+    child = subprocess.Popen([sys.executable, "-m", "mpimager.runtime.fixms", "--log", str(log), str(ms)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -165,7 +165,7 @@ async def chunk(**kwargs):
 corrs.process_chunk = chunk
 """
 KILL_BEFORE_RECORD = """
-import os, signal, mpimager.fixms_step as step
+import os, signal, mpimager.runtime.fixms as step
 original = step._write_json_atomic
 def write(path, value):
     if path.name == step.RECORD_NAME:
@@ -174,7 +174,7 @@ def write(path, value):
 step._write_json_atomic = write
 """
 KILL_AFTER_RECORD = """
-import os, signal, mpimager.fixms_step as step
+import os, signal, mpimager.runtime.fixms as step
 original = step._write_json_atomic
 def write(path, value):
     original(path, value)
@@ -192,7 +192,7 @@ step._write_json_atomic = write
 ], ids=["after-fix_ms_dir", "mid-fill-flushed", "before-record", "after-record"])
 def test_a_fix_killed_at_any_step_ends_correctly_fixed(patch, expected, tmp_path):
     ms = _raw_beam(tmp_path / "beam.ms", n_ant=16, n_times=16)  # 2176 rows: 3 fixms chunks of 1000
-    script = patch + f"\nstep_ms = {str(ms)!r}\nfrom mpimager.fixms_step import run_fixms, FixMSOptions\n" \
+    script = patch + f"\nstep_ms = {str(ms)!r}\nfrom mpimager.runtime.fixms import run_fixms, FixMSOptions\n" \
                      "run_fixms(step_ms, FixMSOptions())\n"
     child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert child.returncode == -signal.SIGKILL, child.stderr
@@ -261,7 +261,7 @@ def test_a_column_fixed_with_other_options_is_refused(tmp_path):
 
 def test_two_runs_at_once_fix_the_ms_once(tmp_path):
     ms = _raw_beam(tmp_path / "beam.ms", n_ant=24, n_times=30, n_chan=8)
-    argv = [sys.executable, "-m", "mpimager.fixms_step", str(ms)]
+    argv = [sys.executable, "-m", "mpimager.runtime.fixms", str(ms)]
     children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = sorted(child.communicate()[0].split(": ")[1].split()[0] for child in children)
     assert [c.returncode for c in children] == [0, 0]
@@ -271,7 +271,7 @@ def test_two_runs_at_once_fix_the_ms_once(tmp_path):
 
 def test_the_command_line_exits_1_with_a_one_line_error(tmp_path):
     ms = _raw_beam(tmp_path / "beam.ms", mount="alt-az")
-    child = subprocess.run([sys.executable, "-m", "mpimager.fixms_step", str(ms)], capture_output=True, text=True)
+    child = subprocess.run([sys.executable, "-m", "mpimager.runtime.fixms", str(ms)], capture_output=True, text=True)
     assert child.returncode == 1
     assert child.stderr.startswith("error: ") and str(ms) in child.stderr
     assert child.stderr.count("\n") == 1

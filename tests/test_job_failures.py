@@ -5,8 +5,8 @@ import os
 import stat
 
 from conftest import run_cli, write_config
-from mpimager.journal import read_records
-from mpimager.runner import lower_gains
+from mpimager.rundir.journal import read_records
+from mpimager.runtime.runner import lower_gains
 
 SMALL = """
 [worker]

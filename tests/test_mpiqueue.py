@@ -1,4 +1,4 @@
-"""The MPI work queue (mpimager.mpiqueue), run for real under mpirun with 1, 3, 4 and 5 ranks.
+"""The MPI work queue (mpimager.queue.mpiqueue), run for real under mpirun with 1, 3, 4 and 5 ranks.
 
 Each MPI test launches tests/mpi_scripts/queue_driver.py (or root_first_driver.py) with a task list and reads
 the JSON that rank 0 prints: outcomes with the worker's start/end times, rank and host, and the events.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mpimager.errors import MpimagerError
-from mpimager.mpiqueue import Reply, Task, _Scheduler
+from mpimager.queue.mpiqueue import Reply, Task, _Scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "mpi_scripts"

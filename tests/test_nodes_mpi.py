@@ -84,7 +84,7 @@ wsclean_mp = "/opt/wsclean-mp/wsclean-mp"
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     log = (tmp_path / "run" / "logs" / "wsclean_obs1.log").read_text()
     command = log.splitlines()[0].split(": ", 2)[2]  # "# mpimager: JOB, attempt 1 of 2: COMMAND"
-    assert command.startswith("mpirun --bind-to none -np 2 ") and " -m mpimager.containers exec " in command
+    assert command.startswith("mpirun --bind-to none -np 2 ") and " -m mpimager.runtime.containers exec " in command
     assert "Node 0, PID" in log and "Node 1, PID" in log and "Worker node is done gridding." in log
     (job,) = json.loads((tmp_path / "run" / "manifest.json").read_text())["jobs"]
     _serial_twin_equal(job, ms, tmp_path)

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from conftest import write_config
-from mpimager.config import load_config
+from mpimager.config.load import load_config
 from mpimager.errors import ConfigError, InputError
-from mpimager.inputs import InputMS
-from mpimager.msinfo import MSInfo, SpectralWindow
-from mpimager.plan import PlanSettings, plan_jobs
+from mpimager.inputs.discover import InputMS
+from mpimager.inputs.msinfo import MSInfo, SpectralWindow
+from mpimager.plan.jobs import PlanSettings, plan_jobs
 
 RUN = Path("/runs/r1")
 

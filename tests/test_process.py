@@ -1,4 +1,4 @@
-"""mpimager.process: the one runner for external programs, its WSClean watcher and MPI env cleaning.
+"""mpimager.runtime.process: the one runner for external programs, its WSClean watcher and MPI env cleaning.
 
 Every runner test starts real processes; the watcher is tested on lines captured from the real
 WSClean 3.1 (tests/data/wsclean_*.log) and on a real diverging WSClean run.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mpimager.errors import JobError
-from mpimager.process import (Divergence, IOFailure, ProcessResult, WatchAbort, mpi_clean_env, peak_flux_jy, run,
+from mpimager.runtime.process import (Divergence, IOFailure, ProcessResult, WatchAbort, mpi_clean_env, peak_flux_jy, run,
                               wsclean_watcher)
 
 DATA = Path(__file__).parent / "data"
@@ -276,7 +276,7 @@ def test_wsclean_watcher_threshold_and_nan():
 
 
 def test_a_real_diverging_wsclean_is_stopped_by_the_watcher(tmp_path):
-    from mpimager.synth import make_ms
+    from mpimager.testing.synth import make_ms
 
     ms = make_ms(tmp_path / "d.ms")
     argv = ["wsclean", "-size", "128", "128", "-scale", "3asec", "-niter", "200000", "-gain", "1.95",
@@ -316,7 +316,7 @@ NESTED = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     from mpi4py import MPI
-    from mpimager.process import run, mpi_clean_env
+    from mpimager.runtime.process import run, mpi_clean_env
     comm = MPI.COMM_WORLD
     out = Path(sys.argv[1])
     inner = ["mpirun", "-n", "2", sys.executable, "-c",

@@ -11,7 +11,7 @@ import pytest
 
 from _report_fixtures import TINY_CONFIG, launch
 from conftest import write_config
-from mpimager.progress import (DEFAULT_INTERVAL_S, ENV_INTERVAL, Progress, estimate_remaining, format_duration,
+from mpimager.pipeline.progress import (DEFAULT_INTERVAL_S, ENV_INTERVAL, Progress, estimate_remaining, format_duration,
                                interval_from_env, live_bar_wanted)
 
 STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")

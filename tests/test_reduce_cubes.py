@@ -244,7 +244,7 @@ def test_receptor_angle_is_carried_into_the_cube_header(tmp_path):
 def test_pol_axis_comes_from_a_fixms_d_measurement_set(tmp_path):
     from fixms.fix_ms_corrs import fix_ms_corrs
     from mpimager.reduce.receptor import pol_axis_from_ms
-    from mpimager.synth import make_ms
+    from mpimager.testing.synth import make_ms
 
     ms = make_ms(tmp_path / "raw.ms", raw_askap=True, receptor_angle_deg=-45.0 + 10.0)
     assert pol_axis_from_ms(ms) is None  # not FixMS'd yet

@@ -20,8 +20,8 @@ from astropy.io import fits
 from _report_fixtures import (TINY_CONFIG, assert_not_blank, chromium, env_without_matplotlib,  # noqa: F401
                               images_loaded, luminance, png_pixels, png_size, screenshot)
 from conftest import ROOT, run_cli, write_config
-from mpimager import synth
-from mpimager.commands.synth import synthesise
+from mpimager.testing import synth
+from mpimager.cli.synth import synthesise
 from mpimager.report.quicklook import MISSING, cube_quicklook, image_quicklook, read_beamlog
 
 DEMO_CONFIG = ROOT / "configs" / "demo.toml"
@@ -29,7 +29,7 @@ BEAMS = 2
 
 
 def beam_sources(beam: int):
-    """The sources mpimager.synth put in a beam of the demo observation, around that beam's centre."""
+    """The sources mpimager.testing.synth put in a beam of the demo observation, around that beam's centre."""
     boresight = synth.field_centre_from_name(synth.DEFAULT_FIELD)
     centre = synth.beam_centre(boresight, synth.askap_footprint(BEAMS)[beam])
     return synth.default_sources(centre)
@@ -270,7 +270,7 @@ def test_a_cubes_beam_log_and_weights_are_found_beside_it_under_either_naming(tm
 
 def test_the_page_escapes_what_it_shows_and_links_inside_the_run_directory_relatively():
     from mpimager.report.html import ReportData, href, render
-    from mpimager.status import JobStatus, RunStatus
+    from mpimager.rundir.status import JobStatus, RunStatus
 
     jobs = (JobStatus("wsclean:<b>x</b>", "wsclean", "failed", rank=1, host="h&1", start=10.0, end=12.0,
                       attempts=1, log="/r/logs/w.log", error="exited 1: <oops>"),

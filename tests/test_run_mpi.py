@@ -16,8 +16,8 @@ from astropy.io import fits
 from _report_fixtures import kill_session
 from _synth_fixtures import flux_tolerance, source_peak
 from conftest import run_cli, write_config
-from mpimager import synth
-from mpimager.journal import read_records
+from mpimager.testing import synth
+from mpimager.rundir.journal import read_records
 
 CONFIG = """
 [fixms]
@@ -270,7 +270,7 @@ def test_a_single_rank_runs_the_plan_serially(tmp_path, tiny_ms_dir):
 
 
 def test_a_second_run_on_the_same_run_directory_is_refused_while_one_runs(tmp_path, tiny_ms_dir):
-    from mpimager.journal import RunLock
+    from mpimager.rundir.journal import RunLock
 
     (tmp_path / "run").mkdir()
     lock = RunLock(tmp_path / "run")

@@ -9,9 +9,9 @@ import pytest
 
 from _report_fixtures import TINY_CONFIG, kill_session, launch, open_jobs, wait_for
 from conftest import run_cli, write_config
-from mpimager import synth
-from mpimager.journal import read_records
-from mpimager.status import RUN_DIED, RUN_FINISHED, RUN_RUNNING, format_table, job_states, read_status
+from mpimager.testing import synth
+from mpimager.rundir.journal import read_records
+from mpimager.rundir.status import RUN_DIED, RUN_FINISHED, RUN_RUNNING, format_table, job_states, read_status
 
 RUN = "/runs/r1"
 

@@ -8,7 +8,7 @@ import pytest
 from fixms.fix_ms_corrs import fix_ms_corrs
 from fixms.fix_ms_dir import fix_ms_dir
 
-from mpimager import synth
+from mpimager.testing import synth
 from mpimager.errors import InputError
 
 from _synth_fixtures import (  # noqa: F401  (pytest fixtures)

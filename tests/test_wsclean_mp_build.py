@@ -19,7 +19,7 @@ import pytest
 from astropy.io import fits
 
 from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
-from mpimager.synth import make_ms
+from mpimager.testing.synth import make_ms
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "scripts" / "build-wsclean-mp.sh"

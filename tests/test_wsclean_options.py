@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from mpimager import wsclean
+from mpimager.wsclean import options as wsclean
 from mpimager.errors import WSCleanOptionError
 
 

@@ -75,7 +75,7 @@ def default_threads(comm=None) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
         cores = os.cpu_count() or 1
-    from mpimager.mpiqueue import ranks_on_node
+    from mpimager.queue.mpiqueue import ranks_on_node
 
     return max(1, cores // ranks_on_node(comm))
 

@@ -1,6 +1,6 @@
 """The run report: RUN_DIR/report.html, its quick-look PNGs in RUN_DIR/report/, all within the run directory.
 
-`write_report(run_dir)` reads the journal (mpimager.status), the manifest (provenance) and the products
+`write_report(run_dir)` reads the journal (mpimager.rundir.status), the manifest (provenance) and the products
 of the finished jobs, draws a quick-look of each MFS image and each cube (mpimager.report.quicklook:
 needs matplotlib, the `[report]` extra; without it the page says so and keeps its other sections) and
 renders the page (mpimager.report.html). It is written at the end of every run and by `mpimager report`.
@@ -139,7 +139,7 @@ def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, c
 
 def recorded_provenance(run_dir: Path) -> dict | None:
     """The provenance the run recorded: in manifest.json, else (a run going on or killed) in the journal."""
-    from mpimager.journal import read_records
+    from mpimager.rundir.journal import read_records
 
     try:
         found = json.loads((run_dir / "manifest.json").read_text()).get("provenance")
@@ -158,7 +158,7 @@ def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None 
     """Write RUN_DIR/report.html (see the module docstring); InputError if RUN_DIR holds no journal."""
     from mpimager.report import quicklook
     from mpimager.report.provenance import gather, image_wsclean_versions
-    from mpimager.status import read_status
+    from mpimager.rundir.status import read_status
 
     t_start = time.time()
     run_dir = Path(run_dir).absolute()

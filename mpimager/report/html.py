@@ -18,7 +18,7 @@ from typing import Sequence
 from urllib.parse import quote
 
 from mpimager.report.gantt import gantt_svg, legend_html
-from mpimager.status import RunStatus, count_line, describe_run
+from mpimager.rundir.status import RunStatus, count_line, describe_run
 
 CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 1.5em 2em; color: #222;

@@ -39,7 +39,7 @@ def distribution_version(name: str) -> str:
 
 
 def wsclean_version(runtime) -> dict[str, str]:
-    """{"version", "runtime", "identity"} of the WSClean the run uses (runtime: mpimager.containers.Runtime)."""
+    """{"version", "runtime", "identity"} of the WSClean the run uses (runtime: mpimager.runtime.containers.Runtime)."""
     out: dict[str, str] = {}
     for key, call in (("version", "version"), ("runtime", "describe"), ("identity", "identity")):
         try:
@@ -64,7 +64,7 @@ def casacore_library() -> str:
 
 def mpi_library() -> str:
     """The MPI library's own version string (first line)."""
-    from mpimager import mpiqueue
+    from mpimager.queue import mpiqueue
 
     ask = getattr(mpiqueue, "library_version", None)  # MPI_Get_library_version, when the queue module offers it
     try:

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from mpimager import mpiqueue
+from mpimager.queue import mpiqueue
 from mpimager.errors import ConfigError, MpimagerError
-from mpimager.mpiqueue import Task
+from mpimager.queue.mpiqueue import Task
 
 
 def make_plan(mode):

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from mpimager.config import PATH_OPTIONS, suggest
+from mpimager.config.load import PATH_OPTIONS, suggest
 from mpimager.errors import WSCleanOptionError
 
 #: a token's value for a combined job whose MSs differ in it

@@ -17,13 +17,13 @@ from mpimager.errors import EXIT_BUG, InputError, MpimagerError
 
 # command name -> module providing add_arguments(parser) and run(args) -> int
 SUBCOMMANDS = {
-    "run": "mpimager.commands.run",
-    "reduce": "mpimager.reduce.cli",
-    "status": "mpimager.commands.status",
-    "report": "mpimager.commands.report",
-    "sbatch": "mpimager.commands.sbatch",
-    "demo": "mpimager.commands.demo",
-    "synth": "mpimager.commands.synth",
+    "run": "mpimager.cli.run",
+    "reduce": "mpimager.cli.reduce",
+    "status": "mpimager.cli.status",
+    "report": "mpimager.cli.report",
+    "sbatch": "mpimager.cli.sbatch",
+    "demo": "mpimager.cli.demo",
+    "synth": "mpimager.cli.synth",
 }
 
 _UNDERSCORE_FLAGS = {"--combine_obs_ids": "--combine-obs-ids", "--nodes_mpi": "--nodes-mpi",
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     except Exception:  # a bug: say it, and under MPI end all ranks rather than leave them waiting
         import traceback
 
-        from mpimager import mpiqueue
+        from mpimager.queue import mpiqueue
 
         traceback.print_exc()
         sys.stderr.flush()

@@ -517,12 +517,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Command line: python -m mpimager.fixms_step [options] MS   (what the planned FixMS job runs)
+# Command line: python -m mpimager.runtime.fixms [options] MS   (what the planned FixMS job runs)
 # ----------------------------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpimager.fixms_step", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mpimager.runtime.fixms", description=__doc__.splitlines()[0])
     parser.add_argument("ms", type=Path)
     parser.add_argument("--data-column", default=FixMSOptions.data_column)
     parser.add_argument("--corrected-data-column", default=FixMSOptions.corrected_data_column)

@@ -7,7 +7,7 @@ them; `~` and `$VAR` are expanded (mpimager's own `$token$`s are left for the pl
 
 Every problem is reported at once, on one line, naming the file, the key path and what was expected,
 with the nearest valid key for a misspelt one. `[wsclean]` keys are checked against the option list of
-the WSClean that will run by `mpimager.wsclean.check_options`, not here.
+the WSClean that will run by `mpimager.wsclean.options.check_options`, not here.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class InputsOptions:
 
 @dataclass(frozen=True)
 class DataHandlerOptions:
-    """Where obs_id patterns are resolved (see mpimager.datahandler)."""
+    """Where obs_id patterns are resolved (see mpimager.inputs.datahandler)."""
 
     config_file: Path | None = None
     data_level: str | None = None
@@ -119,7 +119,7 @@ class Config:
     inputs: InputsOptions
     data_handler: DataHandlerOptions
     fixms: FixMSSettings
-    container: Any  # mpimager.containers.ContainerOptions
+    container: Any  # mpimager.runtime.containers.ContainerOptions
     reduce: Any  # mpimager.reduce.ReduceOptions
     passes: tuple[ImagingPass, ...]
     resolved: Mapping[str, Any] = field(default_factory=dict, compare=False)  # merged tables, for provenance
@@ -426,7 +426,7 @@ def load_config(path: str | os.PathLike) -> Config:
     merged, origins = merge_layers(layers, files)
     user = files[-1]
 
-    from mpimager.containers import ContainerOptions
+    from mpimager.runtime.containers import ContainerOptions
     from mpimager.reduce.options import ReduceOptions
 
     def build(cls, table, **fields):

@@ -2,7 +2,7 @@
 
 Reads RUN_DIR/journal.jsonl (safe while the run writes it) and prints the run's state and a table of
 its jobs: state (done, failed, skipped, running, interrupted, pending), host, rank, duration, retries,
-and the log of each job that ran, then each failure with its error and log (rules: mpimager.status).
+and the log of each job that ran, then each failure with its error and log (rules: mpimager.rundir.status).
 `--json` prints the same as JSON. Exit code 0, or 2 if RUN_DIR is not a run directory.
 """
 
@@ -17,7 +17,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from mpimager import status
+    from mpimager.rundir import status
 
     st = status.read_status(args.run_dir)
     sys.stdout.write(status.dumps(st) + "\n" if args.json else status.format_table(st))

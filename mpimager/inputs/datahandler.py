@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from mpimager.config import read_toml, resolve_path, suggest
+from mpimager.config.load import read_toml, resolve_path, suggest
 from mpimager.errors import ConfigError, InputError
 
 

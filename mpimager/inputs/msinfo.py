@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpimager.errors import MSError
-from mpimager.fixms_step import RECORD_NAME
+from mpimager.runtime.fixms import RECORD_NAME
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Run one planned job on the rank it was given to: environment, attempts, retries, output checks.
 
-Every attempt is an argv run by `mpimager.process.run` (WSClean through the configured runtime; the
+Every attempt is an argv run by `mpimager.runtime.process.run` (WSClean through the configured runtime; the
 FixMS and reduce steps as `python -m ...` children), its complete output in `RUN_DIR/logs/ID.log`
 (`ID.attemptN.log` for retries). A job succeeds when the process exits 0 AND every predicted output
 exists and opens (FITS); it fails with a `JobError` naming the exit code and the log otherwise.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpimager.errors import JobError
-from mpimager.plan import Job
+from mpimager.plan.jobs import Job
 
 RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = "same command", "gain and mgain halved", "no retry"
 
@@ -39,7 +39,7 @@ class RunContext:
     retries: int
     timeout: float | None
     env_file: str | None
-    container: object  # mpimager.containers.ContainerOptions
+    container: object  # mpimager.runtime.containers.ContainerOptions
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def job_env(env_file: str | None, base: dict | None = None) -> dict:
     file, or a file whose last command fails, as `source` reports it) is a JobError naming the file and
     bash's last error line. A command failing in the middle of the file is not an error (site environment
     files are rarely written to stop on errors)."""
-    from mpimager.process import mpi_clean_env
+    from mpimager.runtime.process import mpi_clean_env
 
     env = mpi_clean_env(dict(os.environ if base is None else base))
     env.setdefault("HOME", os.path.expanduser("~"))
@@ -100,7 +100,7 @@ def lower_gains(argv: list[str]) -> list[str]:
 
 
 def retry_strategy(result) -> str:
-    from mpimager.process import Divergence, IOFailure
+    from mpimager.runtime.process import Divergence, IOFailure
 
     if isinstance(result.error, Divergence):
         return RETRY_LOWER_GAINS
@@ -157,8 +157,8 @@ def mpi_launcher(placement, env: dict) -> list[str]:
 
 def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     """Run `job` with its retries; JobResult on success, JobError (one line, naming the log) on failure."""
-    from mpimager import process
-    from mpimager.containers import make_runtime
+    from mpimager.runtime import process
+    from mpimager.runtime.containers import make_runtime
 
     os.makedirs(os.path.join(ctx.run_dir, "logs"), exist_ok=True)
     env = job_env(ctx.env_file)

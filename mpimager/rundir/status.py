@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Sequence
 
 from mpimager.errors import InputError
-from mpimager.journal import JOURNAL, lock_holder, read_records
-from mpimager.runner import log_path
+from mpimager.rundir.journal import JOURNAL, lock_holder, read_records
+from mpimager.runtime.runner import log_path
 
 STATES = ("done", "failed", "skipped", "running", "interrupted", "pending")
 RUN_RUNNING, RUN_FINISHED, RUN_DIED, RUN_NONE = "running", "finished", "died", "no plan"
@@ -203,7 +203,7 @@ def describe_run(status: RunStatus) -> str:
     """One line: where, what state, since when."""
     if status.state == RUN_NONE:
         return f"{status.run_dir}: no run has written its plan yet"
-    from mpimager.progress import format_duration
+    from mpimager.pipeline.progress import format_duration
 
     ranks = f", {status.ranks} ranks" if status.ranks else ""
     if status.state == RUN_RUNNING:

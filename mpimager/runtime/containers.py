@@ -1,8 +1,8 @@
 """Where WSClean runs: natively, or inside a Singularity/Apptainer image driven through spython.
 
 `ContainerOptions` mirrors the `[container]` TOML table; `make_runtime` turns it into a `Runtime`
-whose `command(argv, binds)` is the argv that `mpimager.process.run` executes. Natively that is the
-WSClean argv itself. In a container it is `python -m mpimager.containers exec ... IMAGE argv...`: a
+whose `command(argv, binds)` is the argv that `mpimager.runtime.process.run` executes. Natively that is the
+WSClean argv itself. In a container it is `python -m mpimager.runtime.containers exec ... IMAGE argv...`: a
 small child that calls spython's `Client.execute(..., stream=True, stream_type="both")`, prints every
 line it yields and exits with the container command's exit code. That child runs in the process
 group `process.run` owns, so timeouts and watcher aborts kill the runtime and WSClean with it, and
@@ -255,7 +255,7 @@ class Runtime:
         return next((line.strip() for line in self._query("--version").splitlines() if line.strip()), "")
 
     def _query(self, flag: str) -> str:
-        from mpimager import process
+        from mpimager.runtime import process
 
         self.prepare()
         with tempfile.TemporaryDirectory(prefix="mpimager-wsclean-") as tmp:
@@ -327,9 +327,9 @@ class ContainerRuntime(Runtime):
             raise InputError(f"[container] image: {self.image} does not exist (a SIF file or sandbox directory)")
 
     def _pull(self, uri: str, dest: Path, env) -> None:
-        from mpimager import process
+        from mpimager.runtime import process
 
-        argv = [sys.executable, "-m", "mpimager.containers", "pull", "--runtime-binary", self.binary, uri, str(dest)]
+        argv = [sys.executable, "-m", "mpimager.runtime.containers", "pull", "--runtime-binary", self.binary, uri, str(dest)]
         log = Path(self.cache_dir) / (pulled_image_path(uri, self.cache_dir).stem + ".pull.log")
         result = process.run(argv, log=log, env=self.env(env or os.environ))
         if not result.ok:
@@ -339,7 +339,7 @@ class ContainerRuntime(Runtime):
 
     def command(self, argv, binds=()) -> list[str]:
         bind_list = collapse_binds(binds, default_binds(os.environ), self.options.binds)
-        cmd = [sys.executable, "-m", "mpimager.containers", "exec", "--runtime-binary", self.binary]
+        cmd = [sys.executable, "-m", "mpimager.runtime.containers", "exec", "--runtime-binary", self.binary]
         for b in bind_list:
             cmd += ["--bind", b]
         return cmd + ["--", self.image, *map(str, argv)]
@@ -363,7 +363,7 @@ def make_runtime(options: ContainerOptions) -> Runtime:
     return NativeRuntime(options) if options.runtime == "native" else ContainerRuntime(options)
 
 
-# --- the child: `python -m mpimager.containers exec|pull ...` -----------------------------------------
+# --- the child: `python -m mpimager.runtime.containers exec|pull ...` -----------------------------------------
 
 
 def _singularity_on_path(binary: str, shim_dir: str) -> None:
@@ -383,8 +383,8 @@ def _singularity_on_path(binary: str, shim_dir: str) -> None:
 
 
 def _child_main(args: list[str]) -> int:
-    usage = ("usage: python -m mpimager.containers exec --runtime-binary B [--bind SPEC]... -- IMAGE CMD...\n"
-             "       python -m mpimager.containers pull --runtime-binary B URI DEST")
+    usage = ("usage: python -m mpimager.runtime.containers exec --runtime-binary B [--bind SPEC]... -- IMAGE CMD...\n"
+             "       python -m mpimager.runtime.containers pull --runtime-binary B URI DEST")
     if not args or args[0] not in ("exec", "pull"):
         print(usage, file=sys.stderr)
         return 2
@@ -397,7 +397,7 @@ def _child_main(args: list[str]) -> int:
             binds.append(rest[1])
             rest = rest[2:]
         else:
-            print(f"mpimager.containers: unknown option {rest[0]}\n{usage}", file=sys.stderr)
+            print(f"mpimager.runtime.containers: unknown option {rest[0]}\n{usage}", file=sys.stderr)
             return 2
     if rest and rest[0] == "--":
         rest = rest[1:]

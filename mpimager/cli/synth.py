@@ -1,7 +1,7 @@
 """Synthesise MeasurementSets of point sources (raw ASKAP-like beams or plain MSs) for demos and tests.
 
 `mpimager synth DIR --beams 6` writes the raw beams of one ASKAP scheduling block (they need FixMS);
-`--plain N` writes N plain MSs instead (mpimager.synth.default_sources around each phase centre).
+`--plain N` writes N plain MSs instead (mpimager.testing.synth.default_sources around each phase centre).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def add_arguments(parser):
 
 def synthesise(directory: Path, *, beams: int = 6, plain: int | None = None, antennas: int = 16, times: int = 16,
                channels: int = 8, spws: int = 1, noise: float = 0.0) -> list[Path]:
-    from mpimager import synth
+    from mpimager.testing import synth
 
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)

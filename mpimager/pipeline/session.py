@@ -2,7 +2,7 @@
 
 Rank 0: checks every input (config, options, MSs, writable directories) before anything is written,
 takes the run directory's lock, skips what the journal says is done, hands the rest to the MPI queue,
-journals each start and end and prints it (mpimager.progress: start/end lines, a periodic summary
+journals each start and end and prints it (mpimager.pipeline.progress: start/end lines, a periodic summary
 with an ETA), and ends with a summary table, `manifest.json` (with the run's provenance: versions,
 config as resolved, argv), `report.html` (mpimager.report; a report that fails is a logged line, never
 a different exit code) and the exit code. A bad input ends every rank with the same one-line error
@@ -17,19 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-from mpimager import __version__, mpiqueue
-from mpimager.commands.run import Prepared, prepare, print_plan
+from mpimager import __version__
+from mpimager.queue import mpiqueue
+from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
 from mpimager.errors import EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
-from mpimager.journal import Journal, RunLock, jobs_to_skip, read_records
-from mpimager.progress import Progress
-from mpimager.runner import JobResult, RunContext, log_path, run_job
+from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
+from mpimager.pipeline.progress import Progress
+from mpimager.runtime.runner import JobResult, RunContext, log_path, run_job
 
 
-def main(args) -> int:
+def main(request: RunRequest) -> int:
     comm = mpiqueue.world()
     is_root = comm.Get_rank() == 0
     try:
-        started = mpiqueue.root_first(lambda: _prepare(args), comm)
+        started = mpiqueue.root_first(lambda: _prepare(request), comm)
     except MpimagerError as exc:
         if not is_root:
             exc.quiet = True  # rank 0 says it; the others leave with the same code
@@ -39,20 +40,20 @@ def main(args) -> int:
         return comm.bcast(None, root=0)
     prepared, lock = started
     if lock is None:  # a dry run
-        print_plan(prepared, args.json)
+        print_plan(prepared, request.json)
         mpiqueue.run_tasks([], _execute, comm=comm)
         return comm.bcast(EXIT_OK, root=0)
     try:
-        code = Coordinator(prepared, args.force, comm).run()
+        code = Coordinator(prepared, request.force, comm).run()
     finally:
         lock.release()
     return comm.bcast(code, root=0) if comm.Get_size() > 1 else code
 
 
-def _prepare(args) -> tuple[Prepared, RunLock | None]:
+def _prepare(request) -> tuple[Prepared, RunLock | None]:
     """Every check, then (not for a dry run) the run directory made and locked: the last step that can fail."""
-    prepared = prepare(args)
-    if args.dry_run or prepared.config.worker.dry_run:
+    prepared = prepare(request)
+    if request.dry_run or prepared.config.worker.dry_run:
         return prepared, None
     check_writable([prepared.run_dir] + sorted({os.path.dirname(j.prefix) for j in prepared.jobs if j.prefix})
                    + sorted({os.path.dirname(j.temp_dir) for j in prepared.jobs if j.temp_dir}))
@@ -85,7 +86,7 @@ class Coordinator:
         self.run_dir = prepared.run_dir
         self.jobs = {j.id: j for j in prepared.jobs}
         self.t0 = time.time()
-        self.progress = None  # mpimager.progress.Progress, while the queue runs
+        self.progress = None  # mpimager.pipeline.progress.Progress, while the queue runs
         self.provenance: dict | None = None
 
     def run(self) -> int:
@@ -226,7 +227,7 @@ class Coordinator:
         print("\n".join(lines), flush=True)
 
     def write_manifest(self, outcomes, skip, wall) -> Path:
-        from mpimager.journal import finished_jobs
+        from mpimager.rundir.journal import finished_jobs
 
         records = read_records(self.run_dir)
         done = finished_jobs(records)

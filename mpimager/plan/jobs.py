@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
-from mpimager import wsclean
-from mpimager.config import Config, ImagingPass
+from mpimager.wsclean import options as wsclean
+from mpimager.config.load import Config, ImagingPass
 from mpimager.errors import ConfigError, InputError
-from mpimager.inputs import InputMS
+from mpimager.inputs.discover import InputMS
 
 MODES = ("single", "combine", "combine-obs-ids")
 
@@ -106,7 +106,7 @@ def _fixms_ids(config: Config, inputs: Sequence[InputMS]) -> dict[str, str]:
 
 def _fixms_job(config: Config, m: InputMS, job_id: str, python: str) -> Job:
     f = config.fixms
-    argv = [python, "-m", "mpimager.fixms_step", "--data-column", f.data_column,
+    argv = [python, "-m", "mpimager.runtime.fixms", "--data-column", f.data_column,
             "--corrected-data-column", f.corrected_data_column]
     argv += [] if f.fix_stokes_factor else ["--no-stokes-factor"]
     return Job(id=job_id, kind="fixms", ms=(m.info.path,), argv=tuple(argv + [m.info.path]),

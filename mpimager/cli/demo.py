@@ -28,7 +28,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from mpimager.commands.synth import synthesise
+    from mpimager.cli.synth import synthesise
 
     root = Path(args.dir).absolute()
     data = root / "data"

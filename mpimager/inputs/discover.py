@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from mpimager.config import Config
-from mpimager.datahandler import load_data_handler
+from mpimager.config.load import Config
+from mpimager.inputs.datahandler import load_data_handler
 from mpimager.errors import InputError, MSError
-from mpimager.msinfo import MSInfo, is_table_dir, read_msinfo
+from mpimager.inputs.msinfo import MSInfo, is_table_dir, read_msinfo
 
 
 @dataclass(frozen=True)

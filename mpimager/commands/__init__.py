@@ -1,1 +1,0 @@
-"""The commands of the `mpimager` CLI, one module each (add_arguments + run)."""

@@ -1,0 +1,1 @@
+"""Stage 1, the configuration: layered TOML, validated all at once, into frozen option values (`load`)."""

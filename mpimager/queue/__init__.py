@@ -1,0 +1,1 @@
+"""Stage 4, the queue: the only user of mpi4py; hands planned jobs to free worker ranks (`mpiqueue`)."""

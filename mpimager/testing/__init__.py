@@ -1,0 +1,1 @@
+"""Synthetic data for the demo and the tests: ASKAP-like and plain MeasurementSets (`synth`)."""

@@ -1,0 +1,2 @@
+"""WSClean as the plan sees it: config values to argv, `$token$`s, the files a run writes, the `--help` check
+(`options`)."""
