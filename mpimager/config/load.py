@@ -64,7 +64,7 @@ class WorkerOptions:
 class InputsOptions:
     """How inputs become MeasurementSets."""
 
-    ms_glob_pattern: str = "*.ms"
+    ms_glob_pattern: str = "*.[Mm][Ss]"  # .ms and NenuFAR's .MS
     num_beams: int | None = None
     data_column: str | None = None
 
@@ -75,6 +75,11 @@ class DataHandlerOptions:
 
     config_file: Path | None = None
     data_level: str | None = None
+
+
+def is_askap(telescope: str) -> bool:
+    """An ASKAP MS (TELESCOPE_NAME): FixMS applies, and FEED1 numbers its beam."""
+    return telescope.strip().upper().startswith("ASKAP")
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ class FixMSSettings:
 
     def applies_to(self, telescope: str) -> bool:
         if self.enabled == "auto":
-            return telescope.strip().upper().startswith("ASKAP")
+            return is_askap(telescope)
         return bool(self.enabled)
 
 
@@ -191,6 +196,12 @@ _SCHEMA: dict[str, dict[str, Callable | object]] = {
     "data_handler": {"config_file": PATH, "data_level": _str},
     "fixms": {"enabled": _auto_or_bool, "data_column": _str, "corrected_data_column": _str,
               "fix_stokes_factor": _bool},
+}
+#: keys of the tools mpimager replaces that have no equivalent here: what to do instead
+_FOREIGN_KEYS = {
+    ("worker", "nodes"): "imgpipe's SSH host list has no equivalent: mpimager runs on the hosts of its MPI "
+                         "or Slurm allocation (mpirun -H/--hostfile, srun, or `mpimager sbatch --nodes N`), "
+                         "[worker] max_concurrent jobs on each; remove the key",
 }
 _TABLES = ("worker", "inputs", "data_handler", "fixms", "container", "reduce", "wsclean", "passes")
 _TOP_KEYS = ("default_settings",)
@@ -300,7 +311,9 @@ def _normalise_layer(path: Path, data: dict, problems: _Problems) -> dict:
             for k, v in value.items():
                 where = f"{path}: [{key}] {k}"
                 parser = _SCHEMA[key].get(k)
-                if parser is None:
+                if (key, k) in _FOREIGN_KEYS:
+                    problems.add(f"{path}: [{key}] {k}", _FOREIGN_KEYS[key, k])
+                elif parser is None:
                     problems.add(f"{path}: [{key}]", f"unknown key '{k}'{suggest(k, _SCHEMA[key])}")
                 elif parser is PATH:
                     if not isinstance(v, str) or not v:
@@ -441,12 +454,15 @@ def load_config(path: str | os.PathLike) -> Config:
     return Config(path=user, layers=tuple(files), passes=_passes(merged, str(user)),
                   resolved=merged, origins=origins, **sections)
 
-    
+
 def wsclean_keys(config: Config) -> list[tuple[str, str]]:
-    """Every [wsclean] / [passes.*] option key with where it was set ('FILE: [wsclean] key')."""
+    """Every [wsclean] / [passes.*] option key that some pass will pass to WSClean, with where it was set
+    ('FILE: [wsclean] key'). A key a `false` removed from every pass is not listed: it is never passed, so
+    whether the WSClean that will run knows it does not matter (a layer can remove any key of a lower one)."""
+    passed = {k for p in config.passes for k, _ in p.options}
     keys = []
     for origin, file in config.origins.items():
         table, key = origin.split(" ", 1)
-        if (table == "wsclean" or table.startswith("passes.")) and key not in ("name", "out-dir"):
+        if (table == "wsclean" or table.startswith("passes.")) and key in passed:
             keys.append((key, f"{file}: [{table}] {key}"))
     return keys

@@ -68,7 +68,7 @@ def _why_unset(token: str) -> str:
     if token in ("obs_id", "sw"):
         return "it is only known for inputs resolved through the [data_handler]"
     if token == "beam":
-        return "the MS has no single FEED1 beam number"
+        return "it is only known for ASKAP MSs (TELESCOPE_NAME ASKAP) with one FEED1 beam number"
     return "no value"
 
 
