@@ -5,6 +5,8 @@ run with exit code 2 before any job starts. A job that fails at run time is not 
 at the top level: it is a result, and the run ends with exit code 1.
 """
 
+from __future__ import annotations
+
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -41,3 +43,15 @@ class JobError(MpimagerError):
     def __init__(self, message, log=None):
         super().__init__(message)
         self.log = log
+
+
+class WatchAbort(JobError):
+    """Raised by a line watcher to stop the process it watches; `reason` names why, `line` is the trigger."""
+
+    reason = "aborted by watcher"
+
+    def __init__(self, line: str = "", reason: str | None = None):
+        self.line = line
+        if reason is not None:
+            self.reason = reason
+        super().__init__(f"{self.reason}: {line.strip()}" if line else self.reason)

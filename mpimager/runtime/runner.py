@@ -6,8 +6,8 @@ FixMS and reduce steps as `python -m ...` children), its complete output in `RUN
 exists and opens (FITS); it fails with a `JobError` naming the exit code and the log otherwise.
 
 Retry strategy (`[worker] retries` extra attempts, the failed process and its children dead first):
-- WSClean diverged (its minor-cycle fluxes reached KJy): again with `-gain` and `-mgain` halved (an unset
-  `-mgain`, 1.0, becomes 0.5);
+- WSClean diverged (by the rules of mpimager.wsclean.watcher: from its log as it runs, or from its images
+  once it exited 0): again with `-gain` and `-mgain` halved (an unset `-mgain`, 1.0, becomes 0.5);
 - an I/O error line, a kill by a signal, or casacore's abort (134): the same command again;
 - any other failure (exit 255: WSClean refused its options; a timeout): no retry, it would fail alike.
 Before each attempt the predicted outputs and the job's temp dir are cleared, and after a final failure
@@ -100,7 +100,7 @@ def lower_gains(argv: list[str]) -> list[str]:
 
 
 def retry_strategy(result) -> str:
-    from mpimager.runtime.process import Divergence, IOFailure
+    from mpimager.wsclean.watcher import Divergence, IOFailure
 
     if isinstance(result.error, Divergence):
         return RETRY_LOWER_GAINS
@@ -159,6 +159,8 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     """Run `job` with its retries; JobResult on success, JobError (one line, naming the log) on failure."""
     from mpimager.runtime import process
     from mpimager.runtime.containers import make_runtime
+    from mpimager.wsclean.options import scratch_files
+    from mpimager.wsclean.watcher import image_divergence, wsclean_watcher
 
     os.makedirs(os.path.join(ctx.run_dir, "logs"), exist_ok=True)
     env = job_env(ctx.env_file)
@@ -171,6 +173,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
             log = log_path(ctx.run_dir, job.id, attempt)
             logs.append(log)
             _remove(job.outputs)
+            _remove(scratch_files(job.prefix) if job.prefix else [])
             if job.temp_dir:
                 shutil.rmtree(job.temp_dir, ignore_errors=True)
                 os.makedirs(job.temp_dir)
@@ -180,7 +183,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                 command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix), job.temp_dir])
                 if job.nranks > 1:
                     command = mpi_launcher(placement, env) + command
-                child_env, watcher = runtime.env(env), process.wsclean_watcher()
+                child_env, watcher = runtime.env(env), wsclean_watcher(argv)
             else:
                 command, child_env, watcher = argv, env, None
             with open(log, "w") as f:
@@ -189,10 +192,14 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                                  append=True)
             if result.returncode == 0 and not result.timed_out and result.error is None:
                 good, bad = check_outputs(job.outputs)
-                if not bad:
+                diverged = image_divergence(job.outputs) if not bad and job.kind == "wsclean" else None
+                if not bad and not diverged:
                     return JobResult(job.id, attempt, tuple(argv), tuple(good), tuple(logs), time.time() - t0,
                                      tuple(notes), result.returncode)
-                reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
+                if diverged:
+                    reason, strategy = f"{name}: {diverged}", RETRY_LOWER_GAINS
+                else:
+                    reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
             else:
                 reason, strategy = _describe(result, name, ctx.timeout), retry_strategy(result)
             if attempt == attempts or strategy == NO_RETRY:
@@ -201,6 +208,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
             if strategy == RETRY_LOWER_GAINS:
                 argv = lower_gains(argv)
         _remove(job.outputs)
+        _remove(scratch_files(job.prefix) if job.prefix else [])
         error = JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
                          log=logs[-1])
         error.value = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes),
@@ -224,5 +232,7 @@ def _describe(result, name: str, timeout) -> str:
         return f"{name} stopped: {result.error}"
     if result.returncode < 0:
         return f"{name} was killed by signal {-result.returncode}"
-    last = next((line for line in reversed(result.tail) if line.strip()), "")
-    return f"{name} exited {result.returncode}" + (f": {last.strip()[:200]}" if last else "")
+    from mpimager.wsclean.watcher import error_line
+
+    last = error_line(result.tail)  # WSClean's `>>> ...` line, not the `+ + +` border around it
+    return f"{name} exited {result.returncode}" + (f": {last[:200]}" if last else "")

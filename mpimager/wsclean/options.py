@@ -168,6 +168,14 @@ def predict_outputs(prefix: str, options: Mapping[str, object], channels_out: in
     return files
 
 
+def scratch_files(prefix: str) -> list[str]:
+    """The intermediate files a WSClean run of `prefix` leaves beside its images when it is stopped before its
+    end (with -join-channels: PREFIX-psf-I-0003-tmp.fits, PREFIX-model-..., PREFIX-residual-...)."""
+    import glob
+
+    return glob.glob(f"{glob.escape(prefix)}-*-tmp.fits")
+
+
 # ------------------------------------------------------------------------------------------------
 # the option list of the WSClean that will run
 
@@ -229,5 +237,5 @@ def command(wsclean: str, options: Sequence[tuple[str, object]], name: str, ms: 
     return argv + ["-name", name, *ms]
 
 
-__all__ = ["option_argv", "substitute", "resolve_channels_out", "predict_outputs", "parse_help",
+__all__ = ["option_argv", "substitute", "resolve_channels_out", "predict_outputs", "scratch_files", "parse_help",
            "known_options", "check_options", "command", "PATH_OPTIONS", "TOKENS"]
