@@ -48,7 +48,7 @@ Value = Any  # a TOML scalar or list
 class WorkerOptions:
     """How jobs run: per-host concurrency, threads, environment, retries, placement."""
 
-    max_concurrent: int = 1
+    max_concurrent: int | None = None  # None: every worker rank on a host runs a job
     threads: int | None = None
     env_file: Path | None = None
     dry_run: bool = False

@@ -46,12 +46,28 @@ class Prepared:
     runtime: object  # mpimager.runtime.containers.Runtime
 
 
+def local_worker_ranks(env=os.environ) -> int:
+    """Worker ranks on this host (rank 0, the coordinator, is here too and not counted), from the launcher's
+    variables (Open MPI, MPICH/Hydra, PMIx); 1 when not launched by one."""
+    for name in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE", "PMI_LOCAL_SIZE"):
+        if env.get(name, "").isdigit():
+            local = int(env[name])
+            world = next((int(env[w]) for w in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
+                          if env.get(w, "").isdigit()), local)
+            return max(1, local - 1 if world > 1 else local)
+    return 1
+
+
 def default_threads(config: Config) -> int:
+    """WSClean's -j: [worker] threads, else SLURM_CPUS_PER_TASK, else this host's cores shared by the jobs it
+    runs at once (its worker ranks, at most [worker] max_concurrent)."""
     if config.worker.threads:
         return config.worker.threads
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, (os.cpu_count() or 1) // config.worker.max_concurrent)
+    at_once = min(local_worker_ranks(), config.worker.max_concurrent or local_worker_ranks())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // at_once)
 
 
 def prepare(request: RunRequest) -> Prepared:
