@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli, snapshot, write_config
+from conftest import run_cli, small_config, snapshot
 
 from mpimager.plan import sbatch as slurm
 from mpimager.plan.jobs import Job
@@ -72,24 +72,8 @@ def test_without_a_node_size_the_sizing_says_what_to_give():
 # ---------------------------------------------------------------------------------------------------------
 # the command
 
-CONFIG = """
-[fixms]
-enabled = false
-{worker}
-[wsclean]
-size = "64 64"
-scale = "20asec"
-niter = 50
-channels-out = 2
-join-channels = true
-{options}
-[reduce]
-enabled = false
-"""
-
-
 def config(tmp_path, worker: str = "", options: str = ""):
-    return write_config(tmp_path / "c.toml", CONFIG.format(worker=worker, options=options))
+    return small_config(tmp_path / "c.toml", worker, options + "\n[reduce]\nenabled = false")
 
 
 def test_sbatch_without_a_node_size_is_refused_in_one_line_and_writes_nothing(tmp_path, tiny_ms_dir):

@@ -215,7 +215,9 @@ def run(args) -> int:
     from mpimager.plan import sbatch as slurm
 
     check_options(args)
-    prepared = prepare(request_from(args))
+    from dataclasses import replace
+
+    prepared = prepare(replace(request_from(args), source_env_file=False))  # the login node's env may differ
     values = script_values(args, prepared)
     text = render_script(args, values)
     workers = int(values["nodes"]) * int(values.get("ntasks-per-node", 1))

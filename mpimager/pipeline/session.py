@@ -40,7 +40,7 @@ def main(request: RunRequest) -> int:
         return comm.bcast(None, root=0)
     prepared, lock = started
     if lock is None:  # a dry run
-        print_plan(prepared, request.json)
+        print_plan(prepared, request.json, force=request.force)
         mpiqueue.run_tasks([], _execute, comm=comm)
         return comm.bcast(EXIT_OK, root=0)
     try:

@@ -313,6 +313,37 @@ def size_from_plan(jobs: Sequence[Job], max_concurrent: int | None, cpus_per_tas
     return values
 
 
+FITS_HEADER_BYTES = 2 * 2880  # a WSClean image's header: two FITS blocks
+
+
+def _image_shape(job: Job) -> tuple[int, int, int]:
+    """(width, height, output channels) of a WSClean job from its argv (0s when not stated)."""
+    size = _argv_value(job.argv, "-size", 2) or ["0", "0"]
+    n_out = (_argv_value(job.argv, "-channels-out") or ["1"])[0]
+    try:
+        return int(size[0]), int(size[1]), max(1, int(n_out))
+    except (ValueError, IndexError):
+        return 0, 0, 1
+
+
+def job_output_bytes(job: Job, by_id: Mapping[str, Job]) -> int:
+    """Bytes a job writes (an estimate): a WSClean job's FITS images (float32 + header each); a gather job's
+    cubes (its imaging jobs' channels x pixels, float32); FixMS at most a new CORRECTED_DATA column, the size
+    of the MS's data (its cost is the MS's MB)."""
+    if job.kind == "wsclean":
+        w, h, _ = _image_shape(job)
+        return sum(w * h * 4 + FITS_HEADER_BYTES for o in job.outputs if o.endswith(".fits"))
+    if job.kind == "reduce":
+        sources = [by_id[d] for d in job.depends_on if d in by_id and by_id[d].kind == "wsclean"]
+        if not sources:
+            return 0
+        w, h, n = _image_shape(sources[0])
+        return sum(n * w * h * 4 + FITS_HEADER_BYTES for o in job.outputs if o.endswith(".fits"))
+    if job.kind == "fixms":
+        return int(job.cost * 1e6)
+    return 0
+
+
 def with_nranks(job: Job, n: int) -> Job:
     """`job` (a WSClean job) run over `n` ranks; other kinds unchanged."""
     from dataclasses import replace

@@ -155,6 +155,13 @@ def mpi_launcher(placement, env: dict) -> list[str]:
     return argv
 
 
+def wsclean_command(job: Job, argv, runtime, placement, env: dict) -> list[str]:
+    """The command line of a WSClean job's attempt: `argv` through the runtime (container binds: the job's MSs,
+    image folder and temp dir), behind the MPI launcher of its `placement` when it runs over several ranks."""
+    command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix), job.temp_dir])
+    return mpi_launcher(placement, env) + command if job.nranks > 1 else command
+
+
 def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     """Run `job` with its retries; JobResult on success, JobError (one line, naming the log) on failure."""
     from mpimager.runtime import process
@@ -180,9 +187,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
             if job.prefix:
                 os.makedirs(os.path.dirname(job.prefix), exist_ok=True)
             if runtime is not None:
-                command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix), job.temp_dir])
-                if job.nranks > 1:
-                    command = mpi_launcher(placement, env) + command
+                command = wsclean_command(job, argv, runtime, placement, env)
                 child_env, watcher = runtime.env(env), wsclean_watcher(argv)
             else:
                 command, child_env, watcher = argv, env, None
