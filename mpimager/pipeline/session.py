@@ -116,10 +116,14 @@ class Coordinator:
                  f"{workers} worker rank{'s' * (workers > 1)}; run directory {self.run_dir}")
         self.progress = Progress([self.jobs[t.id] for t in tasks], workers)
         self.progress.start_timer()
+        from mpimager.report import LiveReport
+
+        live = LiveReport(self.run_dir, self.provenance).start()  # report.html rewritten as the run goes on
         try:
             outcomes = mpiqueue.run_tasks(tasks, _execute, comm=self.comm, max_per_host=cfg.worker.max_concurrent,
                                           on_event=self.on_event)
         finally:
+            live.stop()
             self.progress.stop()
         self.journal.write("run", state="end", wall=round(time.time() - self.t0, 3))
         return self.finish(outcomes, skip)

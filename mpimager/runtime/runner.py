@@ -199,6 +199,10 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                 good, bad = check_outputs(job.outputs)
                 diverged = image_divergence(job.outputs) if not bad and job.kind == "wsclean" else None
                 if not bad and not diverged:
+                    if job.kind == "reduce":  # blanked channels and why, to the console and the journal
+                        from mpimager.report.beams import blanked_summary
+
+                        notes.extend(blanked_summary(job.outputs))
                     return JobResult(job.id, attempt, tuple(argv), tuple(good), tuple(logs), time.time() - t0,
                                      tuple(notes), result.returncode)
                 if diverged:
