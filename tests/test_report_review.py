@@ -135,3 +135,12 @@ def test_blanked_channels_and_their_reason_reach_the_console_and_the_report(tmp_
     page = (tmp_path / "run" / "report.html").read_text()
     row = re.search(r"<tr class='flagged' data-beam='obs0'>(.*?)</tr>", page, re.S)
     assert row and "plane 1: BMAJ" in row.group(1) and "1 blanked channel" in row.group(1)
+
+
+def test_control_characters_never_reach_the_provenance():
+    """Open MPI's MPI_Get_library_version string ends in a NUL byte; the manifest and the page drop it."""
+    from mpimager.report.provenance import jsonable, printable
+
+    assert printable("Open MPI v4.1.4, package: Debian OpenMPI\x00") == "Open MPI v4.1.4, package: Debian OpenMPI"
+    assert printable("tab\tand\nnewline kept, \x1b[31mescape\x7f gone") == "tab\tand\nnewline kept, [31mescape gone"
+    assert jsonable({"MPI": "v4\x00", "argv": ["a\x00b"]}) == {"MPI": "v4", "argv": ["ab"]}
