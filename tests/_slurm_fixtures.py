@@ -23,7 +23,8 @@ Use in a test module:
 The multi-node cluster (../shared/notes/slurm-multinode.md): nodes n1 and n2, each a `slurmd -N NAME` in its
 own UTS and mount namespace, so each has its own host name and private /tmp and /dev/shm, while the rest of the
 file system is shared (as a cluster shares its parallel file system). Its directory is under /var/tmp (each
-node's /tmp is its own); `multinode_tmp` is a per-test directory every node sees. It coexists with a one-node
+node's /tmp is its own); `multinode_tmp` is a per-test directory every node sees; `local_disk` is one path that
+shows each node its own directory (a node-local disk on ext4, as /scratch on many clusters). It coexists with a one-node
 cluster (its own munged socket, free ports) and skips when unshare is not permitted:
 
     @pytest.mark.multinode
@@ -84,6 +85,7 @@ class SlurmCluster:
     cpus: int                      # CPUs of each node
     env: Mapping[str, str]
     nodes: tuple[str, ...] = ()    # every node's name, in order (the one-node cluster: (node,))
+    local_disk: Optional[Path] = None  # multi-node: a path each node has its own directory at (ext4, like /scratch)
 
     def run(self, argv: Sequence[str], cwd: Optional[Path] = None, timeout: float = 60,
             env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
@@ -92,6 +94,13 @@ class SlurmCluster:
         full_env.update(env or {})
         return subprocess.run(list(argv), cwd=cwd, env=full_env, capture_output=True, text=True,
                               timeout=timeout, check=False)
+
+    def on_node(self, node: str, argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a command inside a node's namespaces (multi-node cluster: what that node sees, e.g. its /dev/shm)."""
+        pid = _pid_from_file(self.scratch / "run" / f"slurmd.{node}.pid")
+        if pid is None:
+            raise RuntimeError(f"no slurmd runs for node {node} (pid file {self.scratch / 'run'})")
+        return self.run(["nsenter", "-t", str(pid), "-m", "-u", *argv], timeout=timeout)
 
     def sbatch(self, script: Path, *args: str, cwd: Path, options: Sequence[str] = ()) -> str:
         """Submit `script` (with script arguments `args`) from `cwd`; return the job id.
@@ -354,6 +363,9 @@ class _LocalCluster:
             (self.scratch / sub).mkdir()
         for name in self.nodes:
             (self.scratch / "spool" / name).mkdir()
+            (self.scratch / "disks" / name).mkdir(parents=True)
+        if self.nodes:
+            (self.scratch / "local").mkdir()
         (self.scratch / "plugstack.conf").write_text("")
         self._start_munge()
         ports = [(name, _free_port()) for name in self.nodes]
@@ -368,13 +380,14 @@ class _LocalCluster:
             self._daemon(["slurmd", "-D", "-f", str(self.conf)], log / "slurmd.stderr")
         for name in self.nodes:  # unshare execs bash, bash execs slurmd: the child we start is the slurmd
             self._daemon(["unshare", "--uts", "--mount", "--propagation", "private", "bash", "-c", NODE_SCRIPT,
-                          "mpimager-node", name, str(self.conf)], log / f"slurmd.{name}.stderr")
+                          "mpimager-node", name, str(self.conf), str(self.scratch / "disks" / name),
+                          str(self.scratch / "local")], log / f"slurmd.{name}.stderr")
         names = self.nodes or (self.host,)
         _wait_for(lambda: self._node_states(names) == ["idle"] * len(names), 60, "slurmd (nodes idle in sinfo)",
                   log / (f"slurmd.{names[-1]}.log" if self.nodes else "slurmd.log"))
         self.cluster = SlurmCluster(scratch=self.scratch, conf=self.conf, node=names[0], partition=PARTITION,
                                     cpus=MULTINODE_CPUS if self.nodes else NODE_CPUS, env=dict(self.env),
-                                    nodes=names)
+                                    nodes=names, local_disk=self.scratch / "local" if self.nodes else None)
         return self.cluster
 
     def _daemon(self, argv: Sequence[str], stderr: Path) -> None:
@@ -424,11 +437,13 @@ class _LocalCluster:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-# A node of the multi-node cluster, run by bash inside `unshare --uts --mount`: $1 the node name, $2 slurm.conf.
+# A node of the multi-node cluster, run by bash inside `unshare --uts --mount`: $1 the node name, $2 slurm.conf,
+# $3 the node's own directory, bound at $4 (a node-local disk: the same path shows each node its own directory).
 NODE_SCRIPT = """set -e
 hostname "$1"
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount --bind "$3" "$4"
 exec slurmd -D -N "$1" -f "$2"
 """
 
