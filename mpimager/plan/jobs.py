@@ -9,10 +9,11 @@ Nothing here touches the disk: directories are made by whoever runs the job.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -252,13 +253,11 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         if not images:
             continue  # one output channel: nothing to stack
         out_dir = os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
-        argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--resolution", r.resolution,
-                "--scope", "prefix" if r.scope == "prefix" else "observation", "--cubes", ",".join(r.cubes),
-                "--axis-order", r.axis_order, "--names", r.names, "--round-up", str(r.round_up),
-                "--threads", str(settings.threads), "--quiet"]
-        argv += ["--psf-cutoff", str(r.psf_cutoff)] if r.psf_cutoff is not None else []
-        argv += ["--beam", *map(str, r.beam)] if r.beam else []
-        argv += ["--purge"] if r.purge else []
+        # the [reduce] options travel whole (one JSON value): the unit already is the scope's group
+        options = replace(r, scope="prefix" if r.scope == "prefix" else "observation",
+                          threads=r.threads or settings.threads)
+        argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--quiet",
+                "--options", json.dumps(options.to_mapping(), sort_keys=True, separators=(",", ":"))]
         unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
         argv += ["--ms", unit_ms[0]] if unit_ms[0] in fixed else []  # its receptor angle goes in the header
         outputs = []

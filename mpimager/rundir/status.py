@@ -195,6 +195,16 @@ def read_status(run_dir, now: float | None = None) -> RunStatus:
 # ------------------------------------------------------------------------------------------------ text
 
 
+def format_duration(seconds: float) -> str:
+    """3 s, 4m05s, 2h03m."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def _clock(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
@@ -203,7 +213,6 @@ def describe_run(status: RunStatus) -> str:
     """One line: where, what state, since when."""
     if status.state == RUN_NONE:
         return f"{status.run_dir}: no run has written its plan yet"
-    from mpimager.pipeline.progress import format_duration
 
     ranks = f", {status.ranks} ranks" if status.ranks else ""
     if status.state == RUN_RUNNING:
