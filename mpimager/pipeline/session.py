@@ -20,7 +20,7 @@ from pathlib import Path
 from mpimager import __version__
 from mpimager.queue import mpiqueue
 from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
-from mpimager.errors import EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
+from mpimager.errors import EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError, ReportedElsewhere
 from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
 from mpimager.pipeline.progress import Progress
 from mpimager.runtime.runner import JobResult, RunContext, log_path, run_job
@@ -32,8 +32,8 @@ def main(request: RunRequest) -> int:
     try:
         started = mpiqueue.root_first(lambda: _prepare(request), comm)
     except MpimagerError as exc:
-        if not is_root:
-            exc.quiet = True  # rank 0 says it; the others leave with the same code
+        if not is_root:  # rank 0 says it; the others leave with the same code
+            raise ReportedElsewhere(exc.exit_code) from exc
         raise
     if not is_root:
         mpiqueue.run_tasks([], _execute, comm=comm)

@@ -21,6 +21,7 @@ from mpimager.wsclean import options as wsclean
 from mpimager.config.load import Config, ImagingPass
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
+from mpimager.states import JobKind
 
 MODES = ("single", "combine", "combine-obs-ids")
 
@@ -28,7 +29,7 @@ MODES = ("single", "combine", "combine-obs-ids")
 @dataclass(frozen=True)
 class Job:
     id: str
-    kind: str  # "fixms" | "wsclean" | "reduce"
+    kind: JobKind
     ms: tuple[str, ...]
     argv: tuple[str, ...]
     outputs: tuple[str, ...] = ()
@@ -110,7 +111,7 @@ def _fixms_job(config: Config, m: InputMS, job_id: str, python: str) -> Job:
     argv = [python, "-m", "mpimager.runtime.fixms", "--data-column", f.data_column,
             "--corrected-data-column", f.corrected_data_column]
     argv += [] if f.fix_stokes_factor else ["--no-stokes-factor"]
-    return Job(id=job_id, kind="fixms", ms=(m.info.path,), argv=tuple(argv + [m.info.path]),
+    return Job(id=job_id, kind=JobKind.FIXMS, ms=(m.info.path,), argv=tuple(argv + [m.info.path]),
                host=_host(config, (m,)), cost=m.info.size_bytes / 1e6, tags=_tags((m,)))
 
 
@@ -168,7 +169,7 @@ def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, .
     options = {"j": settings.threads, **options, "temp-dir": temp_dir}
     binary = config.container.wsclean_mp if settings.nodes_mpi > 1 else settings.wsclean
     argv = wsclean.command(binary, list(options.items()), prefix, [m.info.path for m in group])
-    return Job(id="", kind="wsclean", ms=tuple(m.info.path for m in group), argv=tuple(argv),
+    return Job(id="", kind=JobKind.WSCLEAN, ms=tuple(m.info.path for m in group), argv=tuple(argv),
                outputs=tuple(wsclean.predict_outputs(prefix, options, n_out)),
                depends_on=tuple(fix_ids[m.info.path] for m in group if m.info.path in fix_ids),
                host=_host(config, group), cost=_cost(group, options, n_out), prefix=prefix, temp_dir=temp_dir,
@@ -268,7 +269,7 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
                     outputs += [str(paths.cube), str(paths.beamlog), str(paths.weights)]
         name = unit[0].id.split(":", 1)[1] if len(unit) == 1 else (
             os.path.basename(os.path.commonprefix([j.prefix for j in unit])).rstrip(".-_") or "all")
-        jobs.append(Job(id=f"reduce:{name}", kind="reduce", ms=tuple(unit_ms), argv=tuple(argv + images),
+        jobs.append(Job(id=f"reduce:{name}", kind=JobKind.REDUCE, ms=tuple(unit_ms), argv=tuple(argv + images),
                         outputs=tuple(outputs), depends_on=tuple(j.id for j in unit), host=unit[0].host,
                         cost=sum(j.cost for j in unit) / 10, tags=unit[0].tags if len(unit) == 1 else ()))
     return jobs

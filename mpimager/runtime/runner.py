@@ -27,8 +27,9 @@ from pathlib import Path
 
 from mpimager.errors import JobError
 from mpimager.plan.jobs import Job
+from mpimager.states import Retry
 
-RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = "same command", "gain and mgain halved", "no retry"
+RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = Retry.SAME, Retry.LOWER_GAINS, Retry.NONE
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def lower_gains(argv: list[str]) -> list[str]:
     return argv
 
 
-def retry_strategy(result) -> str:
+def retry_strategy(result) -> Retry:
     from mpimager.runtime.process import Divergence, IOFailure
 
     if isinstance(result.error, Divergence):
@@ -201,11 +202,10 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
             if strategy == RETRY_LOWER_GAINS:
                 argv = lower_gains(argv)
         _remove(job.outputs)
-        error = JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
-                         log=logs[-1])
-        error.value = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes),
-                                None if result.timed_out or result.error is not None else result.returncode)
-        raise error
+        code = None if result.timed_out or result.error is not None else result.returncode
+        failed = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes), code)
+        raise JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
+                       log=logs[-1], result=failed)
     finally:
         if job.temp_dir:
             shutil.rmtree(job.temp_dir, ignore_errors=True)
