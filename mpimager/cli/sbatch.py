@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from mpimager.errors import InputError, JobError
+from mpimager.rundir import layout
 
 SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
 TEMPLATE = SLURM_DIR / "mpimager.sbatch"
@@ -165,7 +166,7 @@ def run(args) -> int:
         else:
             sys.stdout.write(text)
         return 0
-    path = write_script(text, Path(args.output) if args.output else prepared.run_dir / "mpimager.sbatch")
+    path = write_script(text, Path(args.output) if args.output else prepared.run_dir / layout.SBATCH_SCRIPT)
     job_id = submit(path, Path.cwd())
     print(job_id)
     print(f"mpimager sbatch: submitted batch job {job_id} (script {path})", file=sys.stderr)

@@ -23,7 +23,9 @@ from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
 from mpimager.errors import EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError, ReportedElsewhere
 from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
 from mpimager.pipeline.progress import Progress
-from mpimager.runtime.runner import JobResult, RunContext, log_path, run_job
+from mpimager.rundir import layout
+from mpimager.rundir.layout import log_path
+from mpimager.runtime.runner import JobResult, RunContext, run_job
 
 
 def main(request: RunRequest) -> int:
@@ -247,7 +249,7 @@ class Coordinator:
                     "wall_s": round(wall, 3), "jobs": jobs,
                     "products": [o["path"] for j in jobs for o in j["outputs"]],
                     "provenance": self.provenance}
-        path = self.run_dir / "manifest.json"
+        path = self.run_dir / layout.MANIFEST
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(manifest, indent=1))
         os.replace(tmp, path)

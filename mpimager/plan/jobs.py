@@ -22,6 +22,7 @@ from mpimager.config.load import Config, ImagingPass
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
 from mpimager.states import JobKind
+from mpimager.rundir import layout
 
 MODES = ("single", "combine", "combine-obs-ids")
 
@@ -164,7 +165,7 @@ def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, .
     data_column = _data_column(config, group, options)
     if data_column:
         options["data-column"] = data_column
-    temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / "tmp")
+    temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / layout.TMP)
     temp_dir = os.path.join(temp_base, _safe(name) + "-" + _digest(prefix))
     options = {"j": settings.threads, **options, "temp-dir": temp_dir}
     binary = config.container.wsclean_mp if settings.nodes_mpi > 1 else settings.wsclean

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from mpimager.report import products
 from mpimager.report.html import CubeEntry, ImageEntry, ReportData, render
+from mpimager.rundir import layout
+from mpimager.rundir.layout import REPORT_DIR, REPORT_HTML
 
-REPORT_HTML = "report.html"
-REPORT_DIR = "report"
 CACHE = "quicklooks.json"
 CACHE_VERSION = 1
 
@@ -142,7 +142,7 @@ def recorded_provenance(run_dir: Path) -> dict | None:
     from mpimager.rundir.journal import read_records
 
     try:
-        found = json.loads((run_dir / "manifest.json").read_text()).get("provenance")
+        found = json.loads((run_dir / layout.MANIFEST).read_text()).get("provenance")
     except (OSError, ValueError, AttributeError):
         found = None
     if found:

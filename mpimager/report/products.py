@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+from mpimager.rundir import layout
 
 _CHANNEL = re.compile(r"-\d{4}-")
 
@@ -77,7 +78,7 @@ def run_outputs(jobs: Sequence, run_dir: Path) -> list[tuple[str, str]]:
     if pairs:
         return pairs
     try:
-        manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+        manifest = json.loads((Path(run_dir) / layout.MANIFEST).read_text())
     except (OSError, ValueError):
         return []
     return [("", p) for p in manifest.get("products", ())]

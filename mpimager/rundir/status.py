@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Sequence
 
 from mpimager.errors import InputError
-from mpimager.rundir.journal import JOURNAL, lock_holder, read_records
-from mpimager.runtime.runner import log_path
+from mpimager.rundir.journal import lock_holder, read_records
+from mpimager.rundir.layout import JOURNAL, log_path
 from mpimager.states import JobState, RunState
 
 STATES = tuple(JobState)
