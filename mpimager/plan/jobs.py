@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from mpimager.wsclean import options as wsclean
+from mpimager.wsclean import names
+from mpimager.wsclean.names import parse_image_name
 from mpimager.config.load import Config, ImagingPass
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
@@ -171,11 +173,11 @@ def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, .
     binary = config.container.wsclean_mp if settings.nodes_mpi > 1 else settings.wsclean
     argv = wsclean.command(binary, list(options.items()), prefix, [m.info.path for m in group])
     return Job(id="", kind=JobKind.WSCLEAN, ms=tuple(m.info.path for m in group), argv=tuple(argv),
-               outputs=tuple(wsclean.predict_outputs(prefix, options, n_out)),
+               outputs=tuple(names.predict_outputs(prefix, options, n_out)),
                depends_on=tuple(fix_ids[m.info.path] for m in group if m.info.path in fix_ids),
                host=_host(config, group), cost=_cost(group, options, n_out), prefix=prefix, temp_dir=temp_dir,
                pass_name=p.suffix, nranks=settings.nodes_mpi,
-               pols=tuple(wsclean.parse_pols(str(options.get("pol", "I")))), tags=_tags(group))
+               pols=tuple(names.parse_pols(str(options.get("pol", "I")))), tags=_tags(group))
 
 
 def _prefix(group: Sequence[InputMS], p: ImagingPass, run_dir: Path, where: str) -> tuple[str, str]:
@@ -225,7 +227,6 @@ class _CubeName:
     kind: str
 
 
-_CHANNEL_IMAGE = re.compile(r"-\d{4}(?:-(?:[IQUV]|XX|XY|XYi|YY|RR|RL|RLi|LL))?-(image|residual)\.fits$")
 
 
 def _reduce_units(config: Config, imaging: Sequence[Job]) -> list[list[Job]]:
@@ -251,7 +252,8 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
     wanted = {{"restored": "image", "residual": "residual", "unconvolved": "image"}[k] for k in r.cubes}
     jobs = []
     for unit in _reduce_units(config, imaging):
-        images = [o for j in unit for o in j.outputs if (m := _CHANNEL_IMAGE.search(o)) and m.group(1) in wanted]
+        images = [o for j in unit for o in j.outputs
+                  if (n := parse_image_name(os.path.basename(o))) and n.is_channel and n.kind in wanted]
         if not images:
             continue  # one output channel: nothing to stack
         out_dir = os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
@@ -290,7 +292,7 @@ def _cost(group: Sequence[InputMS], options: dict, n_out: int) -> float:
         w, h = (int(x) for x in str(size).split()[:2]) if not isinstance(size, list) else map(int, size[:2])
     except ValueError:
         w = h = 1024
-    npol = len(wsclean.parse_pols(str(options.get("pol", "I"))))
+    npol = len(names.parse_pols(str(options.get("pol", "I"))))
     mb = sum(m.info.size_bytes for m in group) / 1e6
     clean = 2.0 if int(options.get("niter", 0) or 0) > 0 else 1.0
     return round(mb * npol * clean + w * h * n_out * npol / 1e6, 3)
