@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mpimager.atomic import write_text_atomic
 from mpimager.errors import InputError, JobError
 from mpimager.rundir import layout
 
@@ -122,10 +123,7 @@ def write_script(text: str, path: Path) -> Path:
     path = Path(path).absolute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        os.replace(tmp, path)
+        write_text_atomic(path, text, mode=0o755)
     except OSError as exc:
         raise InputError(f"{path}: cannot write the batch script ({exc.strerror or exc})") from None
     return path

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from mpimager.atomic import write_text_atomic
 from mpimager import __version__
 from mpimager.queue import mpiqueue
 from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
@@ -250,7 +251,4 @@ class Coordinator:
                     "products": [o["path"] for j in jobs for o in j["outputs"]],
                     "provenance": self.provenance}
         path = self.run_dir / layout.MANIFEST
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, json.dumps(manifest, indent=1))

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from mpimager.atomic import write_text_atomic
 from mpimager.config.load import PATH_OPTIONS, suggest
 from mpimager.errors import WSCleanOptionError
 
@@ -123,9 +124,7 @@ def known_options(runtime) -> frozenset[str]:
                                  f"(its --help printed {len(names)} options)")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"identity": runtime.identity(), "options": sorted(names)}))
-        os.replace(tmp, cache)
+        write_text_atomic(cache, json.dumps({"identity": runtime.identity(), "options": sorted(names)}))
     except OSError:
         pass  # a read-only home only costs a --help per run
     return names
