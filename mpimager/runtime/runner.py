@@ -17,6 +17,7 @@ its partial outputs are removed: a partial file never passes for a product.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
