@@ -44,7 +44,10 @@ def imports_of(path: Path, name: str, modules: set[str]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+            # `from pkg import mod` depends on pkg.mod (importing it runs pkg/__init__ first, but that is
+            # the package's own business); `from mod import name` depends on mod
+            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules]
+            targets = subs if len(subs) == len(node.names) else [*subs, base]
         else:
             continue
         for t in targets:
