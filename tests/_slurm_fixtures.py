@@ -34,6 +34,7 @@ cluster (its own munged socket, free ports) and skips when unshare is not permit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -41,9 +42,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 import pytest
 
@@ -85,10 +86,10 @@ class SlurmCluster:
     cpus: int                      # CPUs of each node
     env: Mapping[str, str]
     nodes: tuple[str, ...] = ()    # every node's name, in order (the one-node cluster: (node,))
-    local_disk: Optional[Path] = None  # multi-node: a path each node has its own directory at (ext4, like /scratch)
+    local_disk: Path | None = None  # multi-node: a path each node has its own directory at (ext4, like /scratch)
 
-    def run(self, argv: Sequence[str], cwd: Optional[Path] = None, timeout: float = 60,
-            env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
+    def run(self, argv: Sequence[str], cwd: Path | None = None, timeout: float = 60,
+            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a command (e.g. a Slurm client) with the cluster env (plus `env`), capturing text output."""
         full_env = dict(self.env)
         full_env.update(env or {})
@@ -144,7 +145,7 @@ class SlurmCluster:
                 )
             time.sleep(0.3)
 
-    def _completed_state(self, job_id: str) -> Optional[str]:
+    def _completed_state(self, job_id: str) -> str | None:
         jobcomp = self.scratch / "log" / "jobcomp.txt"
         if not jobcomp.exists():
             return None
@@ -177,7 +178,7 @@ def _installed(package: str) -> bool:
     return "install ok installed" in result.stdout
 
 
-def ensure_slurm_installed() -> Optional[str]:
+def ensure_slurm_installed() -> str | None:
     """Install Slurm + munge when missing; return None when usable, else the reason it is not."""
     if all(_installed(p) for p in ("slurmctld", "slurmd", "slurm-client", "munge")) \
             and Path("/etc/munge/munge.key").exists():
@@ -256,7 +257,7 @@ PartitionName={PARTITION} Nodes={names} Default=YES MaxTime=INFINITE State=UP Ov
 DAEMON_NAMES = ("slurmd", "slurmctld", "munged")
 
 
-def _pid_from_file(pid_file: Path) -> Optional[int]:
+def _pid_from_file(pid_file: Path) -> int | None:
     """The pid in `pid_file` if that process is alive and is the daemon the file is named after
     (`slurmd.pid`, `slurmd.n1.pid`, `slurmctld.pid`, `munged.pid`)."""
     try:
@@ -283,10 +284,8 @@ def _stop_by_pid_file(pid_file: Path, timeout: float = 15) -> None:
         if _pid_from_file(pid_file) != pid:
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     _reap(pid)
 
 
@@ -318,10 +317,8 @@ def stop_orphaned_clusters(roots: Sequence[Path] = (Path(tempfile.gettempdir()),
 
 def _reap(pid: int) -> None:
     """Collect `pid` if it is our child (slurmctld/slurmd run under Popen), so it does not stay a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _wait_for(predicate, timeout: float, what: str, log: Path) -> None:
@@ -356,7 +353,7 @@ class _LocalCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))}
         env["SLURM_CONF"] = str(self.conf)
         self.env = env
-        self.cluster: Optional[SlurmCluster] = None
+        self.cluster: SlurmCluster | None = None
 
     def start(self) -> SlurmCluster:
         for sub in ("state", "spool", "run", "log", "work"):
@@ -474,7 +471,7 @@ def slurm_cluster():
     yield from _cluster_fixture()
 
 
-def unshare_refused() -> Optional[str]:
+def unshare_refused() -> str | None:
     """None when this process may make UTS and mount namespaces (and mount tmpfs in them), else why not."""
     try:
         result = subprocess.run(["unshare", "--uts", "--mount", "--propagation", "private", "bash", "-c",

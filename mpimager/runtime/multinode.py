@@ -19,7 +19,7 @@ import os
 import socket
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 MARKER = ".mpimager-leader"          # in the job's temp dir: the token the leader wrote
 PREFIX = "mpimager node check: "     # the first words of a failed check's line
