@@ -228,3 +228,36 @@ def test_a_failing_or_hanging_rank_ends_its_step_and_its_job_and_the_run_goes_on
         pattern = f"{fake.parent}/[w]sclean-mp"  # [w]: the pattern does not match the grep itself
         r = slurm_multinode.on_node(node, ["bash", "-c", f"grep -l '{pattern}' /proc/[0-9]*/cmdline || true"])
         assert r.stdout.strip() == "", (node, r.stdout)
+
+
+def test_the_launch_line_ends_the_wsclean_mp_step_whose_rank_on_the_other_node_fails(
+        slurm_multinode, multinode_tmp, wsclean_mp):
+    # The hang seen on a cluster, without mpimager's node check: the temp dir exists only on the leader's node
+    # (n1), so wsclean-mp's rank on n2 fails reading the parts; the launch line's --kill-on-bad-exit ends the step.
+    ms = multinode_tmp / "obs0.ms"
+    synth.make_ms(ms, telescope="TEST")
+    launch = multinode_tmp / "launch.py"
+    launch.write_text(f"""\
+import os, subprocess, sys, time
+from mpimager.queue.mpiqueue import Placement
+from mpimager.runtime.runner import mpi_launcher
+os.makedirs("/dev/shm/t", exist_ok=True)  # on n1 only: the batch script runs there
+argv = mpi_launcher(Placement(1, "n1", (1, 2), ("n1", "n2")), dict(os.environ)) + [
+    {wsclean_mp!r}, "-j", "1", "-size", "64", "64", "-scale", "20asec", "-niter", "50", "-channels-out", "2",
+    "-temp-dir", "/dev/shm/t", "-name", {str(multinode_tmp / "img")!r}, {str(ms)!r}]
+began = time.monotonic()
+code = subprocess.run(argv, timeout=300).returncode
+print(f"step ended: exit {{code}} after {{time.monotonic() - began:.0f}} s", flush=True)
+""")
+    script = multinode_tmp / "job.sh"
+    script.write_text(f"#!/bin/bash\n#SBATCH --nodes=2 --ntasks-per-node=1\n{sys.executable} {launch}\n")
+
+    job = slurm_multinode.sbatch(script, cwd=multinode_tmp)
+
+    assert slurm_multinode.wait(job, timeout=200) == "COMPLETED"
+    out = (multinode_tmp / f"slurm-{job}.out").read_text()
+    assert "Error opening temporary data file '/dev/shm/t" in out  # the rank on n2 failed ...
+    assert "srun: error: n2: task 1: Exited with exit code 255" in out
+    (ended,) = [line for line in out.splitlines() if line.startswith("step ended: ")]
+    code, seconds = int(ended.split()[3]), int(ended.split()[5])
+    assert code != 0 and seconds < 60, ended  # ... and the step ended at once, instead of waiting for it
