@@ -74,6 +74,7 @@ def default_threads(config: Config) -> int:
 def prepare(request: RunRequest) -> Prepared:
     """Config, runtime, option check, inputs, plan: every check that can fail before a job runs."""
     from mpimager.runtime.containers import make_runtime
+    from mpimager.runtime.multinode import refuse_node_local_temp_dirs
     from mpimager.inputs.discover import discover
     from mpimager.wsclean.options import check_options, check_value_counts, known_options, option_arity
 
@@ -95,6 +96,7 @@ def prepare(request: RunRequest) -> Prepared:
     jobs = plan_jobs(config, inputs, settings)
     check_wsclean_mp(config, jobs, runtime)
     check_fixms_writable(jobs, inputs)
+    refuse_node_local_temp_dirs(jobs, int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1))
     return Prepared(config=config, jobs=tuple(jobs), run_dir=run_dir, runtime=runtime)
 
 
@@ -225,15 +227,15 @@ def plan_summary(prepared: Prepared, force: bool = False) -> dict:
 
 def launcher_line(prepared: Prepared, job: Job) -> list[str]:
     """The exact command of a multi-rank job as its worker will start it; the hosts are the ones the queue
-    reserves at run time (HOST1, HOST2, ... here)."""
+    reserves at run time (HOST1, HOST2, ... here), TOKEN the temp-dir marker the leader writes then."""
     from types import SimpleNamespace
 
     from mpimager.runtime.runner import wsclean_command
 
     hosts = [f"HOST{i + 1}" for i in range(job.nranks)]
     placement = SimpleNamespace(ranks=list(range(1, job.nranks + 1)), hosts=hosts)
-    env = {k: v for k, v in os.environ.items() if k not in ("MPIMAGER_HOSTS", "MPIMAGER_HOST")}
-    return wsclean_command(job, list(job.argv), prepared.runtime, placement, env)
+    env = dict(os.environ)
+    return wsclean_command(job, list(job.argv), prepared.runtime, placement, env, token="TOKEN")
 
 
 def _size(n: float) -> str:
