@@ -79,8 +79,10 @@ def test_the_launcher_line_of_a_multi_rank_job_is_shown(tmp_path, tiny_ms_dir):
     c = config(tmp_path, top=f'[container]\nwsclean_mp = "{fake}"')
     r = run_cli(c, tiny_ms_dir / "obs0.ms", "--nodes-mpi", "2", "--dry-run", "--run-dir", tmp_path / "run")
     assert r.returncode == 0, r.stderr
-    assert "# as started over 2 ranks (hosts chosen by the queue at run time):\n" \
-           f"mpirun --bind-to none -np 2 -H HOST1:1,HOST2:1 {fake} -j " in r.stdout
+    launch = r.stdout.split("# as started over 2 ranks (hosts chosen by the queue at run time):\n")[1].split("\n")[0]
+    # over two hosts, each rank first checks that its node sees the job's temp dir and paths (runtime/multinode)
+    assert launch.startswith("mpirun --bind-to none -np 2 -H HOST1:1,HOST2:1 ")
+    assert " -m mpimager.runtime.multinode --temp-dir " in launch and f" -- {fake} -j " in launch
     j = json.loads(run_cli(c, tiny_ms_dir / "obs0.ms", "--nodes-mpi", "2", "--dry-run", "--json",
                            "--run-dir", tmp_path / "run").stdout)
     assert j["summary"]["launch"]["wsclean:obs0"][:7] == ["mpirun", "--bind-to", "none", "-np", "2", "-H",

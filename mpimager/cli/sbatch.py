@@ -216,7 +216,7 @@ def run(args) -> int:
     check_options(args)
     from dataclasses import replace
 
-    prepared = prepare(replace(request_from(args), source_env_file=False))  # the login node's env may differ
+    prepared = prepare(replace(request_from(args), check_here=False))  # the login node's software may differ
     values = script_values(args, prepared)
     text = render_script(args, values)
     workers = int(values["nodes"]) * int(values.get("ntasks-per-node", 1))

@@ -34,7 +34,9 @@ class RunRequest:
     dry_run: bool = False
     json: bool = False
     force: bool = False
-    source_env_file: bool = True  # pre-flight: source [worker] env_file once (mpimager sbatch on a login node: no)
+    # pre-flight of this host's software: source [worker] env_file, find wsclean-mp and the MPI launcher
+    # (off for `mpimager sbatch`: its script runs on other nodes, in the environment the job gets there)
+    check_here: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,15 @@ def prepare(request: RunRequest) -> Prepared:
     runtime.prepare()
     check_options(wsclean_keys(config), known_options(runtime))
     check_value_counts(passed_options(config), option_arity(runtime))
-    check_env_file(config, source=request.source_env_file)
+    check_env_file(config, source=request.check_here)
     inputs = discover(request.inputs, config)
     run_dir = Path(request.run_dir).absolute()
     settings = PlanSettings(run_dir=run_dir, mode=request.mode, threads=default_threads(config),
                             wsclean=config.container.wsclean, python=sys.executable,
                             nodes_mpi=request.nodes_mpi or config.worker.nodes_mpi)
     jobs = plan_jobs(config, inputs, settings)
-    check_wsclean_mp(config, jobs, runtime)
+    if request.check_here:
+        check_wsclean_mp(config, jobs, runtime)
     check_fixms_writable(jobs, inputs)
     refuse_node_local_temp_dirs(jobs, int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1))
     return Prepared(config=config, jobs=tuple(jobs), run_dir=run_dir, runtime=runtime)
