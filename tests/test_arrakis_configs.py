@@ -52,7 +52,7 @@ def _number(text: str) -> bool:
 def same_values(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """Values equal as WSClean parses them: '4' and '4.0' are the same number."""
     return len(a) == len(b) and all(x == y or (_number(x) and _number(y) and float(x) == float(y))
-                                    for x, y in zip(a, b))
+                                    for x, y in zip(a, b, strict=True))
 
 
 def arrakis_ceil(x: float) -> float:

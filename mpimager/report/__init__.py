@@ -157,18 +157,16 @@ def recorded_provenance(run_dir: Path) -> dict | None:
     return {k: v for k, v in records[-1].items() if k not in ("event", "time")}
 
 
-_AUX = re.compile(r"-(?:MFS-)?(?:(?:I|Q|U|V|XX|XY|XYi|YY|RR|RL|RLi|LL)-)?(residual|psf)\.fits$")
-_CHANNEL = re.compile(r"-\d{4}-")
-
-
 def residuals_and_psfs(jobs) -> list[tuple[str, str]]:
     """(job id, path) of the MFS (or single-channel) residual and PSF images of the finished WSClean jobs."""
+    from mpimager.wsclean.names import overview_image
+
     out = []
     for j in jobs:
         if j.kind == "wsclean" and j.state == "done":
             for p in j.outputs:
-                name = os.path.basename(p)
-                if _AUX.search(name) and ("-MFS-" in name or not _CHANNEL.search(name)):
+                n = overview_image(os.path.basename(p))
+                if n is not None and n.kind in ("residual", "psf"):
                     out.append((j.id, p))
     return out
 

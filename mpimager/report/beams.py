@@ -21,8 +21,6 @@ from html import escape
 from typing import Sequence
 
 FLAG_FACTOR = 3.0
-_MFS = re.compile(r"-(?:MFS-)?(?:(?P<pol>I|Q|U|V|XX|XY|XYi|YY|RR|RL|RLi|LL)-)?image\.fits$")
-_CHANNEL = re.compile(r"-\d{4}-")
 
 
 @dataclass(frozen=True)
@@ -48,14 +46,15 @@ class BeamRow:
         return self.peak / self.rms if self.peak is not None and self.rms else None
 
 
-def mfs_images(outputs: Sequence[str]) -> dict[str, str]:
-    """Stokes -> the MFS (or single-channel) restored image among a WSClean job's outputs."""
+def mfs_images(outputs: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Stokes -> (path, prefix) of the MFS (or single-channel) restored image among a WSClean job's outputs."""
+    from mpimager.wsclean.names import overview_image
+
     found = {}
     for path in outputs:
-        name = os.path.basename(path)
-        m = _MFS.search(name)
-        if m and ("-MFS-" in name or not _CHANNEL.search(name)):
-            found[m.group("pol") or "I"] = path
+        n = overview_image(os.path.basename(path))
+        if n is not None and n.kind == "image":
+            found[n.pol or "I"] = (path, n.prefix)
     return found
 
 
@@ -127,8 +126,7 @@ def beam_rows(jobs: Sequence) -> list[BeamRow]:
         if not images:
             rows.append(BeamRow(beam=beam, job=j.id, stokes="-", state=j.state, error=j.error or ""))
             continue
-        for stokes, path in sorted(images.items(), key=lambda kv: "IQUV".find(kv[0][0])):
-            prefix = os.path.basename(path).split("-MFS-")[0]
+        for stokes, (path, prefix) in sorted(images.items(), key=lambda kv: "IQUV".find(kv[0][0])):
             blanked = next((v for k, v in cube_logs.items() if _log_of(k, prefix, stokes)), [])
             try:
                 facts = _image_facts(path)
