@@ -16,15 +16,18 @@ import time
 from pathlib import Path
 
 from mpimager.errors import InputError
+from mpimager.resources import example_config
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
+DEMO_CONFIG = example_config("demo.toml")
 
 
 def add_arguments(parser):
-    parser.add_argument("--dir", default="mpimager-demo", help="where the data and the run go (default ./mpimager-demo)")
+    parser.add_argument("--dir", default="mpimager-demo",
+                        help="where the data and the run go (default ./mpimager-demo)")
     parser.add_argument("--ranks", type=int, default=3, help="MPI ranks: 1 coordinator + workers (default 3)")
     parser.add_argument("--beams", type=int, default=6, help="raw ASKAP beams to synthesise (default 6)")
-    parser.add_argument("--config", default=str(DEMO_CONFIG), help="the demo config (default configs/demo.toml)")
+    parser.add_argument("--config", default=str(DEMO_CONFIG),
+                        help="the demo config (default: the packaged configs/demo.toml)")
 
 
 def run(args) -> int:
@@ -33,7 +36,7 @@ def run(args) -> int:
     root = Path(args.dir).absolute()
     data = root / "data"
     if not Path(args.config).is_file():
-        raise InputError(f"{args.config}: the demo config is missing (run from a checkout of mpimager)")
+        raise InputError(f"{args.config}: no such demo config")
     if shutil.which("mpirun") is None:
         raise InputError("mpirun not found: install Open MPI (scripts/install.sh does)")
     t0 = time.time()
