@@ -420,8 +420,35 @@ def load_config(path: str | os.PathLike) -> Config:
     """Load, merge and validate the config at `path` (raises ConfigError with one line)."""
     path = Path(path)
     files = _layer_files(path)
+    return _load_layers(files, [read_toml(f) for f in files])
+
+
+def load_config_mapping(data: Mapping[str, Any], base: str | os.PathLike | None = None) -> Config:
+    """A config given as a mapping (what a TOML file would hold), layered on the defaults like a file.
+
+    `data`: the tables (and an optional `default_settings` path); `base`: the directory its relative paths
+    resolve against (default: the current directory). Errors name it as `BASE/<mapping>`."""
+    base = Path(base if base is not None else os.getcwd()).absolute()
+    where = base / "<mapping>"
+    parent = data.get("default_settings")
+    if parent is not None and not isinstance(parent, str):
+        raise ConfigError(f"{where}: default_settings: expected a path string, got {parent!r}")
+    files = _layer_files(resolve_path(parent, base, f"{where}: default_settings")) if parent else [DEFAULTS]
+    return _load_layers(files + [where], [read_toml(f) for f in files] + [dict(data)])
+
+
+def as_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
+    """`config` as a loaded Config: a Config as it is, a mapping layered like a file, else a path to load."""
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return load_config_mapping(config)
+    return load_config(config)
+
+
+def _load_layers(files: list[Path], datas: list[dict]) -> Config:
     problems = _Problems()
-    layers = [_normalise_layer(f, read_toml(f), problems) for f in files]
+    layers = [_normalise_layer(f, d, problems) for f, d in zip(files, datas)]
     problems.raise_if_any()
     merged, origins = merge_layers(layers, files)
     user = files[-1]

@@ -11,10 +11,10 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Mapping
 from pathlib import Path
 
-from mpimager.config.load import Config, load_config, wsclean_keys
+from mpimager.config.load import Config, as_config, wsclean_keys
 from mpimager.errors import InputError
 from mpimager.plan.jobs import Job, PlanSettings, plan_jobs
 
@@ -26,7 +26,7 @@ Mode = Literal["single", "combine", "combine-obs-ids"]
 class RunRequest:
     """What a run is asked to do: the contract between the CLI (or the Python API) and the pipeline."""
 
-    config: str | os.PathLike
+    config: str | os.PathLike | Mapping[str, Any] | Config  # a file, its tables, or a loaded config
     inputs: tuple[str, ...] = ()
     mode: Mode = "single"
     nodes_mpi: int | None = None
@@ -60,7 +60,7 @@ def prepare(request: RunRequest) -> Prepared:
     from mpimager.inputs.discover import discover
     from mpimager.wsclean.options import check_options, known_options
 
-    config = load_config(request.config)
+    config = as_config(request.config)
     if request.nodes_mpi is not None and request.nodes_mpi < 1:
         raise InputError(f"--nodes-mpi: expected an integer >= 1, got {request.nodes_mpi}")
     runtime = make_runtime(config.container)
