@@ -82,10 +82,11 @@ def check_options(args) -> None:
 
 def script_values(args, prepared) -> dict[str, str]:
     """The template's values: sized from the plan (mpimager.plan.sbatch.size_from_plan), then the options given."""
+    from mpimager.pipeline.prepare import default_threads
     from mpimager.plan import sbatch as slurm
 
     config = prepared.config
-    cpus = args.cpus_per_task or config.worker.threads or max(1, (os.cpu_count() or 1) // config.worker.max_concurrent)
+    cpus = args.cpus_per_task or default_threads(config)
     values = slurm.size_from_plan(prepared.jobs, config.worker.max_concurrent, cpus, nodes=args.nodes,
                                   nodes_mpi=args.nodes_mpi)
     if args.time is not None:

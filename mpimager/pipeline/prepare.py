@@ -47,11 +47,10 @@ class Prepared:
 
 
 def default_threads(config: Config) -> int:
-    if config.worker.threads:
-        return config.worker.threads
-    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, (os.cpu_count() or 1) // config.worker.max_concurrent)
+    """WSClean's -j for this config on this machine (mpimager.runtime.environment.default_threads)."""
+    from mpimager.runtime.environment import default_threads as threads
+
+    return threads(config.worker.threads, config.worker.max_concurrent)
 
 
 def prepare(request: RunRequest) -> Prepared:
@@ -65,7 +64,7 @@ def prepare(request: RunRequest) -> Prepared:
         raise InputError(f"--nodes-mpi: expected an integer >= 1, got {request.nodes_mpi}")
     runtime = make_runtime(config.container)
     runtime.prepare()
-    check_options(wsclean_keys(config), known_options(runtime))
+    check_options(wsclean_keys(config), known_options(runtime, cache=not request.dry_run))
     inputs = discover(request.inputs, config)
     run_dir = Path(request.run_dir).absolute()
     settings = PlanSettings(run_dir=run_dir, mode=request.mode, threads=default_threads(config),

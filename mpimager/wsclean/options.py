@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from mpimager.config.load import PATH_OPTIONS, suggest
@@ -184,14 +183,15 @@ def parse_help(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mpimager"
+def known_options(runtime, cache: bool = True) -> frozenset[str]:
+    """The option names of the WSClean `runtime` runs, parsed from its --help once per binary/image identity
+    and kept in the cache directory (mpimager.runtime.environment.cache_dir); `cache=False` (a dry run) reads
+    the cache but writes nothing."""
+    from mpimager.runtime.environment import cache_dir
 
-
-def known_options(runtime) -> frozenset[str]:
-    """The option names of the WSClean `runtime` runs, parsed from its --help once per binary/image identity."""
     key = hashlib.sha256(runtime.identity().encode()).hexdigest()[:20]
-    cache = _cache_dir() / f"wsclean-options-{key}.json"
+    write = cache
+    cache = cache_dir("wsclean") / f"wsclean-options-{key}.json"
     try:
         return frozenset(json.loads(cache.read_text())["options"])
     except (OSError, ValueError, KeyError):
@@ -200,6 +200,8 @@ def known_options(runtime) -> frozenset[str]:
     if len(names) < 20:
         raise WSCleanOptionError(f"could not read WSClean's option list from {runtime.describe()} "
                                  f"(its --help printed {len(names)} options)")
+    if not write:
+        return names
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
