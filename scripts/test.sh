@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README (CI runs it through .ci/run). It tests what users install:
 #   suite   the sdist and, from it, the wheel are built; the wheel goes into a fresh venv (no system
-#           site-packages) with its [test,report] extras, and the whole suite runs from the unpacked sdist
+#           site-packages) with its [test,report,docs] extras, and the whole suite runs from the unpacked sdist
 #           (its mpimager/ removed: only the install can be imported) as the unprivileged user
 #           $MPIMAGER_TEST_USER; the tests that need root (the local Slurm cluster: slurmd, munged) skip
 #           there with their reason and then run as root against the same install (-m slurm);
@@ -57,11 +57,13 @@ in_src() {  # in_src VENV PYTEST_ARGS...: pytest of the venv, run from the unpac
 
 status=0
 if [[ " $jobs " == *" suite "* ]]; then
-  venv "$work/venv" "$wheel[test,report]"
+  venv "$work/venv" "$wheel[test,report,docs]"
   id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
   chown -R "$user" "$work"
   echo "test.sh: the suite as $user, against $(cd / && "$work/venv/bin/python" -c 'import mpimager; print(mpimager.__file__)')"
+  # the rootfs root built above, read-only for the user (the build script would otherwise build its own)
   runuser -u "$user" -- env HOME="$(getent passwd "$user" | cut -d: -f6)" PATH="$work/venv/bin:$PATH" \
+    MPIMAGER_ROOTFS_CACHE="$(dirname "$(bash scripts/build-wsclean-rootfs.sh)")" \
     bash -c 'cd "$0" && exec "$1/bin/python" -m pytest -ra -p no:cacheprovider "${@:2}"' "$src" "$work/venv" "$@" \
     || status=$?
   echo "test.sh: the tests that need root, as root, against the same install"
