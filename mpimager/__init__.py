@@ -23,9 +23,10 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        if _LAZY[name] is None:
+        module = _LAZY[name]
+        if module is None:
             return importlib.import_module(f"{__name__}.{name}")
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'mpimager' has no attribute {name!r}")
 
 

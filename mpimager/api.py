@@ -108,7 +108,10 @@ def run(config: str | os.PathLike[str] | Mapping[str, Any] | Config,
     request = _request(config, inputs, mode=mode, nodes_mpi=nodes_mpi, run_dir=run_dir, force=force)
     code = session.main(request, comm=comm)
     result = _result(code, Path(request.run_dir).absolute()) if comm.Get_rank() == 0 else None
-    return comm.bcast(result, root=0) if comm.Get_size() > 1 else result
+    if comm.Get_size() > 1:
+        result = comm.bcast(result, root=0)
+    assert result is not None
+    return result
 
 
 def _result(code: int, run_dir: Path) -> RunResult:

@@ -8,6 +8,7 @@ Stokes I and QU passes, cubes) and lists the products. Re-running it resumes: fi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from mpimager.errors import InputError
 from mpimager.resources import example_config
 
 DEMO_CONFIG = example_config("demo.toml")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
@@ -43,12 +45,12 @@ def run(args) -> int:
     existing = sorted(data.glob("*.ms")) if data.is_dir() else []
     if len(existing) != args.beams:
         shutil.rmtree(data, ignore_errors=True)
-        print(f"synthesising {args.beams} raw ASKAP-like beams in {data} ...", flush=True)
+        log.info(f"synthesising {args.beams} raw ASKAP-like beams in {data} ...")
         synthesise(data, beams=args.beams)
-        print(f"  done in {time.time() - t0:.1f} s", flush=True)
+        log.info(f"  done in {time.time() - t0:.1f} s")
     cmd = ["mpirun", "-n", str(args.ranks), sys.executable, "-m", "mpimager", args.config, str(data),
            "--run-dir", str(root / "run")]
-    print("running:", " ".join(cmd), flush=True)
+    log.info("running: " + " ".join(cmd))
     env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1", **os.environ}
     code = subprocess.run(cmd, env=env).returncode
@@ -58,8 +60,8 @@ def run(args) -> int:
         cubes = [p for p in products if ".contcube" in p and p.endswith(".fits") and "-0" not in p
                  and "-MFS-" not in p]
         mfs = [p for p in products if "-MFS-" in p and p.endswith("image.fits")]
-        print(f"\n{len(products)} products in {root / 'run'} ({time.time() - t0:.0f} s in all); "
-              f"MFS images and cubes:")
+        log.info(f"{len(products)} products in {root / 'run'} ({time.time() - t0:.0f} s in all); "
+                 f"MFS images and cubes:")
         for p in mfs + cubes:
-            print("  ", os.path.relpath(p, root))
+            print("  ", os.path.relpath(p, root))  # the command's output
     return code
