@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mpimager.errors import InputError
 from mpimager.resources import example_config
+from mpimager.rundir import layout
 
 DEMO_CONFIG = example_config("demo.toml")
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def run(args) -> int:
     env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1", **os.environ}
     code = subprocess.run(cmd, env=env).returncode
-    manifest = root / "run" / "manifest.json"
+    manifest = root / "run" / layout.MANIFEST
     if manifest.is_file():
         products = json.loads(manifest.read_text())["products"]
         cubes = [p for p in products if ".contcube" in p and p.endswith(".fits") and "-0" not in p

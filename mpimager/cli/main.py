@@ -10,11 +10,14 @@ error prints the command's usage line, then the one-line error.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import sys
+from pathlib import Path
 
 from mpimager import __version__
-from mpimager.errors import EXIT_BUG, InputError, MpimagerError
+from mpimager.errors import EXIT_BUG, InputError, MpimagerError, ReportedElsewhere
 from mpimager.log import configure_cli
 
 # command name -> module providing add_arguments(parser) and run(args) -> int
@@ -52,8 +55,10 @@ class _Parser(argparse.ArgumentParser):
 def _commands_epilog() -> str:
     lines = ["commands (mpimager COMMAND --help for each):"]
     for name, module in SUBCOMMANDS.items():
-        if name != "run":
-            doc = (importlib.import_module(module).__doc__ or "").strip().splitlines()[0]
+        if name != "run":  # each module's docstring read from its source: --help imports none of them
+            spec = importlib.util.find_spec(module)
+            source = Path(spec.origin).read_text() if spec and spec.origin else ""
+            doc = (ast.get_docstring(ast.parse(source)) or "").strip().splitlines()[0]
             lines.append(f"  {name:<8} {doc.split(': `')[0].rstrip('.')}")
     return "\n".join(lines)
 
@@ -92,9 +97,10 @@ def main(argv=None) -> int:
         args = build_parser(command).parse_args(argv)
         configure_cli(-1 if args.quiet else min(args.verbose, 1), args.log_file)
         return int(args._run(args) or 0)
+    except ReportedElsewhere as exc:  # under MPI only rank 0 speaks
+        return exc.exit_code
     except MpimagerError as exc:
-        if not getattr(exc, "quiet", False):  # under MPI only rank 0 speaks
-            print(f"{getattr(exc, 'usage', '')}mpimager: error: {exc}", file=sys.stderr)
+        print(f"{getattr(exc, 'usage', '')}mpimager: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # `mpimager ... | head`
         sys.stderr.close()
