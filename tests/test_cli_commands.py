@@ -8,6 +8,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from conftest import run_cli, write_config
+
 from mpimager.cli.main import SUBCOMMANDS
 
 

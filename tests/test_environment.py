@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from conftest import run_cli, snapshot, write_config
+
 from mpimager.runtime.environment import cache_dir, without_casacore_defaults
 
 
