@@ -67,3 +67,10 @@ def test_status_check_fails_a_finished_run_with_a_failed_job(tmp_path, tiny_ms_d
     assert r.returncode == 1
     st = run_cli("status", tmp_path / "failed", "--check", "--json")
     assert st.returncode == 1 and json.loads(st.stdout)
+
+
+def test_the_demo_runs_from_the_packaged_config(tmp_path):
+    r = run_cli("demo", "--dir", tmp_path, "--beams", "2", "--ranks", "2", timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "mpimager/data/configs/demo.toml" in r.stdout  # the running: line names the packaged config
+    assert "MFS images and cubes:" in r.stdout and (tmp_path / "run" / "mpimager.log").is_file()
