@@ -50,3 +50,11 @@ def test_jobs_get_casacore_variables_only_when_the_user_set_them():
     assert without_casacore_defaults(env) == {"PATH": "/usr/bin"}
     mine = {"AIPSPATH": "/site/casacore", "CASACORE_DATADIR": "/site/measures"}
     assert without_casacore_defaults(mine) == mine
+
+
+def test_casacore_measures_warning_is_one_line_saying_what_to_do(tmp_path):
+    r = run_cli("synth", tmp_path / "ms", "--beams", "2", "--times", "4", "--channels", "2")
+    assert r.returncode == 0, r.stderr
+    assert "Leap second table TAI_UTC" not in r.stderr and "SEVERE" not in r.stderr
+    assert r.stdout.count("measures data is out of date") <= 1  # once, where casacore's data is old
+    assert len([p for p in r.stdout.splitlines() if p.endswith(".ms")]) == 2

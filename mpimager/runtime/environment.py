@@ -7,13 +7,19 @@ its jobs must not inherit.
   $APPTAINER_CACHEDIR (or $SINGULARITY_CACHEDIR)/mpimager when one is set, as clusters point it at scratch.
 - `without_casacore_defaults(env)`: importing python-casacore points AIPSPATH and CASACORE_DATADIR into its
   own package; a job (the site's WSClean, its own casacore) gets them only when the user set them.
+- `measures_warning_once()`: casacore's three SEVERE lines about an out-of-date leap second table become
+  one warning line saying what to do, once per process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
-from collections.abc import Mapping
+import sys
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 CASACORE_VARIABLES = ("AIPSPATH", "CASACORE_DATADIR")
@@ -67,3 +73,51 @@ def without_casacore_defaults(env: Mapping[str, str]) -> dict[str, str]:
         if package and value and os.path.realpath(value.split()[0]).startswith(package):
             del out[var]
     return out
+
+
+_LEAP_SECOND = "Leap second table TAI_UTC seems out-of-date"
+MEASURES_ADVICE = ("casacore's measures data is out of date (its leap second table TAI_UTC): times derived from "
+                   "UTC may be off by 1 s or more; install current measures data and point CASACORE_DATADIR at it "
+                   "(docs/install.md, 'Measures data')")
+
+
+@contextlib.contextmanager
+def measures_warning_once(logger: logging.Logger | None = None) -> Iterator[None]:
+    """Within the block, casacore's three-line `SEVERE ... Leap second table TAI_UTC seems out-of-date`
+    messages (written by its C++ code to file descriptor 2) become one warning line, `MEASURES_ADVICE`,
+    logged once per process to `logger` (default mpimager's); every other line of fd 2 passes through."""
+    log = logger or logging.getLogger(__name__)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        skipping = False
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                text = line.decode(errors="replace")
+                if _LEAP_SECOND in text:
+                    skipping = True
+                    if not _warned:
+                        _warned.append(True)
+                        log.warning(MEASURES_ADVICE)
+                    continue
+                if skipping and "\tSEVERE\t" in text and ")+\t" in text:  # the message's continuation lines
+                    continue
+                skipping = False
+                os.write(saved, line)
+
+    thread = threading.Thread(target=pump, name="mpimager-casacore-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump reads to its end and stops
+        thread.join(timeout=5)
+        os.close(saved)
+
+
+_warned: list[bool] = []
