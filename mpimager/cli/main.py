@@ -3,8 +3,8 @@
 `mpimager CONFIG [INPUTS...]` runs (or, with --dry-run, plans) an imaging run; it has the shape of
 NenuFAR's `imgpipe` (underscore spellings of its flags are accepted). The other commands are
 `mpimager COMMAND ...` with COMMAND one of `SUBCOMMANDS` (listed by `mpimager --help`). Every command takes
--v/-q/--log-file (mpimager.log). This is the only place where an exception becomes an exit code; a usage
-error prints the command's usage line, then the one-line error.
+-v/-q/--log-file (mpimager.log). This is the only place where an exception becomes an exit code; missing
+arguments print the command's usage line, then the one-line error (any other bad argument: the line only).
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are ours: usage, one line, exit code 2, through `main`."""
 
     def error(self, message):
-        raise UsageError(message if self.prog == "mpimager" else f"{self.prog}: {message}", self.format_usage())
+        # missing arguments get the usage line first; a bad value stays a one-line error
+        usage = self.format_usage() if message.startswith("the following arguments are required") else ""
+        raise UsageError(message if self.prog == "mpimager" else f"{self.prog}: {message}", usage)
 
 
 def _commands_epilog() -> str:
