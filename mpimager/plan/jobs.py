@@ -248,22 +248,31 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
     wanted = {{"restored": "image", "residual": "residual", "unconvolved": "image"}[k] for k in r.cubes}
     jobs = []
     for unit in _reduce_units(config, imaging):
-        images = [o for j in unit for o in j.outputs if (m := _CHANNEL_IMAGE.search(o)) and m.group(1) in wanted]
+        found = [(m.group(1), o) for j in unit for o in j.outputs if (m := _CHANNEL_IMAGE.search(o))]
+        images = [o for kind, o in found if kind in wanted]
         if not images:
             continue  # one output channel: nothing to stack
+        # a dirty-only pass (niter = 0: no residuals, BMAJ = 0 in every image) has no restoring beam to
+        # match: its gather stacks the images as they are (unconvolved cubes) instead of failing
+        dirty_only = all(kind != "residual" for kind, _ in found)
+        cubes = ("unconvolved",) if dirty_only else r.cubes
         out_dir = os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
         argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--resolution", r.resolution,
-                "--scope", "prefix" if r.scope == "prefix" else "observation", "--cubes", ",".join(r.cubes),
+                "--scope", "prefix" if r.scope == "prefix" else "observation", "--cubes", ",".join(cubes),
                 "--axis-order", r.axis_order, "--names", r.names, "--round-up", str(r.round_up),
                 "--threads", str(settings.threads), "--quiet"]
         argv += ["--psf-cutoff", str(r.psf_cutoff)] if r.psf_cutoff is not None else []
         argv += ["--beam", *map(str, r.beam)] if r.beam else []
         argv += ["--purge"] if r.purge else []
+        argv += ["--circularise"] if r.circularise else []
+        argv += ["--psf-outlier", str(r.psf_outlier or 0)] if r.psf_outlier != type(r).psf_outlier else []
+        argv += ["--ref-chan", str(r.ref_chan)] if r.ref_chan is not None else []
+        argv += ["--ref-freq", str(r.ref_freq)] if r.ref_freq is not None else []
         unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
         argv += ["--ms", unit_ms[0]] if unit_ms[0] in fixed else []  # its receptor angle goes in the header
         outputs = []
         for j in unit:
-            for kind in r.cubes:
+            for kind in cubes:
                 for stokes in j.pols:
                     paths = cube_paths(_CubeName(os.path.basename(j.prefix), stokes, kind), r, Path(out_dir))
                     outputs += [str(paths.cube), str(paths.beamlog), str(paths.weights)]
