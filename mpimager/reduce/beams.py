@@ -192,8 +192,8 @@ def common_beam(beams: Sequence[Beam], round_up: float = 0.0, rtol: float = RTOL
 
 def _solve_mve(unique: Sequence[Beam], rtol: float, log) -> Beam:
     """radio-beam's minimum-volume enclosing ellipse; a safe circle if it fails or falls short."""
-    import numpy as np
     import astropy.units as u
+    import numpy as np
     from radio_beam import Beams
     from radio_beam.utils import BeamError
 

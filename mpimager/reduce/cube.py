@@ -2,8 +2,8 @@
 
 A cube is one primary HDU (RA, DEC, FREQ, STOKES or RA, DEC, STOKES, FREQ; one Stokes, so a plane is
 contiguous whatever the order) and, for cubes with one beam per plane, a CASA `BEAMS` table with
-CASAMBM=T (never CASAMBM without the table; a natural cube also carries a reference beam in BMAJ/BMIN/BPA
-when `ref_chan` or `ref_freq` names one). The header says BUNIT = 'Jy/beam' (for Jy/beam inputs), DATE,
+CASAMBM=T (never CASAMBM without the table; a natural cube also carries a reference beam in
+BMAJ/BMIN/BPA when `ref_chan` or `ref_freq` names one). The header says BUNIT = 'Jy/beam' (for Jy/beam inputs), DATE,
 and ORIGIN = 'mpimager VERSION' with a HISTORY line of what was done. The file is created at full size by one process (header,
 sparse data area, BEAMS table) under a `.partial` name; any process then writes any plane with one
 `pwrite` at its offset; the coordinating process rewrites the BEAMS table if planes were blanked while

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +109,9 @@ def read_header_bytes(path: Path) -> tuple[bytes, int]:
 
 
 def parse_header(raw: bytes, path: Path):
-    from astropy.io import fits
     import warnings
+
+    from astropy.io import fits
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -311,8 +311,9 @@ def _beams_table(path: Path) -> dict[tuple[int, int], tuple[float, float, float]
     """{(CHAN, POL): (BMAJ arcsec, BMIN arcsec, BPA deg)} of a cube's BEAMS table, None if it has none.
 
     Only the table is read (astropy seeks past the cube's data)."""
-    from astropy.io import fits
     import warnings
+
+    from astropy.io import fits
 
     scale = {"ARCSEC": 1.0, "DEG": 3600.0, "ARCMIN": 60.0, "RAD": math.degrees(1.0) * 3600.0}
     try:

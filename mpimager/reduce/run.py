@@ -178,8 +178,8 @@ def _reduce(images, options, out_dir, comm, log, threads, out_file, groups, rece
 
 def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
     from mpimager.reduce import cube as cubeio
-    from mpimager.reduce.names import cube_paths
     from mpimager.reduce.fitsio import read_inputs
+    from mpimager.reduce.names import cube_paths
     from mpimager.reduce.plan import plan_cubes
 
     if not images:
@@ -252,6 +252,7 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
 
 def _process(task: _Task, layout, min_weight: float, fft_workers: int, with_crc: bool) -> _Done:
     import numpy as np
+
     from mpimager.reduce.cube import robust_sigma, write_plane
     from mpimager.reduce.fitsio import read_plane
     from mpimager.reduce.kernel import convolve_plane, empty_plane
