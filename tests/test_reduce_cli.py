@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
-import numpy as np
 import pytest
 from astropy.io import fits
 

@@ -3,7 +3,6 @@ with frequency (size and position angle) go in, cubes come out, and pixels and h
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import astropy.units as u

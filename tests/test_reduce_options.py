@@ -73,7 +73,7 @@ def test_the_config_file_reduce_section_takes_the_new_keys(tmp_path):
 def test_options_are_frozen_and_checked_when_built_in_code():
     o = ReduceOptions(cubes=["residual"])
     assert o.cubes == ("residual",)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
         o.purge = True
     with pytest.raises(ConfigError):
         ReduceOptions(resolution="fine")

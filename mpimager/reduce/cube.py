@@ -3,10 +3,10 @@
 A cube is one primary HDU (RA, DEC, FREQ, STOKES or RA, DEC, STOKES, FREQ; one Stokes, so a plane is
 contiguous whatever the order) and, for cubes with one beam per plane, a CASA `BEAMS` table with
 CASAMBM=T (never CASAMBM without the table; a natural cube also carries a reference beam in
-BMAJ/BMIN/BPA when `ref_chan` or `ref_freq` names one). The header says BUNIT = 'Jy/beam' (for Jy/beam inputs), DATE,
-and ORIGIN = 'mpimager VERSION' with a HISTORY line of what was done. The file is created at full size by one process (header,
-sparse data area, BEAMS table) under a `.partial` name; any process then writes any plane with one
-`pwrite` at its offset; the coordinating process rewrites the BEAMS table if planes were blanked while
+BMAJ/BMIN/BPA when `ref_chan` or `ref_freq` names one). The header says BUNIT = 'Jy/beam' (for Jy/beam
+inputs), DATE, and ORIGIN = 'mpimager VERSION' with a HISTORY line of what was done. The file is created
+at full size by one process (header, sparse data area, BEAMS table) under a `.partial` name; any process
+then writes any plane with one `pwrite` at its offset; the coordinating process rewrites the BEAMS table if planes were blanked while
 being made (all-NaN or all-zero), verifies and renames it. Beside it: a beam log (beamlog.py) and linmos
 weights (`#Channel Weight`, 1/sigma^2 of a robust sigma per plane, 0 for blank planes).
 """
@@ -84,7 +84,7 @@ def cube_header(plan: CubePlan, options: ReduceOptions, receptor_angle: float | 
             continue
         h.append(card, end=True)
     for i, _, cards in axes:
-        for key, value, comment in cards:
+        for key, value, _ in cards:
             h[key.format(i)] = value
     bunit = plan.template.bunit
     if not bunit or "BEAM" in bunit.upper():
