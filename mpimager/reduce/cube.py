@@ -7,8 +7,9 @@ BMAJ/BMIN/BPA when `ref_chan` or `ref_freq` names one). The header says BUNIT = 
 inputs), DATE, and ORIGIN = 'mpimager VERSION' with a HISTORY line of what was done. The file is created
 at full size by one process (header, sparse data area, BEAMS table) under a `.partial` name; any process
 then writes any plane with one `pwrite` at its offset; the coordinating process rewrites the BEAMS table
-if planes were blanked while being made (all-NaN or all-zero), verifies and renames it. Beside it: a beam log (beamlog.py) and linmos
-weights (`#Channel Weight`, 1/sigma^2 of a robust sigma per plane, 0 for blank planes).
+if planes were blanked while being made (all-NaN or all-zero), verifies and renames it. Beside it: a beam
+log (beamlog.py) and linmos weights (`#Channel Weight`, 1/sigma^2 of a robust sigma per plane, 0 for
+blank planes).
 """
 
 from __future__ import annotations
