@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 from astropy.io import fits
 
@@ -133,3 +134,19 @@ def test_two_ranks_report_bad_input_once(tmp_path):
     assert r.returncode == 2
     assert [line for line in r.stderr.splitlines() if line.startswith("mpimager: error:")] == \
         [f"mpimager: error: {junk}: not a FITS file"]
+
+
+def test_a_cube_in_under_two_ranks_gives_what_one_rank_gives(channels, tmp_path):
+    from _reduce_fixtures import cube_from_channels
+
+    cube = cube_from_channels(channels.paths, tmp_path / "obs.fits", order="stokes-freq")  # I and Q
+    args = ["--resolution", "natural", "--scope", "observation", "--quiet", cube]
+    one = run_cli("reduce", "--out", tmp_path / "one", *args)
+    assert one.returncode == 0, one.stderr
+    two = run_cli("reduce", "--out", tmp_path / "two", *args, mpi=2)
+    assert two.returncode == 0, two.stderr + two.stdout
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.fits"))
+    assert names == ["obs-I-restored.cube.fits", "obs-Q-restored.cube.fits"]
+    for name in names:
+        assert np.array_equal(fits.getdata(tmp_path / "one" / name), fits.getdata(tmp_path / "two" / name),
+                              equal_nan=True)
