@@ -39,7 +39,6 @@ def test_a_full_table_is_accepted():
     ({"psf_cutof": 30}, "c.toml: [reduce] unknown key 'psf_cutof' (did you mean 'psf_cutoff'?)"),
     ({"beam": [20, 30, 0]}, "c.toml: [reduce] beam: expected BMAJ >= BMIN > 0, got [20, 30, 0]"),
     ({"ref_chan": "middle"}, "c.toml: [reduce] ref_chan: expected 'first', 'last', 'mid' or a plane index"),
-    ({"ref_chan": "mid", "ref_freq": 8e8}, "c.toml: [reduce] ref_chan and ref_freq: give one of them"),
     ({"psf_outlier": 0.5}, "c.toml: [reduce] psf_outlier: expected a number >= 1, got 0.5"),
     ({"circularise": 1}, "c.toml: [reduce] circularise: expected true or false, got 1"),
 ])

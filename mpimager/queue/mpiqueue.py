@@ -39,7 +39,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence, TypeVar
 
-from mpimager.errors import MpimagerError
+from mpimager.errors import JobError, MpimagerError
+from mpimager.states import Status
 
 T = TypeVar("T")
 
@@ -53,7 +54,7 @@ _MAX_SLEEP = 0.05   # longest sleep between two probes, seconds
 _SLEEP_FRACTION = 0.125  # a sleep is at most this fraction of the time waited so far
 _YIELD_FOR = 1e-4   # for the first 0.1 ms of a wait, poll again at once (a quick reply is common)
 
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+OK, FAILED, SKIPPED = Status.OK, Status.FAILED, Status.SKIPPED
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Outcome:
     A skipped task has rank None, host None and start == end == the time it was given up."""
 
     task_id: str
-    status: str                  # "ok" | "failed" | "skipped"
+    status: Status
     value: Any
     error: str | None
     rank: int | None
@@ -540,14 +541,14 @@ class _Scheduler:
 def _call(execute: Callable[[Task, Placement], Any], task: Task, placement: Placement) -> Reply:
     """Run one task; any exception (SystemExit too) becomes a failed reply, never a dead rank.
 
-    An exception's `value` attribute, if it has one, travels with the failure as the Outcome's value
-    (what a failed job still has to report: attempts, exit code, logs)."""
+    A `JobError`'s `result` travels with the failure as the Outcome's value (what a failed job still has to
+    report: attempts, exit code, logs)."""
     start = time.time()
     try:
         value = execute(task, placement)
     except (Exception, SystemExit) as exc:
-        return Reply(getattr(exc, "value", None), f"{type(exc).__name__}: {exc}", traceback.format_exc(), start,
-                     time.time())
+        value = exc.result if isinstance(exc, JobError) else None
+        return Reply(value, f"{type(exc).__name__}: {exc}", traceback.format_exc(), start, time.time())
     return Reply(value, None, "", start, time.time())
 
 

@@ -54,7 +54,7 @@ class ReduceOptions:
     """Natural cubes: the plane whose beam goes into the header BMAJ/BMIN/BPA ('first', 'last', 'mid' or a
     plane index), as beamcon_3D --ref_chan; None (and no ref_freq): no header beam, only the BEAMS table."""
     ref_freq: float | None = None
-    """Natural cubes: like ref_chan, the plane nearest this frequency (Hz)."""
+    """Natural cubes: like ref_chan, the plane nearest this frequency (Hz); given both, ref_freq counts."""
     use_beamlogs: bool = False
     """Cubes given as input: trust a beam log beside the cube before its header beam (BEAMS tables first)."""
     threads: int | None = None
@@ -77,9 +77,11 @@ class ReduceOptions:
                 near = _nearest(key, known)
                 raise ConfigError(f"{where} unknown key '{key}'{near}")
             values[key] = _coerce(key, value, where)
-        if values.get("ref_chan") is not None and values.get("ref_freq") is not None:
-            raise ConfigError(f"{where} ref_chan and ref_freq: give one of them")
         return cls(**values)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Every field as a `[reduce]` table (JSON-ready): `from_mapping(o.to_mapping()) == o`."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
 
 def _nearest(key: str, known) -> str:
@@ -182,5 +184,3 @@ def _check(opts: ReduceOptions, where: str) -> None:
                           where)
         if coerced != value:
             object.__setattr__(opts, f.name, coerced)
-    if opts.ref_chan is not None and opts.ref_freq is not None:
-        raise ConfigError(f"{where} ref_chan and ref_freq: give one of them")

@@ -17,7 +17,6 @@ its partial outputs are removed: a partial file never passes for a product.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -27,8 +26,11 @@ from pathlib import Path
 
 from mpimager.errors import JobError
 from mpimager.plan.jobs import Job
+from mpimager.rundir import layout
+from mpimager.rundir.layout import log_path
+from mpimager.states import Retry
 
-RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = "same command", "gain and mgain halved", "no retry"
+RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = Retry.SAME, Retry.LOWER_GAINS, Retry.NONE
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,6 @@ class JobResult:
     duration: float
     notes: tuple[str, ...] = ()
     exit_code: int | None = 0  # of the last attempt (None: it did not end by itself: timeout, watcher)
-
-
-def log_path(run_dir: str, job_id: str, attempt: int = 1) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", job_id)
-    return os.path.join(run_dir, "logs", f"{safe}.log" if attempt == 1 else f"{safe}.attempt{attempt}.log")
 
 
 def job_env(env_file: str | None, base: dict | None = None) -> dict:
@@ -99,7 +96,7 @@ def lower_gains(argv: list[str]) -> list[str]:
     return argv
 
 
-def retry_strategy(result) -> str:
+def retry_strategy(result) -> Retry:
     from mpimager.runtime.process import Divergence, IOFailure
 
     if isinstance(result.error, Divergence):
@@ -160,7 +157,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     from mpimager.runtime import process
     from mpimager.runtime.containers import make_runtime
 
-    os.makedirs(os.path.join(ctx.run_dir, "logs"), exist_ok=True)
+    os.makedirs(os.path.join(ctx.run_dir, layout.LOGS), exist_ok=True)
     env = job_env(ctx.env_file)
     runtime = make_runtime(ctx.container) if job.kind == "wsclean" else None
     name = _program(job, runtime)
@@ -201,11 +198,10 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
             if strategy == RETRY_LOWER_GAINS:
                 argv = lower_gains(argv)
         _remove(job.outputs)
-        error = JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
-                         log=logs[-1])
-        error.value = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes),
-                                None if result.timed_out or result.error is not None else result.returncode)
-        raise error
+        code = None if result.timed_out or result.error is not None else result.returncode
+        failed = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes), code)
+        raise JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
+                       log=logs[-1], result=failed)
     finally:
         if job.temp_dir:
             shutil.rmtree(job.temp_dir, ignore_errors=True)
