@@ -199,3 +199,20 @@ def test_a_target_beam_in_natural_mode_and_a_reference_frequency(chans, tmp_path
     with fits.open(p.path) as hdul:
         assert hdul[0].header["CASAMBM"] is True and hdul[0].header["BMAJ"] == pytest.approx(30 / 3600)
         assert list(hdul["BEAMS"].data["BMAJ"]) == [30.0] * 8
+
+
+def test_racs_tools_reads_our_cubes_beams_and_our_beam_log_columns(chans, tmp_path):
+    """beamcon_3D's own reader finds the BEAMS table of a natural cube and the header beam of a total one
+    (our ECSV log is not where it looks for its text logs); the log has RACS-tools' column names and units."""
+    beamcon_3d = pytest.importorskip("racs_tools.beamcon_3D")
+
+    [nat] = _reduce(_i(chans), tmp_path / "nat", resolution="natural")
+    [tot] = _reduce(_i(chans), tmp_path / "tot")
+    got = beamcon_3d.get_beams(nat.path, fits.getheader(nat.path)).beam_table
+    assert list(got["BMAJ"]) == pytest.approx([b.major for b in nat.beams], rel=1e-6)
+    got = beamcon_3d.get_beams(tot.path, fits.getheader(tot.path)).beam_table
+    assert list(got["BMAJ"].quantity.to_value(u.arcsec)) == pytest.approx([tot.beam.major] * 8)
+    log = Table.read(nat.beamlog)
+    for col, unit in (("BMAJ", u.arcsec), ("Target BMIN", u.arcsec), ("Convolving BPA", u.deg)):
+        assert log[col].unit == unit
+    assert list(log["Channel"]) == list(range(8)) and "Convolving factor" in log.colnames
