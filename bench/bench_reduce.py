@@ -48,9 +48,8 @@ def stack_cube(files: list[Path], out: Path) -> Path:
     import io
 
     import numpy as np
-    from astropy.io import fits
-
     from _reduce_fixtures import beams_hdu
+    from astropy.io import fits
 
     if out.exists():
         return out

@@ -10,9 +10,9 @@ mpimager.reduce.kernel, so the tests check the kernel against it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

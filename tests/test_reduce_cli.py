@@ -6,11 +6,9 @@ import re
 
 import numpy as np
 import pytest
-from astropy.io import fits
-
-from conftest import run_cli, snapshot
-
 from _reduce_fixtures import Source, make_channels, point_sources
+from astropy.io import fits
+from conftest import run_cli, snapshot
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 import pytest
+from _reduce_fixtures import Source, make_channels, point_sources, render, varying_beams
 from astropy.io import fits
 from astropy.table import Table
 from radio_beam import Beams
@@ -15,8 +16,6 @@ from radio_beam import Beams
 from mpimager.errors import InputError
 from mpimager.reduce import ReduceOptions, reduce_images
 from mpimager.reduce.beams import Beam, encloses
-
-from _reduce_fixtures import Source, make_channels, point_sources, render, varying_beams
 
 SHAPE = (192, 192)
 CELL = 2.5
@@ -246,6 +245,7 @@ def test_receptor_angle_is_carried_into_the_cube_header(tmp_path):
 
 def test_pol_axis_comes_from_a_fixms_d_measurement_set(tmp_path):
     from fixms.fix_ms_corrs import fix_ms_corrs
+
     from mpimager.reduce.receptor import pol_axis_from_ms
     from mpimager.testing.synth import make_ms
 

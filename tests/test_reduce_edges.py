@@ -16,16 +16,14 @@ import subprocess
 
 import numpy as np
 import pytest
+from _reduce_fixtures import TINY, Source, beams_hdu, cube_from_channels, make_channels, point_sources, varying_beams
 from astropy.io import fits
 from astropy.table import Table
-
 from conftest import run_cli, write_config
+
 from mpimager.errors import InputError
 from mpimager.reduce import ReduceOptions, reduce_images
 from mpimager.reduce.beams import Beam
-
-from _reduce_fixtures import (TINY, Source, beams_hdu, cube_from_channels, make_channels, point_sources,
-                              varying_beams)
 
 SHAPE = (128, 128)
 
@@ -148,10 +146,10 @@ def test_dirty_only_wsclean_images_stack_unconvolved_and_restored_says_why_not(t
 
 
 def test_a_dirty_only_run_plans_unconvolved_cubes(tmp_path):
+    from test_plan import ms
+
     from mpimager.config.load import load_config
     from mpimager.plan.jobs import PlanSettings, plan_jobs
-
-    from test_plan import ms
 
     def jobs(niter):
         text = (f"[wsclean]\nname = 'img'\nout-dir = '/img'\nsize = '64 64'\nniter = {niter}\n"

@@ -9,6 +9,7 @@ import shutil
 import astropy.units as u
 import numpy as np
 import pytest
+from _reduce_fixtures import cube_from_channels, make_channels, point_sources, render, varying_beams
 from astropy.io import fits
 from astropy.table import Table
 from radio_beam import Beams
@@ -17,8 +18,6 @@ from mpimager import __version__
 from mpimager.errors import InputError
 from mpimager.reduce import ReduceOptions, reduce_images
 from mpimager.reduce.beams import Beam, encloses, same_beam
-
-from _reduce_fixtures import cube_from_channels, make_channels, point_sources, render, varying_beams
 
 SHAPE = (128, 128)
 CELL = 2.5

@@ -14,8 +14,8 @@ and its convolving logs (`Target BMAJ ...`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from mpimager.errors import InputError
 from mpimager.reduce.beams import Beam, convolving_beam
@@ -33,7 +33,7 @@ def write_beamlog(path: Path, plan, sigmas: Sequence[float], version: str) -> No
     from astropy.table import Table
 
     rows = []
-    for r, s in zip(plan.records, sigmas):
+    for r, s in zip(plan.records, sigmas, strict=True):
         conv = convolving_beam(r.beam_out, r.beam_in) if (r.beam_in and r.beam_out) else None
         factor = r.beam_out.area / r.beam_in.area if (conv is not None and r.status == "convolved") else \
             (1.0 if r.status == "copied" else _NAN)
@@ -95,6 +95,6 @@ def read_beams(path: Path) -> list[tuple[float, float, float]]:
             except (ValueError, TypeError) as exc:
                 raise InputError(f"{path}: beam log columns are not numbers ({exc})") from None
             order = list(t["Channel"]) if "Channel" in t.colnames else list(range(len(t)))
-            beams = list(zip(majors, minors, pas))
-            return [b for _, b in sorted(zip(order, beams), key=lambda x: int(x[0]))]
+            beams = list(zip(majors, minors, pas, strict=True))
+            return [b for _, b in sorted(zip(order, beams, strict=True), key=lambda x: int(x[0]))]
     raise InputError(f"{path}: beam log has no BMAJ, BMIN, BPA columns (has {', '.join(t.colnames)})")

@@ -13,8 +13,8 @@ second of start-up). Beams that are zero, absent or not finite never reach the s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 #: relative tolerance on beam variances for "encloses" and "equal" (float32 header values)
 RTOL = 2e-6
@@ -47,7 +47,7 @@ class Beam:
         return (va * s * s + vb * c * c, (va - vb) * s * c, va * c * c + vb * s * s)
 
     @classmethod
-    def from_cov(cls, cov: tuple[float, float, float]) -> "Beam":
+    def from_cov(cls, cov: tuple[float, float, float]) -> Beam:
         ee, en, nn = cov
         half_trace = 0.5 * (ee + nn)
         root = math.hypot(0.5 * (nn - ee), en)

@@ -66,7 +66,7 @@ class ChannelImage:
     grid: tuple
     pixel_matrix: tuple[tuple[float, float], tuple[float, float]]
     bunit: str
-    origin: "PlaneOrigin | None" = None  # set for a plane of a cube
+    origin: PlaneOrigin | None = None  # set for a plane of a cube
     beam_from: str = "header"
 
 
@@ -258,7 +258,7 @@ def _cube_planes(path: Path, header, offset: int, use_beamlogs: bool) -> list[Ch
     unit = _FREQ_UNITS.get(str(header.get(f"CUNIT{f_axis}", "Hz")).strip().upper(), 1.0)
     freqs = [v * unit for v in _axis_values(header, f_axis)]
     width = abs(float(header.get(f"CDELT{f_axis}", 0.0))) * unit or None
-    pols = ([STOKES_CODES.get(int(round(v))) for v in _axis_values(header, s_axis)] if s_axis else [None])
+    pols = ([STOKES_CODES.get(round(v)) for v in _axis_values(header, s_axis)] if s_axis else [None])
     if s_axis and None in pols:
         raise InputError(f"{path}: unknown STOKES value on axis {s_axis}")
     strides, step = {}, 1
@@ -331,7 +331,7 @@ def _beams_table(path: Path) -> dict[tuple[int, int], tuple[float, float, float]
                 f = {k: scale.get(units.get(k, ""), 1.0) for k in ("BMAJ", "BMIN")}
                 fpa = 1.0 if units.get("BPA", "DEG") in ("DEG", "") else math.degrees(1.0)
                 return {(int(c), int(p)): (float(a) * f["BMAJ"], float(b) * f["BMIN"], float(t) * fpa)
-                        for c, p, a, b, t in zip(chan, pol, data["BMAJ"], data["BMIN"], data["BPA"])}
+                        for c, p, a, b, t in zip(chan, pol, data["BMAJ"], data["BMIN"], data["BPA"], strict=True)}
     except (OSError, KeyError, ValueError, IndexError) as exc:
         raise InputError(f"{path}: unreadable BEAMS table ({exc})") from None
 

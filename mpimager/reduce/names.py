@@ -80,4 +80,4 @@ def beamlog_candidates(cube: Path) -> list[Path]:
     ours = [d / f"{stem}.beamlog.ecsv"]
     if stem.startswith("image."):
         ours.append(d / f"beamlog.{stem}.ecsv")
-    return ours + [d / f"beamlog.{stem}.txt"]
+    return [*ours, d / f"beamlog.{stem}.txt"]

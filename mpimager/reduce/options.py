@@ -6,8 +6,9 @@ command builds the same value from its flags, so a run and a standalone reduce b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from mpimager.errors import ConfigError
 
@@ -68,7 +69,7 @@ class ReduceOptions:
         _check(self, "ReduceOptions")
 
     @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], where: str = "[reduce]") -> "ReduceOptions":
+    def from_mapping(cls, d: Mapping[str, Any], where: str = "[reduce]") -> ReduceOptions:
         """Validate a `[reduce]` TOML table; unknown keys and bad values raise ConfigError naming the key."""
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}

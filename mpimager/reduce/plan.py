@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from mpimager.reduce.beams import Beam, common_beam, convolving_beam, round_up_beam
 from mpimager.reduce.fitsio import ChannelImage, ReadSpec, grid_difference

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from mpimager.errors import InputError, JobError, MpimagerError
 from mpimager.reduce.beams import Beam
@@ -112,9 +112,9 @@ def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path,
                   log: Callable[[str], None] | None = print, *, out_file: Path | None = None,
                   groups: Mapping[str, str] | None = None,
                   receptor_angles: Mapping[str, float] | None = None) -> list[Product]:
-    """PSF-matched cubes from channel images; collective over `comm` (None = this process alone).
+    """PSF-matched cubes from channel images and cubes; collective over `comm` (None = this process alone).
 
-    images: channel image paths (MFS, psf, model, dirty files are skipped and reported).
+    images: channel image and cube paths (MFS, psf, model, dirty files are skipped and reported).
     out_dir: where cubes and side files go (made if missing). out_file: one cube's exact path instead
     (an error if the inputs make more than one cube). groups: prefix -> beam group for scope 'prefix'
     (e.g. map a beam's I and QU prefixes to one group). receptor_angles: prefix -> degrees written as
