@@ -206,15 +206,10 @@ def size(comm=None) -> int:
 
 
 def host_name() -> str:
-    """This rank's host: from MPIMAGER_HOSTS, MPIMAGER_HOST or MPI, in that order.
-
-    MPIMAGER_HOSTS="hA,hA,hB,hB" gives the host of each world rank (cycled if shorter than the world),
-    so tests can pretend one machine is several hosts; MPIMAGER_HOST names the host of every rank."""
-    listed = [h.strip() for h in os.environ.get("MPIMAGER_HOSTS", "").split(",") if h.strip()]
-    if listed:
-        return listed[rank() % len(listed)]
-    if os.environ.get("MPIMAGER_HOST"):
-        return os.environ["MPIMAGER_HOST"]
+    """This rank's host: Slurm's name for the node inside a Slurm job step (SLURMD_NODENAME: the name that
+    `srun --nodelist` takes), else MPI's processor name (the host name; `socket.gethostname()` without MPI)."""
+    if os.environ.get("SLURMD_NODENAME"):
+        return os.environ["SLURMD_NODENAME"]
     if not launched():
         import socket
 
@@ -319,6 +314,9 @@ def root_first(fn: Callable[[], T], comm=None) -> T | None:
 
 class _Scheduler:
     """Pure dispatch state over workers {rank: host}; records the events it causes in `self.events`.
+
+    The host map is given (the workers' own `host_name()` replies under MPI, this host serially), so the
+    placement rules are tested on any hosts without MPI; nothing here reads the environment.
 
     Ready tasks (every dependency succeeded) wait in heaps keyed (-cost, input order), one heap per kind of
     placement need (host, nranks, slot_bound): once a need cannot be met in a round of `assign`, no later
