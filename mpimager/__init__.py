@@ -10,7 +10,7 @@ rundir -> pipeline -> reduce -> report -> cli.
 import logging as _logging
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "plan", "run", "RunResult", "Job", "load_config"]
+__all__ = ["Job", "RunResult", "__version__", "load_config", "plan", "run"]
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())  # silent in library use unless configured
 

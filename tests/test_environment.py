@@ -43,7 +43,7 @@ def test_a_dry_run_writes_no_option_cache(tmp_path, tiny_ms_dir):
 
 def test_jobs_get_casacore_variables_only_when_the_user_set_them():
     import casacore
-    import casacore.tables  # noqa: F401 - its import sets AIPSPATH into its package
+    import casacore.tables
 
     package = os.path.dirname(casacore.__file__)
     env = {"AIPSPATH": package, "CASACORE_DATADIR": os.path.join(package, "data"), "PATH": "/usr/bin"}

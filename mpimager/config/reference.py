@@ -30,11 +30,11 @@ def field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {f.name: "" for f in dataclasses.fields(cls)}
-    for node, after in zip(body, body[1:] + [None]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in docs:
-            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value,
-                                                                                                   str):
-                docs[node.target.id] = " ".join(after.value.value.split())
+    for node, after in zip(body, [*body[1:], None], strict=True):
+        named = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in docs
+        if named and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) \
+                and isinstance(after.value.value, str):
+            docs[node.target.id] = " ".join(after.value.value.split())  # type: ignore[union-attr]
     return docs
 
 
