@@ -18,11 +18,11 @@ from pathlib import Path
 
 from mpimager.atomic import write_text_atomic
 from mpimager.errors import InputError, JobError
+from mpimager.resources import template as packaged_template
 from mpimager.rundir import layout
 
-SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
-TEMPLATE = SLURM_DIR / "mpimager.sbatch"
-TEMPLATE_NODES_MPI = SLURM_DIR / "mpimager-nodes-mpi.sbatch"
+TEMPLATE = packaged_template("mpimager.sbatch")
+TEMPLATE_NODES_MPI = packaged_template("mpimager-nodes-mpi.sbatch")
 
 
 def add_arguments(parser):
@@ -84,10 +84,11 @@ def check_options(args) -> None:
 
 def script_values(args, prepared) -> dict[str, str]:
     """The template's values: sized from the plan (mpimager.plan.sbatch.size_from_plan), then the options given."""
+    from mpimager.pipeline.prepare import default_threads
     from mpimager.plan import sbatch as slurm
 
     config = prepared.config
-    cpus = args.cpus_per_task or config.worker.threads or max(1, (os.cpu_count() or 1) // config.worker.max_concurrent)
+    cpus = args.cpus_per_task or default_threads(config)
     values = slurm.size_from_plan(prepared.jobs, config.worker.max_concurrent, cpus, nodes=args.nodes,
                                   nodes_mpi=args.nodes_mpi)
     if args.time is not None:
