@@ -290,7 +290,9 @@ def test_bad_options_are_one_line_refusals_with_exit_2_and_nothing_written(setup
     tmp, config, data = setup
     before = snapshot(tmp, data)
     if extra[0] == "--partition":
-        message = (f"mpimager: error: {TEMPLATE}: #SBATCH --partition: the value 'a b' cannot go in a directive "
+        from mpimager.cli.sbatch import TEMPLATE as rendered  # the packaged template (slurm/ in a checkout)
+
+        message = (f"mpimager: error: {rendered}: #SBATCH --partition: the value 'a b' cannot go in a directive "
                    "(whitespace, quotes, '#' or '\\')")
 
     r = run_cli("sbatch", config, data, "--submit", *NODE, *extra, cwd=tmp)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from mpimager.atomic import write_text_atomic
 from mpimager.errors import InputError, JobError
+from mpimager.resources import template as packaged_template
 from mpimager.rundir import layout
 
-SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
-TEMPLATE = SLURM_DIR / "mpimager.sbatch"
-TEMPLATE_NODES_MPI = SLURM_DIR / "mpimager-nodes-mpi.sbatch"
+TEMPLATE = packaged_template("mpimager.sbatch")
+TEMPLATE_NODES_MPI = packaged_template("mpimager-nodes-mpi.sbatch")
 
 
 def add_arguments(parser):

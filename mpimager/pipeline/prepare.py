@@ -11,10 +11,10 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Mapping
 from pathlib import Path
 
-from mpimager.config.load import Config, load_config, wsclean_keys
+from mpimager.config.load import Config, as_config, wsclean_keys
 from mpimager.errors import InputError
 from mpimager.plan.jobs import Job, PlanSettings, plan_jobs
 
@@ -26,7 +26,7 @@ Mode = Literal["single", "combine", "combine-obs-ids"]
 class RunRequest:
     """What a run is asked to do: the contract between the CLI (or the Python API) and the pipeline."""
 
-    config: str | os.PathLike
+    config: str | os.PathLike | Mapping[str, Any] | Config  # a file, its tables, or a loaded config
     inputs: tuple[str, ...] = ()
     mode: Mode = "single"
     nodes_mpi: int | None = None
@@ -62,15 +62,12 @@ def local_worker_ranks(env=os.environ) -> int:
 
 
 def default_threads(config: Config) -> int:
-    """WSClean's -j: [worker] threads, else SLURM_CPUS_PER_TASK, else this host's cores shared by the jobs it
-    runs at once (its worker ranks, at most [worker] max_concurrent)."""
-    if config.worker.threads:
-        return config.worker.threads
-    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    """WSClean's -j (mpimager.runtime.environment.default_threads) for the jobs this host runs at once: its
+    worker ranks, at most [worker] max_concurrent."""
+    from mpimager.runtime.environment import default_threads as threads
+
     at_once = min(local_worker_ranks(), config.worker.max_concurrent or local_worker_ranks())
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // at_once)
+    return threads(config.worker.threads, at_once)
 
 
 def prepare(request: RunRequest) -> Prepared:
@@ -80,15 +77,15 @@ def prepare(request: RunRequest) -> Prepared:
     from mpimager.inputs.discover import discover
     from mpimager.wsclean.options import check_options, check_value_counts, known_options, option_arity
 
-    config = load_config(request.config)
+    config = as_config(request.config)
     if request.json and not (request.dry_run or config.worker.dry_run):
         raise InputError("--json: only with --dry-run (it prints the plan as JSON instead of running it)")
     if request.nodes_mpi is not None and request.nodes_mpi < 1:
         raise InputError(f"--nodes-mpi: expected an integer >= 1, got {request.nodes_mpi}")
     runtime = make_runtime(config.container)
     runtime.prepare()
-    check_options(wsclean_keys(config), known_options(runtime))
-    check_value_counts(passed_options(config), option_arity(runtime))
+    check_options(wsclean_keys(config), known_options(runtime, cache=not request.dry_run))
+    check_value_counts(passed_options(config), option_arity(runtime, cache=not request.dry_run))
     check_env_file(config, source=request.check_here)
     inputs = discover(request.inputs, config)
     run_dir = Path(request.run_dir).absolute()

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from mpimager.atomic import write_text_atomic
@@ -106,10 +104,6 @@ def parse_help(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mpimager"
-
-
 _ARG = re.compile(r"<[^<>]*>")
 
 
@@ -126,12 +120,16 @@ def parse_arity(text: str) -> dict[str, int]:
     return arity
 
 
-def _help_facts(runtime) -> dict:
-    """{"options": [...], "arity": {...}} of the WSClean `runtime` runs, from its --help once per identity."""
+def _help_facts(runtime, cache: bool = True) -> dict:
+    """{"options": [...], "arity": {...}} of the WSClean `runtime` runs, parsed from its --help once per
+    binary/image identity and kept in the cache directory (mpimager.runtime.environment.cache_dir);
+    `cache=False` (a dry run) reads the cache but writes nothing."""
+    from mpimager.runtime.environment import cache_dir
+
     key = hashlib.sha256(runtime.identity().encode()).hexdigest()[:20]
-    cache = _cache_dir() / f"wsclean-options-{key}.json"
+    path = cache_dir("wsclean") / f"wsclean-options-{key}.json"
     try:
-        facts = json.loads(cache.read_text())
+        facts = json.loads(path.read_text())
         if isinstance(facts.get("options"), list) and isinstance(facts.get("arity"), dict):
             return facts
     except (OSError, ValueError, AttributeError):
@@ -142,22 +140,24 @@ def _help_facts(runtime) -> dict:
         raise WSCleanOptionError(f"could not read WSClean's option list from {runtime.describe()} "
                                  f"(its --help printed {len(names)} options)")
     facts = {"identity": runtime.identity(), "options": sorted(names), "arity": parse_arity(text)}
+    if not cache:
+        return facts
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(cache, json.dumps(facts))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(facts))
     except OSError:
         pass  # a read-only home only costs a --help per run
     return facts
 
 
-def known_options(runtime) -> frozenset[str]:
-    """The option names of the WSClean `runtime` runs, parsed from its --help once per binary/image identity."""
-    return frozenset(_help_facts(runtime)["options"])
+def known_options(runtime, cache: bool = True) -> frozenset[str]:
+    """The option names of the WSClean `runtime` runs (see `_help_facts` for the cache and `cache`)."""
+    return frozenset(_help_facts(runtime, cache)["options"])
 
 
-def option_arity(runtime) -> dict[str, int]:
+def option_arity(runtime, cache: bool = True) -> dict[str, int]:
     """How many values each option takes, where the --help of the WSClean `runtime` runs states it."""
-    return dict(_help_facts(runtime)["arity"])
+    return dict(_help_facts(runtime, cache)["arity"])
 
 
 def check_value_counts(options: Iterable[tuple[str, object, str]], arity: Mapping[str, int]) -> None:
