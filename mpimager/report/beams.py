@@ -59,17 +59,29 @@ def mfs_images(outputs: Sequence[str]) -> dict[str, tuple[str, str]]:
 
 
 def blanked_channels(beamlog: str) -> list[str]:
-    """'plane N: reason' of each blanked plane of an mpimager beam log."""
-    out = []
+    """'plane N: reason' of each blanked plane of an mpimager beam log (ECSV with `status` and `reason`
+    columns; the older text log with the status in column 9 is read too)."""
     try:
+        with open(beamlog) as f:
+            first = f.readline()
+        if first.startswith("# %ECSV"):
+            from astropy.table import Table
+
+            t = Table.read(beamlog, format="ascii.ecsv")
+            if "status" not in t.colnames:
+                return []
+            plane = t["Channel"] if "Channel" in t.colnames else range(len(t))
+            reason = t["reason"] if "reason" in t.colnames else ["no reason given"] * len(t)
+            return [f"plane {p}: {r}" for p, st, r in zip(plane, t["status"], reason, strict=True) if st == "blanked"]
+        out = []
         with open(beamlog) as f:
             for line in f:
                 cols = line.split(maxsplit=11)
                 if not line.startswith("#") and len(cols) >= 10 and cols[8] == "blanked":
                     out.append(f"plane {cols[0]}: {cols[11].strip() if len(cols) > 11 else 'no reason given'}")
-    except OSError:
-        pass
-    return out
+        return out
+    except (OSError, ValueError):
+        return []
 
 
 def blanked_summary(outputs: Sequence[str]) -> list[str]:
@@ -78,11 +90,11 @@ def blanked_summary(outputs: Sequence[str]) -> list[str]:
     lines = []
     for out in outputs:
         name = os.path.basename(out)
-        if "beamlog" not in name or not name.endswith(".txt"):
+        if "beamlog" not in name or not name.endswith((".txt", ".ecsv")):
             continue
         blanked = blanked_channels(out)
         if blanked:
-            cube = name.replace(".beamlog.txt", "").replace("beamlog.", "").removesuffix(".txt")
+            cube = re.sub(r"\.(txt|ecsv)$", "", name.replace(".beamlog.", ".").replace("beamlog.", ""))
             more = f"; and {len(blanked) - 1} more" if len(blanked) > 1 else ""
             lines.append(f"{cube}: {len(blanked)} channel{'s' * (len(blanked) > 1)} blanked ({blanked[0]}{more})")
     return lines
@@ -113,8 +125,7 @@ def beam_rows(jobs: Sequence) -> list[BeamRow]:
     for j in jobs:
         if j.kind == "reduce":
             for out in j.outputs:
-                m = re.search(r"(?:^|/)(?:beamlog\.)?(?P<stem>.+)\.txt$", out)
-                if m and "beamlog" in os.path.basename(out):
+                if "beamlog" in os.path.basename(out) and out.endswith((".txt", ".ecsv")):
                     cube_logs[os.path.basename(out)] = blanked_channels(out)
     rows = []
     for j in jobs:
