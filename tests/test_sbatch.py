@@ -12,8 +12,8 @@ import pytest
 
 from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, snapshot, write_config
-from mpimager.plan import sbatch as slurm
-from mpimager.plan.jobs import Job
+from mpimager.planner import sbatch as slurm
+from mpimager.planner.jobs import Job
 
 TEMPLATE = ROOT / "slurm" / "mpimager.sbatch"
 TEMPLATE_MP = ROOT / "slurm" / "mpimager-nodes-mpi.sbatch"

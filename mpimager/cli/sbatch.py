@@ -3,7 +3,7 @@
 Checks the config and inputs exactly as a run does (bad input: exit 2, one line, nothing written), plans,
 and renders `slurm/mpimager.sbatch` (or `slurm/mpimager-nodes-mpi.sbatch` with --nodes-mpi, or --template)
 with nodes, tasks per node (`[worker] max_concurrent`), CPUs per task (WSClean's -j), memory and a time limit
-estimated from the jobs' costs (mpimager.plan.sbatch), and with CONFIG, INPUTS and the run options as the script's
+estimated from the jobs' costs (mpimager.planner.sbatch), and with CONFIG, INPUTS and the run options as the script's
 default arguments. Prints the script, writes it (--output FILE), or with --submit writes it (to --output, else
 RUN_DIR/mpimager.sbatch) and runs `sbatch` on it, printing the job id.
 """
@@ -68,7 +68,7 @@ def script_arguments(args) -> list[str]:
 
 def check_options(args) -> None:
     """The batch options' own checks, before anything is read."""
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     for name, value in (("--nodes", args.nodes), ("--cpus-per-task", args.cpus_per_task)):
         if value is not None and value < 1:
@@ -83,9 +83,9 @@ def check_options(args) -> None:
 
 
 def script_values(args, prepared) -> dict[str, str]:
-    """The template's values: sized from the plan (mpimager.plan.sbatch.size_from_plan), then the options given."""
+    """The template's values: sized from the plan (mpimager.planner.sbatch.size_from_plan), then the options given."""
     from mpimager.pipeline.prepare import default_threads
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     config = prepared.config
     cpus = args.cpus_per_task or default_threads(config)
@@ -107,7 +107,7 @@ def script_values(args, prepared) -> dict[str, str]:
 
 
 def render_script(args, values: dict[str, str]) -> str:
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     template = Path(args.template) if args.template else TEMPLATE_NODES_MPI if args.nodes_mpi else TEMPLATE
     try:
@@ -149,7 +149,7 @@ def submit(script: Path, cwd: Path, extra=()) -> str:
 def run(args) -> int:
     from mpimager.cli.run import request_from
     from mpimager.pipeline.prepare import prepare
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     check_options(args)
     prepared = prepare(request_from(args))

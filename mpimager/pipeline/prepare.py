@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mpimager.config.load import Config, as_config, wsclean_keys
 from mpimager.errors import InputError
-from mpimager.plan.jobs import Job, PlanSettings, plan_jobs
+from mpimager.planner.jobs import Job, PlanSettings, plan_jobs
 
 
 Mode = Literal["single", "combine", "combine-obs-ids"]

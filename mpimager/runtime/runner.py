@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpimager.errors import JobError
-from mpimager.plan.jobs import Job
+from mpimager.planner.jobs import Job
 from mpimager.rundir import layout
 from mpimager.rundir.layout import log_path
 from mpimager.states import Retry
