@@ -243,7 +243,7 @@ def _axis_values(header, i: int) -> list[float]:
 
 
 def _cube_planes(path: Path, header, offset: int, use_beamlogs: bool) -> list[ChannelImage]:
-    from mpimager.reduce.names import cube_name_parts
+    from mpimager.planner.products import cube_name_parts
 
     naxis = int(header["NAXIS"])
     f_axis, s_axis = _find_axis(header, "FREQ"), _find_axis(header, "STOKES")
@@ -283,7 +283,7 @@ def _cube_planes(path: Path, header, offset: int, use_beamlogs: bool) -> list[Ch
 def _cube_beams(path: Path, header, nchan: int, npol: int, use_beamlogs: bool):
     """A function (channel, pol index) -> (beam, problem, where from), by the order of trust."""
     from mpimager.reduce.beamlog import read_beams
-    from mpimager.reduce.names import beamlog_candidates
+    from mpimager.planner.products import beamlog_candidates
 
     table = _beams_table(path) if header.get("CASAMBM", False) else None
     if table is not None:

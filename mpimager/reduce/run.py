@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mpimager.errors import InputError, JobError, MpimagerError
 from mpimager.reduce.beams import Beam
-from mpimager.reduce.options import ReduceOptions
+from mpimager.config.reduce import ReduceOptions
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class _Done:
 def default_threads(comm=None) -> int:
     """Cores of this node divided among the ranks on it."""
     from mpimager.queue.mpiqueue import ranks_on_node
-    from mpimager.runtime.environment import usable_cpus
+    from mpimager.environment import usable_cpus
 
     cores = usable_cpus()
 
@@ -178,7 +178,7 @@ def _reduce(images, options, out_dir, comm, log, threads, out_file, groups, rece
 def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
     from mpimager.reduce import cube as cubeio
     from mpimager.reduce.fitsio import read_inputs
-    from mpimager.reduce.names import cube_paths
+    from mpimager.planner.products import cube_paths
     from mpimager.reduce.plan import plan_cubes
 
     if not images:
