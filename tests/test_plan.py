@@ -10,7 +10,7 @@ from mpimager.config.load import load_config
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
 from mpimager.inputs.msinfo import MSInfo, SpectralWindow
-from mpimager.plan.jobs import PlanSettings, plan_jobs
+from mpimager.planner.jobs import PlanSettings, plan_jobs
 
 RUN = Path("/runs/r1")
 

@@ -149,7 +149,7 @@ def test_a_dirty_only_run_plans_unconvolved_cubes(tmp_path):
     from test_plan import ms
 
     from mpimager.config.load import load_config
-    from mpimager.plan.jobs import PlanSettings, plan_jobs
+    from mpimager.planner.jobs import PlanSettings, plan_jobs
 
     def jobs(niter):
         text = (f"[wsclean]\nname = 'img'\nout-dir = '/img'\nsize = '64 64'\nniter = {niter}\n"

@@ -96,11 +96,10 @@ class _Setup(_Shared):
 
 def default_threads(comm=None) -> int:
     """Cores of this node divided among the ranks on it."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
     from mpimager.queue.mpiqueue import ranks_on_node
+    from mpimager.runtime.environment import usable_cpus
+
+    cores = usable_cpus()
 
     return max(1, cores // ranks_on_node(comm))
 
