@@ -14,7 +14,7 @@ made, each with its reason. No file is touched.
   and, without a cutoff, absurd PSF fits (`psf_outlier`: BMAJ above that many times the group's median,
   or wider than a quarter of the image: a single-baseline PSF); those channels are blanked with the reason.
 - Dirty-only inputs (niter = 0: BMAJ = 0 in every channel) cannot be PSF-matched: a restored cube of them
-  fails naming that, and a run asks for `unconvolved` cubes of them instead (plan/jobs.py). Residual planes follow
+  fails naming that, and a run asks for `unconvolved` cubes of them instead (planner/jobs.py). Residual planes follow
   their restored sibling's beam and fate. Unconvolved cubes keep every plane and its own beam.
 - Spectral axis: channels sorted by frequency on a regular grid (step = channel width when that fits,
   else the smallest spacing); NaN planes fill gaps; an irregular grid or two channels at one frequency
