@@ -20,11 +20,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mpimager.errors import InputError
 from mpimager.reduce.beams import Beam, beam_from_header, beam_from_values
+
+if TYPE_CHECKING:
+    from astropy.io.fits import Header
 
 BLOCK = 2880
 STOKES_CODES = {1: "I", 2: "Q", 3: "U", 4: "V", -1: "RR", -2: "LL", -3: "RL", -4: "LR",
@@ -57,7 +61,7 @@ class ChannelImage:
 
     path: Path
     read: ReadSpec
-    header: object  # astropy.io.fits.Header
+    header: Header
     freq: float | None
     width: float | None
     stokes: str | None
@@ -84,7 +88,7 @@ def read_header_bytes(path: Path) -> tuple[bytes, int]:
     """The primary header's raw bytes and the data offset; InputError if this is not FITS."""
     try:
         with open(path, "rb") as f:
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 block = f.read(BLOCK)
                 if len(block) < BLOCK:
@@ -149,7 +153,7 @@ def stokes(header) -> str | None:
     i = _find_axis(header, "STOKES")
     if i is None:
         return None
-    return STOKES_CODES.get(int(round(_axis_value(header, i))))
+    return STOKES_CODES.get(round(_axis_value(header, i)))
 
 
 def pixel_matrix(header, path) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -338,12 +342,12 @@ def _beams_table(path: Path) -> dict[tuple[int, int], tuple[float, float, float]
 
 def grid_difference(a: tuple, b: tuple) -> str | None:
     """The first grid key on which two channel images differ ('CRVAL1 187.5 != 187.6'), or None."""
-    for (key, va), (_, vb) in zip(a, b):
+    for (key, va), (_, vb) in zip(a, b, strict=True):  # both GRID_KEYS long
         if va == vb:
             continue
-        if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool):
-            if math.isclose(float(va), float(vb), rel_tol=1e-9, abs_tol=1e-12):
-                continue
+        if (isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool)
+                and math.isclose(float(va), float(vb), rel_tol=1e-9, abs_tol=1e-12)):
+            continue
         if isinstance(va, str) and isinstance(vb, str) and va.strip() == vb.strip():
             continue
         return f"{key} {va!r} != {vb!r}"
@@ -364,13 +368,13 @@ def read_plane(spec: ReadSpec, out: np.ndarray) -> np.ndarray:
     fd = os.open(spec.path, os.O_RDONLY)
     try:
         if spec.bitpix == -32:
-            _read_exact(fd, memoryview(out).cast("B"), spec.offset, spec.path)
+            _read_exact(fd, out.data.cast("B"), spec.offset, spec.path)
             if sys.byteorder == "little":
                 out.byteswap(inplace=True)
             raw = None
         else:
             raw = np.empty(spec.shape, dtype=_BITPIX[spec.bitpix])
-            _read_exact(fd, memoryview(raw).cast("B"), spec.offset, spec.path)
+            _read_exact(fd, raw.data.cast("B"), spec.offset, spec.path)
     finally:
         os.close(fd)
     if raw is not None:
