@@ -3,8 +3,8 @@
 The Python API (`mpimager.api`, loaded on first use so that `import mpimager` stays cheap):
     jobs = mpimager.plan("askap.toml", ["/data/SB8593/"])               # the jobs a run would execute
     result = mpimager.run("askap.toml", ["/data/SB8593/"], run_dir="work")  # a RunResult
-The package layout follows the run's data flow: config -> inputs -> wsclean -> plan -> queue -> runtime ->
-rundir -> pipeline -> reduce -> report -> cli.
+The package layout follows the run's data flow: config -> inputs -> wsclean -> rundir -> planner ->
+queue -> runtime -> reduce -> mosaic -> report -> pipeline -> cli.
 """
 
 import logging as _logging
@@ -14,8 +14,7 @@ __all__ = ["Job", "RunResult", "__version__", "load_config", "plan", "run"]
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())  # silent in library use unless configured
 
-# `plan` is the stage package mpimager.plan, which is callable (it calls mpimager.api.plan)
-_LAZY = {"plan": None, "run": "mpimager.api", "RunResult": "mpimager.api", "Job": "mpimager.plan.jobs",
+_LAZY = {"plan": "mpimager.api", "run": "mpimager.api", "RunResult": "mpimager.api", "Job": "mpimager.planner.jobs",
          "load_config": "mpimager.config.load"}
 
 
@@ -23,10 +22,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        module = _LAZY[name]
-        if module is None:
-            return importlib.import_module(f"{__name__}.{name}")
-        return getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mpimager' has no attribute {name!r}")
 
 

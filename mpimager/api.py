@@ -28,7 +28,7 @@ from mpimager.pipeline.prepare import Mode, RunRequest
 
 if TYPE_CHECKING:
     from mpimager.config.load import Config
-    from mpimager.plan.jobs import Job
+    from mpimager.planner.jobs import Job
     from mpimager.rundir.status import JobStatus
 
 

@@ -19,7 +19,7 @@ from conftest import ROOT, run_cli, write_config
 from mpimager.config.load import load_config, wsclean_keys
 from mpimager.errors import ConfigError, WSCleanOptionError
 from mpimager.inputs.discover import discover
-from mpimager.plan.jobs import PlanSettings, plan_jobs
+from mpimager.planner.jobs import PlanSettings, plan_jobs
 from mpimager.testing import synth
 
 FIELD = "RACS_1347-37A"

@@ -16,7 +16,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from _reduce_fixtures import TINY, Source, beams_hdu, cube_from_channels, make_channels, point_sources, varying_beams
+from fixtures.reduce import TINY, Source, beams_hdu, cube_from_channels, make_channels, point_sources, varying_beams
 from astropy.io import fits
 from astropy.table import Table
 from conftest import run_cli, write_config
@@ -149,7 +149,7 @@ def test_a_dirty_only_run_plans_unconvolved_cubes(tmp_path):
     from test_plan import ms
 
     from mpimager.config.load import load_config
-    from mpimager.plan.jobs import PlanSettings, plan_jobs
+    from mpimager.planner.jobs import PlanSettings, plan_jobs
 
     def jobs(niter):
         text = (f"[wsclean]\nname = 'img'\nout-dir = '/img'\nsize = '64 64'\nniter = {niter}\n"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _report_fixtures import CHROMIUM_FLAGS, assert_not_blank, chromium, screenshot  # noqa: F401
+from fixtures.report import CHROMIUM_FLAGS, assert_not_blank, chromium, screenshot  # noqa: F401
 from conftest import ROOT, run_cli, write_config
 
 from mpimager.cli.synth import synthesise

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
+from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, snapshot, write_config
-from mpimager.plan import sbatch as slurm
-from mpimager.plan.jobs import Job
+from mpimager.planner import sbatch as slurm
+from mpimager.planner.jobs import Job
 
 TEMPLATE = ROOT / "slurm" / "mpimager.sbatch"
 NODE = ["--cpus-per-node", "8", "--mem-per-node", "32G"]  # the node size, where sinfo has no cluster to ask

@@ -14,8 +14,8 @@ import json
 import pytest
 from conftest import run_cli, small_config, snapshot
 
-from mpimager.plan import sbatch as slurm
-from mpimager.plan.jobs import Job
+from mpimager.planner import sbatch as slurm
+from mpimager.planner.jobs import Job
 from mpimager.rundir.journal import read_records
 
 GIB = 1024 ** 3

@@ -3,7 +3,7 @@
 Checks the config and inputs exactly as a run does (bad input: exit 2, one line, nothing written), plans,
 and renders `slurm/mpimager.sbatch` (or `slurm/mpimager-nodes-mpi.sbatch` with --nodes-mpi, or --template)
 with nodes, tasks per node (`[worker] max_concurrent`, else as many jobs as a node's memory holds), CPUs per task
-(WSClean's -j: a node's CPUs / tasks), memory and a time limit estimated from the jobs' costs (mpimager.plan.sbatch),
+(WSClean's -j: a node's CPUs / tasks), memory and a time limit estimated from the jobs' costs (mpimager.planner.sbatch),
 and with CONFIG, INPUTS and the run options as the script's default arguments. The node size is the target
 partition's (sinfo), or --cpus-per-node and --mem-per-node; a layout that needs more memory than a node has is
 refused (exit 2), a --mem below what the jobs' -abs-mem/-mem x tasks may use is a warning. Prints the script,
@@ -75,7 +75,7 @@ def script_arguments(args) -> list[str]:
 
 def check_options(args) -> None:
     """The batch options' own checks, before anything is read."""
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     for name, value in (("--nodes", args.nodes), ("--cpus-per-task", args.cpus_per_task),
                         ("--cpus-per-node", args.cpus_per_node)):
@@ -94,7 +94,7 @@ def check_options(args) -> None:
 def partition_resources(partition: str | None):
     """CPUs and memory of the smallest node of `partition` (default: Slurm's default partition), from
     `sinfo -h -N -o %P|%c|%m`; InputError when sinfo cannot tell."""
-    from mpimager.plan.sbatch import GIB, NodeResources
+    from mpimager.planner.sbatch import GIB, NodeResources
 
     argv = ["sinfo", "-h", "-N", "-o", "%P|%c|%m"] + (["-p", partition] if partition else [])
     try:
@@ -123,7 +123,7 @@ def partition_resources(partition: str | None):
 def node_resources(args, needed: bool):
     """The node size: --cpus-per-node and --mem-per-node, else sinfo's for the partition (None when it cannot
     tell and the sizing does not need it)."""
-    from mpimager.plan.sbatch import NodeResources, parse_mem
+    from mpimager.planner.sbatch import NodeResources, parse_mem
 
     if args.cpus_per_node and args.mem_per_node:
         return NodeResources(args.cpus_per_node, parse_mem(args.mem_per_node) or 0, "--cpus-per-node/--mem-per-node")
@@ -138,8 +138,8 @@ def node_resources(args, needed: bool):
 
 
 def script_values(args, prepared) -> dict[str, str]:
-    """The template's values: sized from the plan (mpimager.plan.sbatch.size_from_plan), then the options given."""
-    from mpimager.plan import sbatch as slurm
+    """The template's values: sized from the plan (mpimager.planner.sbatch.size_from_plan), then the options given."""
+    from mpimager.planner import sbatch as slurm
 
     config = prepared.config
     cpus = args.cpus_per_task or config.worker.threads
@@ -169,7 +169,7 @@ def script_values(args, prepared) -> dict[str, str]:
 
 
 def render_script(args, values: dict[str, str]) -> str:
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     template = Path(args.template) if args.template else TEMPLATE_NODES_MPI if args.nodes_mpi else TEMPLATE
     try:
@@ -211,7 +211,7 @@ def submit(script: Path, cwd: Path, extra=()) -> str:
 def run(args) -> int:
     from mpimager.cli.run import request_from
     from mpimager.pipeline.prepare import prepare
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     check_options(args)
     from dataclasses import replace

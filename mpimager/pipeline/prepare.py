@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mpimager.config.load import Config, as_config, wsclean_keys
 from mpimager.errors import InputError
-from mpimager.plan.jobs import Job, PlanSettings, plan_jobs
+from mpimager.planner.jobs import Job, PlanSettings, plan_jobs
 
 
 Mode = Literal["single", "combine", "combine-obs-ids"]
@@ -62,9 +62,9 @@ def local_worker_ranks(env=os.environ) -> int:
 
 
 def default_threads(config: Config) -> int:
-    """WSClean's -j (mpimager.runtime.environment.default_threads) for the jobs this host runs at once: its
+    """WSClean's -j (mpimager.environment.default_threads) for the jobs this host runs at once: its
     worker ranks, at most [worker] max_concurrent."""
-    from mpimager.runtime.environment import default_threads as threads
+    from mpimager.environment import default_threads as threads
 
     at_once = min(local_worker_ranks(), config.worker.max_concurrent or local_worker_ranks())
     return threads(config.worker.threads, at_once)
@@ -191,9 +191,9 @@ KIND_NAMES = (("fixms", "FixMS"), ("wsclean", "WSClean"), ("reduce", "reduce"))
 def plan_summary(prepared: Prepared, force: bool = False) -> dict:
     """What a run of `prepared` would do: per job whether it runs or the journal of its run directory skips it,
     and per kind and in total: jobs to run and skipped, core-hours (the measured one-thread rates of
-    mpimager.plan.sbatch.SECONDS_PER_COST), the largest job's memory and the bytes written. Reads the journal,
+    mpimager.planner.sbatch.SECONDS_PER_COST), the largest job's memory and the bytes written. Reads the journal,
     writes nothing."""
-    from mpimager.plan import sbatch as sizing
+    from mpimager.planner import sbatch as sizing
     from mpimager.rundir.journal import jobs_to_skip, read_records
 
     jobs = prepared.jobs
@@ -219,7 +219,7 @@ def plan_summary(prepared: Prepared, force: bool = False) -> dict:
     launch = {j.id: launcher_line(prepared, j) for j in jobs if j.nranks > 1 and j.id not in skip}
     return {"run_dir": str(prepared.run_dir), "jobs": rows, "kinds": kinds, "total": total, "launch": launch,
             "units": {"core_hours": "CPU core-hours, one-thread rates measured on the project's machine "
-                                    "(mpimager.plan.sbatch.SECONDS_PER_COST)",
+                                    "(mpimager.planner.sbatch.SECONDS_PER_COST)",
                       "seconds": "estimated wall seconds of a job on one thread",
                       "memory_bytes": "bytes: a job's floor, or what its -abs-mem lets WSClean take",
                       "disk_bytes": "bytes written (FITS images and cubes; FixMS: at most a new data column)"}}
