@@ -221,9 +221,15 @@ def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None 
     if not missing:
         write_text_atomic(cache_path, json.dumps({"version": CACHE_VERSION, "look_version": quicklook.LOOK_VERSION,
                                                   "entries": cache}, indent=1))
+    problems = []
+    try:
+        rows = beam_rows(status.jobs)
+    except Exception as exc:  # noqa: BLE001 - the per-beam table is one section; the page keeps the others
+        rows = []
+        problems.append(f"no per-beam table: {type(exc).__name__}: {exc}")
     data = ReportData(status=status, images=image_entries, cubes=cube_entries, provenance=provenance,
                       provenance_note=note, image_wsclean=image_wsclean_versions(cubes + images),
-                      missing=missing, beams=beam_rows(status.jobs), aux=aux_entries, live=live)
+                      missing=missing, beams=rows, aux=aux_entries, live=live, problems=problems)
     page = run_dir / REPORT_HTML
     write_text_atomic(page, render(data))
     return Report(page, len(images), len(cubes), drawn, reused, failed, time.time() - t_start, missing)
