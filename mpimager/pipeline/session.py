@@ -45,18 +45,18 @@ def main(request: RunRequest, comm=None) -> int:
         raise
     if not is_root:
         mpiqueue.run_tasks([], _execute, comm=comm)
-        return comm.bcast(None, root=0)
+        return mpiqueue.bcast(EXIT_OK, comm)  # rank 0's exit code; waits asleep while rank 0 reports
     prepared, lock = started
     if lock is None:  # a dry run
         print_plan(prepared, request.json)
         mpiqueue.run_tasks([], _execute, comm=comm)
-        return comm.bcast(EXIT_OK, root=0)
+        return mpiqueue.bcast(EXIT_OK, comm)
     try:
         with run_log(prepared.run_dir):
             code = Coordinator(prepared, request.force, comm).run()
     finally:
         lock.release()
-    return comm.bcast(code, root=0) if comm.Get_size() > 1 else code
+    return mpiqueue.bcast(code, comm)
 
 
 def _prepare(request) -> tuple[Prepared, RunLock | None]:

@@ -251,6 +251,30 @@ def barrier(comm=None) -> None:
     _wait(lambda: True if request.Test() else None)
 
 
+TAG_COLLECTIVE = 0x6D76  # bcast/gather below: point-to-point messages on the caller's communicator
+
+
+def bcast(obj: T, comm, root: int = 0) -> T:
+    """`comm.bcast` whose waiting ranks sleep (Open MPI's blocking collectives spin a core at 100%, e.g. while
+    rank 0 writes the report); the same back-off as every other wait here."""
+    if comm.Get_size() == 1:
+        return obj
+    if comm.Get_rank() == root:
+        for r in range(comm.Get_size()):
+            if r != root:
+                comm.send(obj, dest=r, tag=TAG_COLLECTIVE)
+        return obj
+    return _recv(comm, root, TAG_COLLECTIVE)[1]
+
+
+def gather(obj: T, comm, root: int = 0) -> list[T] | None:
+    """`comm.gather` whose root sleeps while it waits: the list of every rank's `obj` on `root`, else None."""
+    if comm.Get_rank() != root:
+        comm.send(obj, dest=root, tag=TAG_COLLECTIVE)
+        return None
+    return [obj if r == root else _recv(comm, r, TAG_COLLECTIVE)[1] for r in range(comm.Get_size())]
+
+
 class _Failure(NamedTuple):
     """An exception as it travels to other ranks: its class by name, its args and its message."""
 
