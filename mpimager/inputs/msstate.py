@@ -272,16 +272,22 @@ def work_dir(ms) -> Path:
     return ms.with_name(f".{ms.name}{WORK_SUFFIX}")
 
 
+def _writable(path: Path) -> bool:
+    """We may write `path`, and its owner has not marked it read-only (no write bit at all: honoured even by
+    root, who os.access() lets write anything)."""
+    return os.access(path, os.W_OK) and bool(os.stat(path).st_mode & 0o222)
+
+
 def write_problem(ms) -> Optional[str]:
     """Why a fix could not change `ms` (its directory, its parent or a table file it writes is read-only),
     or None."""
     ms = Path(os.path.realpath(ms))
     for directory in (ms.parent, ms):
-        if not os.access(directory, os.W_OK | os.X_OK):
+        if not _writable(directory):
             return f"{directory} is not writable"
     for table in CHANGED_TABLES:
         for path in sorted((ms / table).iterdir()) if (ms / table).is_dir() else ():
-            if path.is_file() and path.name.startswith("table.") and not os.access(path, os.W_OK):
+            if path.is_file() and path.name.startswith("table.") and not _writable(path):
                 return f"{path} is read-only"
     return None
 

@@ -112,7 +112,10 @@ def _fixms_verdict(config: Config, m: InputMS):
     f, info = config.fixms, m.info
     override = "set [fixms] enabled = false (and [inputs] data_column) to image the MS as it is"
     if info.fixms_evidence is None:
-        raise InputError(f"{info.fixms_evidence_error}; FixMS cannot tell its state: {override}")
+        if info.fixms_evidence_error:
+            raise InputError(f"{info.fixms_evidence_error}; FixMS cannot tell its state: {override}")
+        # metadata made without reading the MS (an API caller's MSInfo): the step decides at run time
+        return msstate.Verdict(msstate.MSState.RAW, f.corrected_data_column, "not read by the planner")
     v = msstate.classify(info.fixms_evidence, f.data_column, f.corrected_data_column, f.fix_stokes_factor)
     if v.state in msstate.REFUSED:
         raise InputError(f"{info.path}: FixMS state {v.state}: {v.evidence}; {override}, or set "

@@ -196,7 +196,7 @@ def _transaction(ms: Path, options: FixMSOptions, v: Verdict, ev: msstate.Eviden
                 if options.data_column not in ev.columns:
                     raise JobError(f"{ms}: no column {options.data_column} to fix ([fixms] data_column)")
                 fix_ms_dir(str(work))
-            repaired = _set_direction(work, ev, log)
+            repaired = _set_direction(work, ev)
             if v.state == MSState.RAW:
                 fix_ms_corrs(work, data_column=options.data_column,
                              corrected_data_column=options.corrected_data_column,
@@ -204,6 +204,8 @@ def _transaction(ms: Path, options: FixMSOptions, v: Verdict, ev: msstate.Eviden
                 pol_axis_deg = _verify(work, options, ms)
             else:
                 pol_axis_deg = None
+        if repaired:
+            _say(log, repaired)
         fixed_ev = msstate.read_evidence(work)
         error = msstate.separation_arcsec(ev.beam_direction_deg, fixed_ev.field_deg) \
             if ev.beam_direction_deg is not None else None
@@ -223,26 +225,25 @@ def _transaction(ms: Path, options: FixMSOptions, v: Verdict, ev: msstate.Eviden
               + (f", pol axis {pol_axis_deg:.3f} deg" if pol_axis_deg is not None else ""))
 
 
-def _set_direction(work: Path, ev: msstate.Evidence, log: Optional[Path]) -> bool:
+def _set_direction(work: Path, ev: msstate.Evidence) -> Optional[str]:
     """Point FIELD at the beam direction computed from the original evidence, if it is not there already
-    (fix_ms_dir moves nothing without antenna-0 autocorrelations). True if FIELD was written."""
+    (fix_ms_dir moves nothing without antenna-0 autocorrelations). Returns what was done, None if nothing."""
     from casacore import tables as ct
 
     expected = ev.beam_direction_deg
     if expected is None:
-        return False
+        return None
     with ct.table(str(work / "FIELD"), readonly=False, ack=False) as field:
         now = msstate._deg(field.getcol("PHASE_DIR")[0, 0])
         error = msstate.separation_arcsec(expected, now)
         if error <= msstate.SAME_DIRECTION_ARCSEC:
-            return False
+            return None
         ra = math.radians(expected[0])
         direction = np.array([[[ra - 2 * math.pi if ra > math.pi else ra, math.radians(expected[1])]]])
         for col in FIELD_DIR_COLUMNS:
             field.putcol(col, np.repeat(direction, field.nrows(), axis=0))
-    _say(log, f"FixMS {ev.path}: FIELD was {error:.1f} arcsec from the beam direction: set to "
-              f"{expected[0]:.6f} {expected[1]:.6f} deg (boresight shifted by the beam's FEED offset)")
-    return True
+    return (f"FixMS {ev.path}: FIELD was {error:.1f} arcsec from the beam direction: set to "
+            f"{expected[0]:.6f} {expected[1]:.6f} deg (boresight shifted by the beam's FEED offset)")
 
 
 def corrections_match(fixed: np.ndarray, expected: np.ndarray, flag: Optional[np.ndarray] = None) -> bool:
@@ -285,7 +286,7 @@ def _verify(work: Path, options: FixMSOptions, ms: Path) -> float:
 
 
 def _write_record(work: Path, ms: Path, options: FixMSOptions, run_id: str, started: float,
-                  pol_axis_deg: Optional[float], repaired: bool, v: Verdict) -> None:
+                  pol_axis_deg: Optional[float], repaired: Optional[str], v: Verdict) -> None:
     record = msstate.read_record(work) or {}
     fixes = [f for f in record.get("fixes", []) if f.get("corrected_data_column") != options.corrected_data_column]
     entry = {
@@ -293,7 +294,7 @@ def _write_record(work: Path, ms: Path, options: FixMSOptions, run_id: str, star
         "run_id": run_id,
         "state_found": str(v.state),
         "evidence": v.evidence,
-        "field_repaired": repaired,
+        "field_repaired": bool(repaired),
         "pol_axis_deg": pol_axis_deg,
         "phase_dir_deg": list(msstate.read_evidence(work).field_deg),
         "host": socket.gethostname(),
