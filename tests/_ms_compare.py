@@ -73,8 +73,9 @@ def _equal(a, b) -> bool:
 
 
 def assert_same_ms(got, want) -> None:
-    """Every table, column and cell of `got` equals `want` (NaN equal to NaN); names the first difference."""
-    a, b = table_contents(got), table_contents(want)
+    """Every table, column and cell of `got` equals `want` (an MS, or its table_contents; NaN equal to NaN);
+    names the first difference."""
+    a, b = table_contents(got), want if isinstance(want, dict) else table_contents(want)
     assert sorted(a) == sorted(b), f"tables differ: {sorted(a)} != {sorted(b)}"
     for table in a:
         assert a[table].keys() == b[table].keys(), (table, sorted(a[table]), sorted(b[table]))

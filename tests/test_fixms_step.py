@@ -3,7 +3,6 @@ never half-changed), an exact roll-back, every state an ASKAP beam arrives in, n
 did not make, fixms' own errors as JobErrors, read-only MSs refused with nothing changed."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,18 +12,16 @@ from pathlib import Path
 import casacore.tables as ct
 import numpy as np
 import pytest
-import astropy.units as u
-from fixms.fix_ms_corrs import convert_correlations, fix_ms_corrs
+from _ms_compare import assert_same_ms, disk_bytes, file_digests
+from _synth_fixtures import copy_ms, flux_tolerance, source_peak, wsclean_image
+from fixms.fix_ms_corrs import fix_ms_corrs
 from fixms.fix_ms_dir import fix_ms_dir
 
-from mpimager.testing import synth
-from mpimager.errors import JobError
+from mpimager.errors import InputError, JobError
 from mpimager.inputs.msstate import read_evidence, work_dir
 from mpimager.reduce.receptor import pol_axis_from_ms
 from mpimager.runtime.fixms import RECORD_NAME, FixMSOptions, corrections_match, fixms_state, run_fixms
-
-from _ms_compare import assert_same_ms, disk_bytes, file_digests
-from _synth_fixtures import copy_ms, flux_tolerance, source_peak, wsclean_image
+from mpimager.testing import synth
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
 
@@ -58,7 +55,8 @@ def _assert_images_right(ms, prefix, *extra):
 
 def _feed(ms):
     with ct.table(str(Path(ms) / "FEED"), ack=False) as feed:
-        return {c: feed.getcol(c) for c in feed.colnames() if c in ("RECEPTOR_ANGLE", "INSTRUMENT_RECEPTOR_ANGLE", "BEAM_OFFSET")}
+        wanted = ("RECEPTOR_ANGLE", "INSTRUMENT_RECEPTOR_ANGLE", "BEAM_OFFSET")
+        return {c: feed.getcol(c) for c in feed.colnames() if c in wanted}
 
 
 def _columns(ms):
@@ -303,3 +301,104 @@ def test_the_command_line_exits_1_with_a_one_line_error(tmp_path):
     assert child.returncode == 1
     assert child.stderr.startswith("error: ") and str(ms) in child.stderr
     assert child.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------- states and checks
+
+
+def _real_beam(path, **kwargs):
+    """A beam with the real ASKAP shapes: 36-beam FEED, NaN in flagged samples, no autocorrelations, ..."""
+    return _raw_beam(path, **{**synth.REAL_ASKAP_KWARGS, **kwargs})
+
+
+def _field_deg(ms):
+    return read_evidence(ms).field_deg
+
+
+def test_the_check_takes_nan_as_equal_to_nan_and_builds_its_tolerance_from_finite_values():
+    expected = np.array([[[1 + 1j, np.nan, 2, 3]]], dtype=np.complex64)
+    assert corrections_match(expected.copy(), expected)
+    assert not corrections_match(expected * 1.01, expected)
+    moved_nan = np.array([[[np.nan, 1, 2, 3]]], dtype=np.complex64)
+    assert not corrections_match(moved_nan, expected)  # NaN where a finite value belongs
+    flag = np.array([[[True, True, False, False]]])
+    assert corrections_match(moved_nan, expected, flag)  # flagged samples are not compared
+
+
+def test_a_beam_with_nan_in_flagged_samples_and_no_autocorrelations_is_fixed_and_points_at_its_beam(tmp_path):
+    ms = _real_beam(tmp_path / "beam.ms", nan_fraction=0.05)
+    with ct.table(str(ms), ack=False) as main:
+        assert np.isnan(main.getcol("DATA")).any()
+        assert ct.taql("select from $main where ANTENNA1==ANTENNA2").nrows() == 0
+    assert run_fixms(ms, FixMSOptions()) == "fixed"
+    expected = synth.beam_centre(synth.DEFAULT_PHASE_CENTRE_DEG, OFFSET)
+    assert read_evidence(ms).phase_centre_error_arcsec < 0.01
+    assert np.allclose(_field_deg(ms), expected, atol=1e-7)
+    with ct.table(str(ms), ack=False) as main:
+        data, fixed = main.getcol("DATA"), main.getcol("CORRECTED_DATA")
+    assert np.array_equal(np.isnan(data).any(axis=2), np.isnan(fixed).any(axis=2))  # NaN stay where they were
+    _assert_images_right(ms, tmp_path / "img")
+
+
+def test_an_ms_fixed_by_upstream_fixms_without_autocorrelations_gets_its_field_repaired(tmp_path):
+    ms = _real_beam(tmp_path / "beam.ms")
+    fix_ms_dir(str(ms))
+    fix_ms_corrs(ms)
+    boresight = synth.DEFAULT_PHASE_CENTRE_DEG
+    assert np.allclose(_field_deg(ms), boresight)  # upstream fix_ms_dir moved nothing, said nothing
+    assert fixms_state(ms, FixMSOptions()) == "fixed-externally"
+    history = _history_rows(ms)
+    assert run_fixms(ms, FixMSOptions()) == "direction-repaired"
+    assert read_evidence(ms).phase_centre_error_arcsec < 0.01
+    assert _history_rows(ms) == history  # only FIELD (and our record) changed
+    assert run_fixms(ms, FixMSOptions()) == "fixed-externally"  # now right: nothing to do
+    _assert_images_right(ms, tmp_path / "img")
+
+
+@pytest.mark.parametrize("askap_state, state", [("preprocessed", "preprocessed"), ("split", "split-after-fix")])
+def test_data_already_in_the_sky_frame_is_never_rotated_again(tmp_path, askap_state, state):
+    ms = _real_beam(tmp_path / "beam.ms", askap_state=askap_state)
+    before = file_digests(ms)
+    assert fixms_state(ms, FixMSOptions()) == state
+    assert run_fixms(ms, FixMSOptions()) == "imaged-as-is"
+    assert file_digests(ms) == before
+    _assert_images_right(ms, tmp_path / "img", "-data-column", "DATA")
+
+
+def test_a_split_without_the_instrument_angle_is_refused_naming_the_evidence(tmp_path):
+    ms = _real_beam(tmp_path / "beam.ms", askap_state="split", keep_instrument_angle=False)
+    assert fixms_state(ms, FixMSOptions()) == "unknown"
+    with pytest.raises(JobError, match="enabled = false") as err:
+        run_fixms(ms, FixMSOptions())
+    assert str(ms) in str(err.value) and "POINTING" in str(err.value)
+
+
+def test_the_receptor_angle_is_the_beams_own_with_fixms_off_and_on(tmp_path):
+    angles = [90.0 - 3.0 * b for b in range(36)]
+    ms = _raw_beam(tmp_path / "beam.ms", feed_layout="askap", receptor_angle_deg=angles)
+    with ct.table(str(ms / "FEED"), ack=False) as feed:
+        assert feed.nrows() == 36 * 8 and set(feed.getcol("BEAM_ID")) == {0}
+    assert pol_axis_from_ms(ms) == pytest.approx(45.0 - angles[2])  # FixMS off: RECEPTOR_ANGLE of beam 2
+    run_fixms(ms, FixMSOptions())
+    assert pol_axis_from_ms(ms) == pytest.approx(45.0 - angles[2])  # FixMS on: INSTRUMENT_RECEPTOR_ANGLE
+    with ct.table(str(ms / "FEED"), readonly=False, ack=False) as feed:  # one antenna's row of beam 2 differs
+        ira = feed.getcol("INSTRUMENT_RECEPTOR_ANGLE")
+        ira[5 * 36 + 2] += 0.1
+        feed.putcol("INSTRUMENT_RECEPTOR_ANGLE", ira)
+    with pytest.raises(InputError, match="not constant"):
+        pol_axis_from_ms(ms)
+
+
+@pytest.mark.parametrize("what", ["directory", "files"])
+def test_a_read_only_ms_is_a_job_error_and_nothing_is_left_behind(tmp_path, what):
+    ms = _raw_beam(tmp_path / "beam.ms")
+    before = file_digests(ms)
+    for path in [ms] if what == "directory" else [p for p in ms.rglob("table.*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        with pytest.raises(JobError, match="nothing was changed") as err:
+            run_fixms(ms, FixMSOptions())
+    finally:
+        ms.chmod(0o755)
+    assert ("not writable" if what == "directory" else "read-only") in str(err.value)
+    assert file_digests(ms) == before and sorted(p.name for p in tmp_path.iterdir()) == ["beam.ms"]

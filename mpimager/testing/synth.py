@@ -350,8 +350,9 @@ def make_ms(
     if feed_layout not in ("beams", "askap") or ref_frequency not in ("mean", "first"):
         raise InputError("feed_layout must be 'beams' or 'askap', ref_frequency 'mean' or 'first'")
     boresight = (float(phase_centre_deg[0]), float(phase_centre_deg[1]))
-    if raw_askap and feed_layout == "askap" and footprint_deg is None:
-        footprint_deg = askap_footprint(ASKAP_FOOTPRINT_BEAMS)
+    if raw_askap and feed_layout == "askap":  # every beam of the footprint in FEED
+        full = askap_footprint(ASKAP_FOOTPRINT_BEAMS)
+        footprint_deg = list(footprint_deg or []) + full[len(footprint_deg or []):]
     if raw_askap:
         if beam_offset_deg is None:
             beam_offset_deg = footprint_deg[beam] if footprint_deg is not None else (0.5, -0.3)
@@ -745,11 +746,12 @@ def make_askap_observation(
     directory.mkdir(parents=True, exist_ok=True)
     if boresight_deg is None:
         boresight_deg = field_centre_from_name(field) or DEFAULT_PHASE_CENTRE_DEG
-    footprint = askap_footprint(n_beams, pitch_deg)
+    real_feed = ms_kwargs.get("feed_layout") == "askap"  # every footprint beam in FEED: the 36-beam footprint
+    footprint = askap_footprint(max(n_beams, ASKAP_FOOTPRINT_BEAMS) if real_feed else n_beams, pitch_deg)
     base_seed = int(ms_kwargs.pop("seed", 0))
     fixed_sources = None if sources is None else tuple(sources)
     paths = []
-    for beam, offset in enumerate(footprint):
+    for beam, offset in enumerate(footprint[:n_beams]):
         centre = beam_centre(boresight_deg, offset)
         beam_sources = fixed_sources if fixed_sources is not None else default_sources(centre)
         paths.append(make_ms(
