@@ -223,3 +223,16 @@ def test_read_only_table_files_in_a_writable_ms_are_refused_and_nothing_is_left(
     assert file_digests(ms) == before
     assert sorted(p.name for p in ms.parent.iterdir()) == [ms.name]  # no working copy, no marker
     assert stat.S_IMODE(os.stat(ms / "table.dat").st_mode) == 0o444
+
+
+def test_with_fixms_off_every_cube_still_carries_the_beams_receptor_angle(tmp_path):
+    beams = [_beam(tmp_path / "data", "off", b, n_ant=8, n_times=8) for b in (5, 30)]
+    config = write_config(tmp_path / "c.toml", CONFIG + "[fixms]\nenabled = false\n")
+    r = run_cli(config, *beams, "--run-dir", tmp_path / "run", timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for ms in beams:
+        beam = int(ms.name.split(".beam")[1][:2])
+        cubes = sorted(glob.glob(str(tmp_path / "run" / "images" / f"{ms.name[:-3]}.*.cube.fits")))
+        assert len(cubes) == 3, cubes
+        for cube in cubes:  # from the beam's own RECEPTOR_ANGLE (FEED rows of its FEED_ID, not row 0)
+            assert fits.getheader(cube)["INSTRUMENT_RECEPTOR_ANGLE"] == pytest.approx(45.0 - ANGLES[beam]), cube

@@ -10,6 +10,7 @@ REF_FREQUENCY the first); `--state preprocessed|split` writes them as another pi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser):
@@ -42,7 +43,7 @@ def synthesise(directory: Path, *, beams: int = 6, plain: int | None = None, ant
 
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
-    shape = dict(n_ant=antennas, n_times=times, n_chan=channels, n_spw=spws, noise_jy=noise)
+    shape: dict[str, Any] = dict(n_ant=antennas, n_times=times, n_chan=channels, n_spw=spws, noise_jy=noise)
     if plain:
         return [synth.make_ms(directory / f"plain{i:02d}.ms", telescope="SYNTH", seed=i, **shape)
                 for i in range(plain)]

@@ -137,7 +137,8 @@ def separation_arcsec(a: Sequence[float], b: Sequence[float]) -> float:
     return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 3600.0
 
 
-def _deg(direction: np.ndarray) -> tuple[float, float]:
+def direction_deg(direction: np.ndarray) -> tuple[float, float]:
+    """(ra, dec) in degrees, ra in [0, 360), of a (ra, dec) pair in radians (a FIELD or POINTING cell row)."""
     return float(np.degrees(direction[0]) % 360.0), float(np.degrees(direction[1]))
 
 
@@ -223,16 +224,16 @@ def read_evidence(ms) -> Evidence:
             with ct.table(str(ms / "FEED_OLD"), ack=False) as old:
                 original = _beam_offset_deg(old, beam, first_time)
         with ct.table(str(ms / "FIELD"), ack=False) as field:
-            field_deg = _deg(field.getcol("PHASE_DIR")[0, 0])
+            field_deg = direction_deg(field.getcol("PHASE_DIR")[0, 0])
         field_old_deg = None
         if (ms / "FIELD_OLD" / "table.dat").is_file():
             with ct.table(str(ms / "FIELD_OLD"), ack=False) as old:
-                field_old_deg = _deg(old.getcol("PHASE_DIR")[0, 0])
+                field_old_deg = direction_deg(old.getcol("PHASE_DIR")[0, 0])
         pointing_deg = None
         if (ms / "POINTING" / "table.dat").is_file():
             with ct.table(str(ms / "POINTING"), ack=False) as pointing:
                 if pointing.nrows() and "TARGET" in pointing.colnames():
-                    pointing_deg = _deg(np.asarray(pointing.getcell("TARGET", 0))[0])
+                    pointing_deg = direction_deg(np.asarray(pointing.getcell("TARGET", 0))[0])
     except MSError:
         raise
     except Exception as exc:  # casacore raises RuntimeError for damaged tables

@@ -169,10 +169,10 @@ def _override_hint(options: FixMSOptions) -> str:
 
 def _check_direction(ms: Path, ev: msstate.Evidence, log: Optional[Path]) -> None:
     """Say how the phase centre was verified for an MS the step leaves as it is."""
-    error = ev.phase_centre_error_arcsec
-    if error is not None:
+    error, expected = ev.phase_centre_error_arcsec, ev.beam_direction_deg
+    if error is not None and expected is not None:
         _say(log, f"FixMS {ms}: FIELD is {error:.3f} arcsec from the beam direction "
-                  f"{ev.beam_direction_deg[0]:.6f} {ev.beam_direction_deg[1]:.6f} deg")
+                  f"{expected[0]:.6f} {expected[1]:.6f} deg")
     elif ev.field_moved:
         _say(log, f"FixMS {ms}: FIELD is off the boresight by a beam offset no longer recorded (zero BEAM_OFFSET, "
                   f"no FEED_OLD): taken as the beam direction")
@@ -234,7 +234,7 @@ def _set_direction(work: Path, ev: msstate.Evidence) -> Optional[str]:
     if expected is None:
         return None
     with ct.table(str(work / "FIELD"), readonly=False, ack=False) as field:
-        now = msstate._deg(field.getcol("PHASE_DIR")[0, 0])
+        now = msstate.direction_deg(field.getcol("PHASE_DIR")[0, 0])
         error = msstate.separation_arcsec(expected, now)
         if error <= msstate.SAME_DIRECTION_ARCSEC:
             return None
@@ -522,7 +522,7 @@ def _versions() -> dict:
 
     import mpimager
 
-    found = {"mpimager": mpimager.__version__}
+    found: dict[str, Optional[str]] = {"mpimager": mpimager.__version__}
     for package in ("fixms", "python-casacore"):
         try:
             found[package] = version(package)

@@ -366,7 +366,8 @@ def make_ms(
         field_name = DEFAULT_FIELD if raw_askap else "SYNTH"
     if autocorrelations is None:
         autocorrelations = raw_askap
-    angles = [float(receptor_angle_deg)] if np.ndim(receptor_angle_deg) == 0 else [float(a) for a in receptor_angle_deg]
+    angles = [float(a) for a in receptor_angle_deg] if isinstance(receptor_angle_deg, Sequence) \
+        else [float(receptor_angle_deg)]
     beam_angle = angles[feed_id] if len(angles) > 1 else angles[0]
     if not raw_askap:
         angles, beam_angle = [45.0], 45.0
