@@ -21,7 +21,7 @@ VOLATILE = {("HISTORY", "TIME"), ("HISTORY", "CLI_COMMAND")}
 
 
 def _tables(ms: Path) -> list[str]:
-    return [""] + sorted(p.name for p in ms.iterdir() if (p / "table.dat").is_file())
+    return ["", *sorted(p.name for p in ms.iterdir() if (p / "table.dat").is_file())]
 
 
 def _normalise(value, ms: Path):
@@ -68,7 +68,7 @@ def _equal(a, b) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 

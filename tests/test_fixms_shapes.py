@@ -78,7 +78,7 @@ def _fitted_peak(path, ra_deg, dec_deg, box=3):
         data = np.asarray(hdul[0].data).squeeze()
         wcs = WCS(hdul[0].header).celestial
     x, y = (float(v) for v in wcs.world_to_pixel_values(ra_deg, dec_deg))
-    xi, yi = int(round(x)), int(round(y))
+    xi, yi = round(x), round(y)
     cut = data[yi - box: yi + box + 1, xi - box: xi + box + 1]
     j, i = np.unravel_index(np.argmax(np.abs(cut)), cut.shape)
     py, px = yi - box + j, xi - box + i
@@ -136,7 +136,7 @@ def shapes_run(tmp_path_factory):
 
 
 def test_a_run_over_every_shape_exits_0(shapes_run):
-    run_dir, beams, _, r = shapes_run
+    r = shapes_run[3]
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
@@ -161,7 +161,7 @@ def test_the_job_log_says_which_state_it_found_and_what_it_did(shapes_run, shape
 
 
 def test_preprocessed_and_split_beams_are_never_rotated_twice_or_changed(shapes_run):
-    run_dir, beams, untouched, _ = shapes_run
+    _, beams, untouched, _ = shapes_run
     for shape, digests in untouched.items():
         assert file_digests(beams[shape]) == digests, shape  # imaged as they are: not a byte changed
 

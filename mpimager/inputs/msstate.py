@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
 from mpimager.errors import MSError
+from mpimager.states import StrEnum
 
 IRA = "INSTRUMENT_RECEPTOR_ANGLE"
 INSTRUMENT_DATA = "INSTRUMENT_DATA"
@@ -32,7 +32,7 @@ SAME_DIRECTION_ARCSEC = 0.01  # two directions closer than this are one
 CHANGED_TABLES = ("", "FEED", "FIELD", "HISTORY")  # the tables a fix writes ("" is the main table)
 
 
-class MSState(str, Enum):
+class MSState(StrEnum):
     """The states the FixMS step knows (values are what logs and `--state` print)."""
 
     RAW = "raw"  # from the ASKAP pipeline: instrument frame, FIELD at the boresight
@@ -46,16 +46,13 @@ class MSState(str, Enum):
     FOREIGN_COLUMN = "foreign-column"  # the output column exists and FixMS did not make it
     UNKNOWN = "unknown"  # the evidence contradicts itself: refused
 
-    def __str__(self) -> str:
-        return self.value
-
 
 @dataclass(frozen=True)
 class Verdict:
     """A state, the column that holds sky-frame data once the step is done (None: refused), and why."""
 
     state: MSState
-    image_column: Optional[str]
+    image_column: str | None
     evidence: str
 
 
@@ -64,18 +61,18 @@ class Evidence:
     """Everything the state is told from, read once from the MS."""
 
     path: str
-    beam: Optional[int]  # FEED1 of the main table, when single-valued
+    beam: int | None  # FEED1 of the main table, when single-valued
     columns: frozenset[str]
     feed_columns: frozenset[str]
     field_old: bool
     feed_old: bool
-    receptor_deg: Optional[float]  # this beam's RECEPTOR_ANGLE (receptor 0)
+    receptor_deg: float | None  # this beam's RECEPTOR_ANGLE (receptor 0)
     offset_deg: tuple[float, float]  # this beam's FEED offset now (dra, ddec)
     original_offset_deg: tuple[float, float]  # from FEED_OLD if present, else FEED
     field_deg: tuple[float, float]  # FIELD row 0 PHASE_DIR
-    field_old_deg: Optional[tuple[float, float]]
-    pointing_deg: Optional[tuple[float, float]]  # POINTING.TARGET row 0, if POINTING has rows
-    record: Optional[dict]
+    field_old_deg: tuple[float, float] | None
+    pointing_deg: tuple[float, float] | None  # POINTING.TARGET row 0, if POINTING has rows
+    record: dict | None
     work_left: bool = False  # a fix's working copy is next to the MS (a fix was killed, or is running)
 
     @property
@@ -88,14 +85,14 @@ class Evidence:
         return self.field_old_deg if self.field_old_deg is not None else self.field_deg
 
     @property
-    def beam_direction_deg(self) -> Optional[tuple[float, float]]:
+    def beam_direction_deg(self) -> tuple[float, float] | None:
         """Where FIELD must point once the step is done; None if the offset is no longer recorded."""
         if not self.offset_known:
             return None
         return beam_centre(self.boresight_deg, self.original_offset_deg)
 
     @property
-    def field_moved(self) -> Optional[bool]:
+    def field_moved(self) -> bool | None:
         """FIELD differs from the boresight (FIELD_OLD, else POINTING.TARGET); None if neither is there."""
         reference = self.field_old_deg if self.field_old_deg is not None else self.pointing_deg
         if reference is None:
@@ -103,7 +100,7 @@ class Evidence:
         return separation_arcsec(reference, self.field_deg) > SAME_DIRECTION_ARCSEC
 
     @property
-    def phase_centre_error_arcsec(self) -> Optional[float]:
+    def phase_centre_error_arcsec(self) -> float | None:
         expected = self.beam_direction_deg
         return None if expected is None else separation_arcsec(expected, self.field_deg)
 
@@ -150,7 +147,7 @@ def beam_rows(feed, beam: int) -> np.ndarray:
     return np.flatnonzero(feed.getcol("FEED_ID") == beam)
 
 
-def beam_receptor_angle_deg(ms, column: str = "RECEPTOR_ANGLE", beam: Optional[int] = None) -> Optional[float]:
+def beam_receptor_angle_deg(ms, column: str = "RECEPTOR_ANGLE", beam: int | None = None) -> float | None:
     """The receptor angle (degrees, first receptor) of the MS's own beam, from FEED rows of that FEED_ID.
 
     `beam`: FEED_ID (default: FEED1 of the main table). Returns None when the column is absent.
@@ -184,7 +181,7 @@ def _beam_of(ms: Path) -> int:
     return int(feeds.pop())
 
 
-def _beam_offset_deg(table, beam: int, first_time: Optional[float]) -> tuple[float, float]:
+def _beam_offset_deg(table, beam: int, first_time: float | None) -> tuple[float, float]:
     """(dra, ddec) of `beam` from a FEED-like table: the antenna-0 row whose TIME +- INTERVAL/2 covers the
     data (fix_ms_dir's choice), else the beam's first row."""
     rows = beam_rows(table, beam)
@@ -193,7 +190,7 @@ def _beam_offset_deg(table, beam: int, first_time: Optional[float]) -> tuple[flo
     antenna = table.getcol("ANTENNA_ID")[rows]
     times, intervals = table.getcol("TIME")[rows], table.getcol("INTERVAL")[rows]
     pick = rows[0]
-    for row, ant, t, dt in zip(rows, antenna, times, intervals):
+    for row, ant, t, dt in zip(rows, antenna, times, intervals, strict=True):
         if ant == 0 and (first_time is None or abs(first_time - t) < dt / 2):
             pick = row
             break
@@ -246,7 +243,7 @@ def read_evidence(ms) -> Evidence:
         work_left=work_dir(ms).exists())
 
 
-def read_record(ms) -> Optional[dict]:
+def read_record(ms) -> dict | None:
     """mpimager's completion record inside `ms`, None if absent; MSError if unreadable."""
     path = Path(ms) / RECORD_NAME
     try:
@@ -259,7 +256,7 @@ def read_record(ms) -> Optional[dict]:
     return value if isinstance(value, dict) else {}
 
 
-def record_entry(record: Optional[dict], column: str) -> Optional[dict]:
+def record_entry(record: dict | None, column: str) -> dict | None:
     """The record's entry for a fix into `column`, None if there is none."""
     for entry in (record or {}).get("fixes", []):
         if entry.get("corrected_data_column") == column:
@@ -279,7 +276,7 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and bool(os.stat(path).st_mode & 0o222)
 
 
-def write_problem(ms) -> Optional[str]:
+def write_problem(ms) -> str | None:
     """Why a fix could not change `ms` (its directory, its parent or a table file it writes is read-only),
     or None."""
     ms = Path(os.path.realpath(ms))

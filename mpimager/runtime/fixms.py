@@ -44,16 +44,16 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 
 from mpimager.errors import JobError, MpimagerError, MSError
 from mpimager.inputs import msstate
 from mpimager.inputs.msstate import IRA, RECORD_NAME, REFUSED, MSState, Verdict, needs_write, work_dir, write_problem
+from mpimager.states import StrEnum
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ RAW, FIXED, FIXED_EXTERNALLY, INTERRUPTED = MSState.RAW, MSState.FIXED_BY_MPIMAG
 FOREIGN_COLUMN, FIXED_DIFFERENTLY, RUNNING = MSState.FOREIGN_COLUMN, MSState.FIXED_DIFFERENTLY, MSState.RUNNING
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """What a run of the step did."""
 
     FIXED = "fixed"  # FixMS ran now
@@ -77,9 +77,6 @@ class Outcome(str, Enum):
     AS_IS = "imaged-as-is"  # preprocessed or split after a fix: the data are in the sky frame, nothing touched
     DIRECTION_REPAIRED = "direction-repaired"  # only FIELD was wrong (not at the beam) and was set right
     COMPLETED_INTERRUPTED = "completed-interrupted"  # a killed fix's copy was removed and the fix redone
-
-    def __str__(self) -> str:
-        return self.value
 
 
 DID_FIX, ALREADY_FIXED, COMPLETED_INTERRUPTED = Outcome.FIXED, Outcome.ALREADY_FIXED, Outcome.COMPLETED_INTERRUPTED
@@ -99,7 +96,7 @@ class FixMSOptions:
 # ----------------------------------------------------------------------------------------------
 
 
-def verdict(ms, options: FixMSOptions = FixMSOptions(), evidence: Optional[msstate.Evidence] = None) -> Verdict:
+def verdict(ms, options: FixMSOptions = FixMSOptions(), evidence: msstate.Evidence | None = None) -> Verdict:
     """The state of `ms` for these options and the evidence it was told from (see msstate.classify)."""
     ev = evidence if evidence is not None else msstate.read_evidence(ms)
     return msstate.classify(ev, options.data_column, options.corrected_data_column, options.fix_stokes_factor)
@@ -167,7 +164,7 @@ def _override_hint(options: FixMSOptions) -> str:
             f"another column set [fixms] corrected_data_column (now {options.corrected_data_column})")
 
 
-def _check_direction(ms: Path, ev: msstate.Evidence, log: Optional[Path]) -> None:
+def _check_direction(ms: Path, ev: msstate.Evidence, log: Path | None) -> None:
     """Say how the phase centre was verified for an MS the step leaves as it is."""
     error, expected = ev.phase_centre_error_arcsec, ev.beam_direction_deg
     if error is not None and expected is not None:
@@ -180,7 +177,7 @@ def _check_direction(ms: Path, ev: msstate.Evidence, log: Optional[Path]) -> Non
         _say(log, f"FixMS {ms}: zero BEAM_OFFSET and no record of another: FIELD taken as the beam direction")
 
 
-def _transaction(ms: Path, options: FixMSOptions, v: Verdict, ev: msstate.Evidence, log: Optional[Path]) -> None:
+def _transaction(ms: Path, options: FixMSOptions, v: Verdict, ev: msstate.Evidence, log: Path | None) -> None:
     """Fix a working copy, check it, record it, swap it in. On any error: remove the copy, JobError."""
     work = work_dir(ms)
     started = time.time()
@@ -225,7 +222,7 @@ def _transaction(ms: Path, options: FixMSOptions, v: Verdict, ev: msstate.Eviden
               + (f", pol axis {pol_axis_deg:.3f} deg" if pol_axis_deg is not None else ""))
 
 
-def _set_direction(work: Path, ev: msstate.Evidence) -> Optional[str]:
+def _set_direction(work: Path, ev: msstate.Evidence) -> str | None:
     """Point FIELD at the beam direction computed from the original evidence, if it is not there already
     (fix_ms_dir moves nothing without antenna-0 autocorrelations). Returns what was done, None if nothing."""
     from casacore import tables as ct
@@ -246,7 +243,7 @@ def _set_direction(work: Path, ev: msstate.Evidence) -> Optional[str]:
             f"{expected[0]:.6f} {expected[1]:.6f} deg (boresight shifted by the beam's FEED offset)")
 
 
-def corrections_match(fixed: np.ndarray, expected: np.ndarray, flag: Optional[np.ndarray] = None) -> bool:
+def corrections_match(fixed: np.ndarray, expected: np.ndarray, flag: np.ndarray | None = None) -> bool:
     """Whether fixms' output equals the expected rotation: NaN equal to NaN, the tolerance built from the
     finite values, flagged samples (`flag` True) not compared. Arrays of one shape (rows, chans, corrs)."""
     finite = np.isfinite(expected)
@@ -286,7 +283,7 @@ def _verify(work: Path, options: FixMSOptions, ms: Path) -> float:
 
 
 def _write_record(work: Path, ms: Path, options: FixMSOptions, run_id: str, started: float,
-                  pol_axis_deg: Optional[float], repaired: Optional[str], v: Verdict) -> None:
+                  pol_axis_deg: float | None, repaired: str | None, v: Verdict) -> None:
     record = msstate.read_record(work) or {}
     fixes = [f for f in record.get("fixes", []) if f.get("corrected_data_column") != options.corrected_data_column]
     entry = {
@@ -307,7 +304,7 @@ def _write_record(work: Path, ms: Path, options: FixMSOptions, run_id: str, star
         record = {"format": RECORD_FORMAT, "tool": "mpimager", "versions": _versions(), "fixes": fixes}
     else:
         record = {**record, "format": RECORD_FORMAT, "tool": "mpimager", "versions": _versions(),
-                  "repairs": record.get("repairs", []) + [entry]}
+                  "repairs": [*record.get("repairs", []), entry]}
     _write_json_atomic(work / RECORD_NAME, record)
 
 
@@ -406,7 +403,7 @@ def _real(ms: Path) -> Path:
     return Path(os.path.realpath(ms))
 
 
-def _say(log: Optional[Path], line: str) -> None:
+def _say(log: Path | None, line: str) -> None:
     """One line of what the step found or did: to this module's logger (the job log: main() sends it to
     stdout) and to `log`."""
     logger.info(line)
@@ -473,7 +470,7 @@ def _lock_is_held(ms: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet(log: Optional[Path]):
+def _quiet(log: Path | None):
     """Send fixms' log records and the console output (python-casacore prints "Successful read/write
     open" for every HISTORY row fixms adds) to `log`, or drop INFO records and stdout when log is None.
     Redirects sys.stdout/sys.stderr and file descriptors 1/2 (C++ output): meant for a worker
@@ -522,7 +519,7 @@ def _versions() -> dict:
 
     import mpimager
 
-    found: dict[str, Optional[str]] = {"mpimager": mpimager.__version__}
+    found: dict[str, str | None] = {"mpimager": mpimager.__version__}
     for package in ("fixms", "python-casacore"):
         try:
             found[package] = version(package)

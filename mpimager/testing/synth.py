@@ -30,14 +30,14 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
 from mpimager.errors import InputError
-from mpimager.inputs.msstate import INSTRUMENT_DATA, IRA, beam_centre  # noqa: F401  (beam_centre: API)
+from mpimager.inputs.msstate import INSTRUMENT_DATA, IRA, beam_centre
 
 SPEED_OF_LIGHT = 299792458.0
 
@@ -123,7 +123,7 @@ def offset_position(centre_deg: Sequence[float], dl_arcmin: float, dm_arcmin: fl
     return math.degrees(ra) % 360.0, math.degrees(dec)
 
 
-def field_centre_from_name(field: str) -> Optional[tuple[float, float]]:
+def field_centre_from_name(field: str) -> tuple[float, float] | None:
     """(ra, dec) degrees implied by a RACS-style field name like RACS_1347-37A, else None."""
     match = _RACS_NAME.match(field)
     if not match:
@@ -138,8 +138,8 @@ def askap_footprint(n_beams: int, pitch_deg: float = 0.9) -> list[tuple[float, f
     """Beam offsets (dra, ddec) in degrees on a square grid centred on the boresight, row by row."""
     if n_beams < 1:
         raise InputError(f"n_beams must be at least 1, got {n_beams}")
-    n_x = int(math.ceil(math.sqrt(n_beams)))
-    n_y = int(math.ceil(n_beams / n_x))
+    n_x = math.ceil(math.sqrt(n_beams))
+    n_y = math.ceil(n_beams / n_x)
     offsets = []
     for index in range(n_beams):
         col, row = index % n_x, index // n_x
@@ -277,7 +277,7 @@ def beam_ms_name(sbid: int, field: str, beam: int) -> str:
 def make_ms(
     path,
     *,
-    sources: Optional[Iterable[Source]] = None,
+    sources: Iterable[Source] | None = None,
     n_ant: int = 8,
     n_times: int = 8,
     n_chan: int = 4,
@@ -287,8 +287,8 @@ def make_ms(
     phase_centre_deg: Sequence[float] = DEFAULT_PHASE_CENTRE_DEG,
     raw_askap: bool = False,
     beam: int = 0,
-    beam_offset_deg: Optional[Sequence[float]] = None,
-    footprint_deg: Optional[Sequence[Sequence[float]]] = None,
+    beam_offset_deg: Sequence[float] | None = None,
+    footprint_deg: Sequence[Sequence[float]] | None = None,
     receptor_angle_deg: float | Sequence[float] = DEFAULT_RECEPTOR_ANGLE_DEG,
     feed_layout: str = "beams",
     askap_state: str = "raw",
@@ -300,10 +300,10 @@ def make_ms(
     pointing: bool = False,
     history_rows: int = 0,
     ref_frequency: str = "mean",
-    field_name: Optional[str] = None,
+    field_name: str | None = None,
     telescope: str = "ASKAP",
     mount: str = "equatorial",
-    autocorrelations: Optional[bool] = None,
+    autocorrelations: bool | None = None,
     noise_jy: float = 0.0,
     seed: int = 0,
     layout_seed: int = 12345,
@@ -533,7 +533,7 @@ def _bad_samples(ant1, ant2, n_rows: int, n_chan: int, shape: _Shape, seed: int)
 def _put_rows(ms, column: str, rows: np.ndarray, values: np.ndarray) -> None:
     """Put values into rows that come in runs of consecutive row numbers (one run per time)."""
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    for chunk_rows, chunk in zip(np.split(rows, breaks), np.split(values, breaks)):
+    for chunk_rows, chunk in zip(np.split(rows, breaks), np.split(values, breaks), strict=True):
         ms.putcol(column, chunk, startrow=int(chunk_rows[0]), nrow=len(chunk_rows))
 
 
@@ -731,8 +731,8 @@ def make_askap_observation(
     *,
     sbid: int = 8593,
     field: str = DEFAULT_FIELD,
-    sources: Optional[Iterable[Source]] = None,
-    boresight_deg: Optional[Sequence[float]] = None,
+    sources: Iterable[Source] | None = None,
+    boresight_deg: Sequence[float] | None = None,
     pitch_deg: float = 0.9,
     **ms_kwargs,
 ) -> list[Path]:
