@@ -38,7 +38,7 @@ def _all_tables_readable(ms) -> None:
 
 def test_a_fix_killed_at_any_of_24_moments_ends_exactly_like_an_uninterrupted_fix(tmp_path):
     pristine = synth.make_ms(tmp_path / "pristine" / "beam.ms", raw_askap=True, beam=2, beam_offset_deg=(0.6, -0.4),
-                             n_ant=36, n_times=30, n_chan=32, freq_start_hz=748e6, chan_width_hz=9e6,
+                             n_ant=36, n_times=60, n_chan=32, freq_start_hz=748e6, chan_width_hz=9e6,
                              history_rows=20, pointing=True)
     original = file_digests(pristine)
     reference = copy_ms(pristine, tmp_path / "reference" / "beam.ms")
@@ -47,20 +47,26 @@ def test_a_fix_killed_at_any_of_24_moments_ends_exactly_like_an_uninterrupted_fi
     duration = time.monotonic() - started  # the whole step, interpreter start included
     assert duration > 2.0, f"the fix took only {duration:.1f} s: make the beam bigger"
     want = table_contents(reference)
+    first_duration = duration
 
     phases = Counter()
-    for k in range(KILLS):
+    k = 0
+    while k < KILLS:
         ms = copy_ms(pristine, tmp_path / f"kill{k:02d}" / "beam.ms")
         moment = duration * (k + 0.5) / KILLS
+        begun = time.monotonic()
         child = subprocess.Popen(_fix_command(ms), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(moment)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        if child.returncode != -signal.SIGKILL:
-            phases["finished before the kill"] += 1
+        try:
+            child.wait(timeout=moment)
+            duration = time.monotonic() - begun  # finished first (a less loaded machine): spread over this
+            phases["finished before the kill (moment redone)"] += 1
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            k += 1
         _all_tables_readable(ms)
         if (ms / RECORD_NAME).exists():
-            phases["killed after the swap"] += 1
+            phases["killed after the swap" if child.returncode == -signal.SIGKILL else "finished"] += 1
         else:
             assert file_digests(ms) == original, f"kill {k} at {moment:.2f} s left the MS half-changed"
             phases["killed before the swap" if work_dir(ms).exists() else "killed before the copy"] += 1
@@ -69,8 +75,9 @@ def test_a_fix_killed_at_any_of_24_moments_ends_exactly_like_an_uninterrupted_fi
         assert not work_dir(ms).exists()
         assert_same_ms(ms, want)
         shutil.rmtree(ms.parent)  # keep the disk use of the test to a few beams
-    print(f"{KILLS} kills over {duration:.1f} s: {dict(phases)}")
-    assert phases["killed before the swap"] >= KILLS // 3, phases  # most moments land inside the fix itself
+    print(f"{KILLS} kills over {first_duration:.1f} s (last estimate {duration:.1f} s): {dict(phases)}")
+    for phase in ("killed before the copy", "killed before the swap", "killed after the swap"):
+        assert phases[phase] >= 2, phases  # the moments cover the whole step
 
 
 @pytest.mark.parametrize("leftover", ["work", "old"])
