@@ -14,8 +14,8 @@ from collections import Counter
 
 import casacore.tables as ct
 import pytest
-from _ms_compare import assert_same_ms, file_digests, table_contents
-from _synth_fixtures import copy_ms
+from fixtures.ms_compare import assert_same_ms, file_digests, table_contents
+from fixtures.synth import copy_ms
 
 from mpimager.inputs.msstate import RECORD_NAME, work_dir
 from mpimager.runtime.fixms import FixMSOptions, run_fixms

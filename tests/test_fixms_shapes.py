@@ -13,12 +13,12 @@ from pathlib import Path
 import casacore.tables as ct
 import numpy as np
 import pytest
-from _ms_compare import file_digests
 from astropy.io import fits
 from astropy.wcs import WCS
 from conftest import run_cli, write_config
 from fixms.fix_ms_corrs import fix_ms_corrs
 from fixms.fix_ms_dir import fix_ms_dir
+from fixtures.ms_compare import file_digests
 
 from mpimager.inputs.msstate import separation_arcsec
 from mpimager.testing import synth

@@ -12,10 +12,10 @@ from pathlib import Path
 import casacore.tables as ct
 import numpy as np
 import pytest
-from _ms_compare import assert_same_ms, disk_bytes, file_digests
-from _synth_fixtures import copy_ms, flux_tolerance, source_peak, wsclean_image
 from fixms.fix_ms_corrs import fix_ms_corrs
 from fixms.fix_ms_dir import fix_ms_dir
+from fixtures.ms_compare import assert_same_ms, disk_bytes, file_digests
+from fixtures.synth import copy_ms, flux_tolerance, source_peak, wsclean_image
 
 from mpimager.errors import InputError, JobError
 from mpimager.inputs.msstate import read_evidence, work_dir

@@ -39,21 +39,24 @@ def synthesise(directory: Path, *, beams: int = 6, plain: int | None = None, ant
                state: str = "raw", receptor_angles: tuple[float, ...] = ()) -> list[Path]:
     """Write the MSs into `directory` and return their paths. `real`, `survey`, `state`, `receptor_angles`:
     the ASKAP shapes (mpimager.testing.synth.REAL_ASKAP_KWARGS, askap_band, make_ms' askap_state)."""
+    from mpimager.environment import measures_warning_once
     from mpimager.testing import synth
 
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     shape: dict[str, Any] = dict(n_ant=antennas, n_times=times, n_chan=channels, n_spw=spws, noise_jy=noise)
-    if plain:
-        return [synth.make_ms(directory / f"plain{i:02d}.ms", telescope="SYNTH", seed=i, **shape)
-                for i in range(plain)]
     if real:
         shape.update(synth.REAL_ASKAP_KWARGS, **synth.askap_band(channels, survey))
     if state != "raw":
         shape["askap_state"] = state
     if receptor_angles:
         shape["receptor_angle_deg"] = receptor_angles if len(receptor_angles) > 1 else receptor_angles[0]
-    return synth.make_askap_observation(directory, beams, **shape)
+    with measures_warning_once():
+        if plain:
+            return [synth.make_ms(directory / f"plain{i:02d}.ms", telescope="SYNTH", seed=i,
+                                  **{k: shape[k] for k in ("n_ant", "n_times", "n_chan", "n_spw", "noise_jy")})
+                    for i in range(plain)]
+        return synth.make_askap_observation(directory, beams, **shape)
 
 
 def run(args) -> int:

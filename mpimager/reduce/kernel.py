@@ -86,13 +86,25 @@ def fft_convolve(plane: np.ndarray, cov: tuple[float, float, float], workers: in
     Two 1-D passes each way (real rows, complex columns): faster here than rfft2/irfft2, and the
     inverse writes straight back into `plane`, so a plane costs about twice its size in memory.
     """
-    ny, nx = plane.shape
+    nx = plane.shape[1]
     spec = scipy.fft.rfft(plane, axis=1, workers=workers)
     spec = scipy.fft.fft(spec, axis=0, overwrite_x=True, workers=workers)
     apply_taper(spec, cov, plane.shape)
     spec = scipy.fft.ifft(spec, axis=0, overwrite_x=True, workers=workers)
     np.fft.irfft(spec, n=nx, axis=1, out=plane)
     return plane
+
+
+def empty_plane(plane: np.ndarray) -> str | None:
+    """Why a plane holds no data (every pixel NaN; every finite pixel zero: a fully flagged channel), or None.
+
+    Two reductions that skip NaN (fmax/fmin), no temporary the size of the plane."""
+    hi = np.fmax.reduce(plane, axis=None)
+    if np.isnan(hi):
+        return "all pixels NaN"
+    if hi == 0 and np.fmin.reduce(plane, axis=None) == 0:
+        return "all pixels zero (a fully flagged channel)"
+    return None
 
 
 def convolve_plane(plane: np.ndarray, cov: tuple[float, float, float] | None, scale: float, workers: int = 1,
