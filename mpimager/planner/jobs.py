@@ -79,8 +79,8 @@ def plan_jobs(config: Config, inputs: Sequence[InputMS], settings: PlanSettings)
     ]
     _check_unique_prefixes(imaging)
     imaging = _name_jobs(imaging)
-    fixed = {m.info.path for m in inputs if _fixms_applies(config, m)}
-    return fixms_jobs + imaging + _reduce_jobs(config, settings, imaging, fixed)
+    askap = {m.info.path for m in inputs if _fixms_applies(config, m) or m.info.telescope.upper().startswith("ASKAP")}
+    return fixms_jobs + imaging + _reduce_jobs(config, settings, imaging, askap)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,7 +109,30 @@ def _fixms_ids(config: Config, inputs: Sequence[InputMS]) -> dict[str, str]:
     return {p: f"fixms:{name}" for p, name in zip(paths, _short_names(paths))}
 
 
+def _fixms_verdict(config: Config, m: InputMS):
+    """The FixMS state of an MS FixMS applies to (msstate.Verdict); InputError naming the MS and the evidence
+    where it cannot be told, where it is refused, or where FixMS must change an MS it cannot write."""
+    from mpimager.inputs import msstate
+
+    f, info = config.fixms, m.info
+    override = "set [fixms] enabled = false (and [inputs] data_column) to image the MS as it is"
+    if info.fixms_evidence is None:
+        if info.fixms_evidence_error:
+            raise InputError(f"{info.fixms_evidence_error}; FixMS cannot tell its state: {override}")
+        # metadata made without reading the MS (an API caller's MSInfo): the step decides at run time
+        return msstate.Verdict(msstate.MSState.RAW, f.corrected_data_column, "not read by the planner")
+    v = msstate.classify(info.fixms_evidence, f.data_column, f.corrected_data_column, f.fix_stokes_factor)
+    if v.state in msstate.REFUSED:
+        raise InputError(f"{info.path}: FixMS state {v.state}: {v.evidence}; {override}, or set "
+                         f"[fixms] corrected_data_column to another name")
+    if msstate.needs_write(v, info.fixms_evidence) and info.fixms_write_problem:
+        raise InputError(f"{info.path}: FixMS must change this MS ({v.state}) but {info.fixms_write_problem}; "
+                         f"make it writable, or {override}")
+    return v
+
+
 def _fixms_job(config: Config, m: InputMS, job_id: str, python: str) -> Job:
+    _fixms_verdict(config, m)
     f = config.fixms
     argv = [python, "-m", "mpimager.runtime.fixms", "--data-column", f.data_column,
             "--corrected-data-column", f.corrected_data_column]
@@ -207,11 +230,14 @@ def _channels_out(options: dict, group: Sequence[InputMS], where: str) -> int:
 def _data_column(config: Config, group: Sequence[InputMS], options: dict) -> str | None:
     """The column to image: [wsclean] data-column, [inputs] data_column, else FixMS' output when FixMS
     applies, else None (WSClean's choice). It must exist in every MS, or be the column FixMS will write."""
-    fixed = {m.info.path for m in group if _fixms_applies(config, m)}
+    fixed = {m.info.path: _fixms_verdict(config, m).image_column for m in group if _fixms_applies(config, m)}
+    if len(set(fixed.values())) > 1:
+        raise InputError(f"the MSs of one job hold their sky-frame data in different columns after FixMS "
+                         f"({', '.join(f'{p}: {c}' for p, c in fixed.items())}): image them apart")
     column = options.get("data-column") or config.inputs.data_column or \
-        (config.fixms.corrected_data_column if fixed else None)
+        (next(iter(fixed.values())) if fixed else None)
     for m in group if column else ():
-        if not m.info.has_column(column) and not (m.info.path in fixed and column == config.fixms.corrected_data_column):
+        if not m.info.has_column(column) and not (m.info.path in fixed and column == fixed[m.info.path]):
             raise InputError(f"{m.info.path}: has no column {column} to image "
                              f"(columns: {', '.join(sorted(c for c in m.info.columns if 'DATA' in c))})")
     return column
@@ -242,7 +268,7 @@ def _reduce_units(config: Config, imaging: Sequence[Job]) -> list[list[Job]]:
     return [[j] for j in imaging]
 
 
-def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job], fixed: set[str]) -> list[Job]:
+def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job], askap: set[str]) -> list[Job]:
     """One `mpimager reduce` job per unit of [reduce] scope, after the unit's imaging jobs."""
     from mpimager.planner.products import cube_paths
 
@@ -268,7 +294,7 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--quiet",
                 "--options", json.dumps(options.to_mapping(), sort_keys=True, separators=(",", ":"))]
         unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
-        argv += ["--ms", unit_ms[0]] if unit_ms[0] in fixed else []  # its receptor angle goes in the header
+        argv += ["--ms", unit_ms[0]] if unit_ms[0] in askap else []  # its beam's receptor angle goes in the header
         outputs = []
         for j in unit:
             for kind in cubes:
