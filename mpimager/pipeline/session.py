@@ -57,8 +57,20 @@ def _prepare(request) -> tuple[Prepared, RunLock | None]:
         return prepared, None
     check_writable([prepared.run_dir] + sorted({os.path.dirname(j.prefix) for j in prepared.jobs if j.prefix})
                    + sorted({os.path.dirname(j.temp_dir) for j in prepared.jobs if j.temp_dir}))
+    check_image_size(prepared.config)
+    if not request.force:
+        check_no_foreign_outputs(prepared.jobs, read_records(prepared.run_dir))
     prepared.run_dir.mkdir(parents=True, exist_ok=True)
     return prepared, RunLock(prepared.run_dir)
+
+
+def check_image_size(config) -> None:
+    """Refuse a run whose imaging passes do not set [wsclean] size (an empty config): every job would fail."""
+    for p in config.passes:
+        if p.option("size") is None:
+            where = f"[passes.{p.suffix}]" if p.suffix else "[wsclean]"
+            raise InputError(f"{config.path}: {where} size is not set: WSClean needs the image size in pixels "
+                             f"(for example size = \"1024 1024\" under [wsclean])")
 
 
 def check_writable(paths) -> None:
@@ -66,11 +78,28 @@ def check_writable(paths) -> None:
     for path in paths:
         p = Path(path)
         while not p.exists():
+            if p.is_symlink():
+                raise InputError(f"{path}: {p} is a dangling symbolic link (to {os.readlink(p)})")
             p = p.parent
         if not p.is_dir():
             raise InputError(f"{path}: cannot be created ({p} is not a directory)")
         if not os.access(p, os.W_OK | os.X_OK) or os.statvfs(p).f_flag & os.ST_RDONLY:
             raise InputError(f"{path}: cannot be written (no write permission on {p})")
+
+
+def check_no_foreign_outputs(jobs, records) -> None:
+    """Refuse (InputError) when a job would replace a file that this run directory's journal did not make.
+
+    `jobs`: the plan; `records`: the run directory's journal. A file the journal recorded as an output of a
+    successful job may be replaced; any other (another run directory's images, a user's file) only with
+    --force."""
+    made = {o["path"] for r in records if r.get("event") == "end" and r.get("status") == "ok"
+            for o in r.get("outputs", ()) if isinstance(o, dict)}
+    foreign = [o for j in jobs for o in j.outputs if o not in made and os.path.lexists(o)]
+    if foreign:
+        raise InputError(f"{foreign[0]}: {len(foreign)} file{'s' * (len(foreign) > 1)} in the out-dir that this "
+                         f"run directory did not make would be replaced; move them, choose another out-dir or "
+                         f"name, or use --force to replace them")
 
 
 def _execute(task: mpiqueue.Task, placement: mpiqueue.Placement):

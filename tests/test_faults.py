@@ -1,0 +1,158 @@
+"""Faults during runs and bad input around them: nothing lost, nothing left running, one clear line.
+
+Every case runs the real CLI (mostly under `mpirun -n 3`) with the real WSClean on tiny synthetic MSs, and
+checks the exit code, the one line it prints, that no process of the run is left (`_faults.run_processes`:
+by the environment tag every process of the run inherits, by process group and by parent) and that the
+products and MSs are what they were before (conftest.snapshot) or what a finished run makes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from _faults import error_lines, products, run_processes, tagged_env
+from conftest import run_cli, snapshot, write_config
+from mpimager.rundir.journal import read_records
+
+CONFIG = """
+[fixms]
+enabled = false
+[worker]
+retries = 0
+{worker}
+[wsclean]
+name = "{name}"
+out-dir = "{out_dir}"
+size = "64 64"
+scale = "20asec"
+niter = {niter}
+[reduce]
+enabled = false
+"""
+
+
+def config(tmp_path, *, name="$ms_stem$", out_dir="$run_dir$/images", niter=10, worker="", extra="",
+           file="c.toml") -> Path:
+    return write_config(tmp_path / file, CONFIG.format(name=name, out_dir=out_dir, niter=niter, worker=worker)
+                        + extra)
+
+
+def refusing_wsclean(tmp_path) -> Path:
+    """A wsclean that answers --help/--version like the real one and refuses every imaging run (exit 255)."""
+    fake = tmp_path / "refusing-wsclean"
+    fake.write_text('#!/bin/sh\ncase "$1" in --help|--version) exec wsclean "$@";; esac\n'
+                    'echo "Error: invalid option"; exit 255\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return fake
+
+
+# ------------------------------------------------------------------------------------------------ products
+
+
+def test_a_failed_attempt_leaves_the_products_it_would_replace_untouched(tmp_path, tiny_ms_dir):
+    ms = [tiny_ms_dir / "obs0.ms", tiny_ms_dir / "obs1.ms"]
+    first = run_cli(config(tmp_path), *ms, "--run-dir", tmp_path / "run", mpi=3)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr
+    before, ms_before = snapshot(tmp_path / "run" / "images"), snapshot(tiny_ms_dir)
+    assert len(before) == 2 * 5
+
+    # the option changed (so both jobs run again) and WSClean refuses it
+    c = config(tmp_path, niter=20, extra=f'[container]\nwsclean = "{refusing_wsclean(tmp_path)}"\n')
+    t0 = time.time()
+    again = run_cli(c, *ms, "--run-dir", tmp_path / "run", mpi=3, env=tagged_env(tmp_path))
+    assert again.returncode == 1, again.stdout[-2000:] + again.stderr
+    assert snapshot(tmp_path / "run" / "images") == before  # every image as it was: size and mtime
+    assert snapshot(tiny_ms_dir) == ms_before
+    assert not os.listdir(tmp_path / "run" / "tmp")  # only the attempt's own staging went
+    assert run_processes(tmp_path) == []
+
+    # a re-run with the WSClean that works replaces them with verified products
+    fixed = run_cli(config(tmp_path, niter=20), *ms, "--run-dir", tmp_path / "run", mpi=3)
+    assert fixed.returncode == 0 and "2 done" in fixed.stdout, fixed.stdout[-2000:]
+    assert products(tmp_path / "run").keys() == {os.path.basename(p) for p in before}
+    print(f"re-run after the refused attempt: {time.time() - t0:.1f} s")
+
+
+def test_images_another_run_directory_made_are_not_replaced_without_force(tmp_path, tiny_ms_dir):
+    out = tmp_path / "shared images"
+    c = config(tmp_path, out_dir=str(out))
+    assert run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run1", mpi=3).returncode == 0
+    before = snapshot(out)
+
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run2", mpi=3)
+
+    assert r.returncode == 2
+    (line,) = error_lines(r)
+    assert f"{out}/obs0-" in line and "5 files in the out-dir that this run directory did not make" in line
+    assert "--force" in line and not (tmp_path / "run2").exists() and snapshot(out) == before
+    forced = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run2", "--force", mpi=3)
+    assert forced.returncode == 0, forced.stderr
+    assert snapshot(out).keys() == before.keys()
+
+
+def test_staging_on_another_file_system_is_copied_then_renamed(tmp_path, tiny_ms_dir):
+    scratch = Path("/dev/shm") / f"mpimager-test-{os.getpid()}-{tmp_path.name}"
+    try:
+        c = config(tmp_path, worker=f'temp_dir = "{scratch}"')
+        r = run_cli(c, tiny_ms_dir / "obs0.ms", tiny_ms_dir / "obs1.ms", "--run-dir", tmp_path / "run", mpi=3)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+        assert os.stat(scratch).st_dev != os.stat(tmp_path).st_dev
+        assert not os.listdir(scratch)  # staging removed
+        images = tmp_path / "run" / "images"
+        assert sorted(os.listdir(images)) == sorted(products(tmp_path / "run"))  # no partial copy left
+        ends = [r for r in read_records(tmp_path / "run") if r["event"] == "end"]
+        assert all(o["size"] == os.path.getsize(o["path"]) for e in ends for o in e["outputs"])
+        again = run_cli(c, tiny_ms_dir / "obs0.ms", tiny_ms_dir / "obs1.ms", "--run-dir", tmp_path / "run", mpi=3)
+        assert again.returncode == 0 and "0 to run, 2 already done" in again.stdout
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("name", ["..", "."])
+def test_a_name_that_escapes_the_out_dir_is_refused(tmp_path, tiny_ms_dir, name):
+    victim = tmp_path / "run" / "-image.fits"
+    victim.parent.mkdir()
+    victim.write_text("a user's file")
+    c = config(tmp_path, name=name)
+    before = snapshot(tmp_path)
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run", mpi=3)
+    assert r.returncode == 2
+    (line,) = error_lines(r)
+    assert f"[wsclean] name: {name!r} is not a file name" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_an_empty_config_is_refused_before_any_job(tmp_path, tiny_ms_dir):
+    c = write_config(tmp_path / "empty.toml", "")
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run", mpi=3)
+    assert r.returncode == 2
+    (line,) = error_lines(r)
+    assert f"{c}: [wsclean] size is not set" in line and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("which", ["run-dir", "out-dir"])
+def test_a_dangling_symlink_as_run_dir_or_out_dir_is_refused(tmp_path, tiny_ms_dir, which):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    c = config(tmp_path, out_dir=str(link) if which == "out-dir" else "$run_dir$/images")
+    run_dir = link if which == "run-dir" else tmp_path / "run"
+    before = snapshot(tmp_path)
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", run_dir, mpi=3)
+    assert r.returncode == 2
+    (line,) = error_lines(r)
+    assert f"{link} is a dangling symbolic link (to {tmp_path / 'gone'})" in line
+    assert snapshot(tmp_path) == before
+
+
+def json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
