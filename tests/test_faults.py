@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-
 from _faults import error_lines, products, run_processes, tagged_env
 from conftest import run_cli, snapshot, write_config
+
 from mpimager.rundir.journal import read_records
 
 CONFIG = """
@@ -30,18 +33,19 @@ retries = 0
 [wsclean]
 name = "{name}"
 out-dir = "{out_dir}"
-size = "64 64"
-scale = "20asec"
+size = "{size}"
+scale = "{scale}"
 niter = {niter}
+{wsclean}
 [reduce]
 enabled = false
 """
 
 
 def config(tmp_path, *, name="$ms_stem$", out_dir="$run_dir$/images", niter=10, worker="", extra="",
-           file="c.toml") -> Path:
-    return write_config(tmp_path / file, CONFIG.format(name=name, out_dir=out_dir, niter=niter, worker=worker)
-                        + extra)
+           size="64 64", scale="20asec", wsclean="", file="c.toml") -> Path:
+    return write_config(tmp_path / file, CONFIG.format(name=name, out_dir=out_dir, niter=niter, worker=worker,
+                                                       size=size, scale=scale, wsclean=wsclean) + extra)
 
 
 def refusing_wsclean(tmp_path) -> Path:
@@ -156,3 +160,86 @@ def test_a_dangling_symlink_as_run_dir_or_out_dir_is_refused(tmp_path, tiny_ms_d
 
 def json_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------------ signals
+
+SLOW = dict(niter=40000, size="256 256", scale="10asec", wsclean="mgain = 0.95",
+            worker="max_concurrent = 2")  # WSClean jobs of ~10 s each on the tiny MSs
+
+
+def launch(config_path, inputs, run_dir, tag_dir, ranks: int | None = 3) -> subprocess.Popen:
+    """mpimager (under `mpirun -n RANKS`, or serially for None) in its own session, tagged."""
+    cmd = [sys.executable, "-m", "mpimager", str(config_path), *map(str, inputs), "--run-dir", str(run_dir)]
+    cmd = ["mpirun", "-n", str(ranks), *cmd] if ranks else cmd
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **tagged_env(tag_dir)})
+
+
+def wait_for_wsclean(run_dir: Path, tag_dir: Path, proc, n=1, timeout=120) -> None:
+    """Until `n` WSClean jobs have started and their WSClean processes run."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        starts = [r for r in read_records(run_dir) if r["event"] == "start" and r["job"].startswith("wsclean:")]
+        running = [p for p in run_processes(tag_dir, 0) if " wsclean " in f" {p} " or "/wsclean " in p]
+        if len(starts) >= n and len(running) >= n:
+            time.sleep(1.0)  # well inside the jobs
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{n} WSClean jobs never ran: {proc.poll()} {read_records(run_dir)[-3:]}")
+
+
+def rank_pid(tag_dir: Path, rank: int) -> int:
+    """The pid of MPI rank `rank` of the tagged run (its OMPI_COMM_WORLD_RANK)."""
+    for entry in run_processes(tag_dir, 0):
+        pid = int(entry.split()[0])
+        if "-m mpimager" not in entry:
+            continue
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env:
+            return pid
+    raise AssertionError(f"no rank {rank} in {run_processes(tag_dir, 0)}")
+
+
+@pytest.mark.parametrize("target, code, sig", [
+    ("mpirun", 1, signal.SIGTERM),  # Open MPI's mpirun, once signalled, exits 1 whatever its ranks return
+    ("rank 0", 4, signal.SIGTERM), ("rank 1", 4, signal.SIGTERM), ("serial", 4, signal.SIGTERM),
+    ("mpirun", 1, signal.SIGINT), ("serial", 4, signal.SIGINT), ("rank 2", 4, signal.SIGINT),
+])
+def test_a_signal_ends_the_run_cleanly_and_a_rerun_resumes(tmp_path, tiny_ms_dir, target, code, sig):
+    ms = sorted(tiny_ms_dir.glob("obs*.ms"))
+    c = config(tmp_path, **SLOW)
+    run_dir, tag = tmp_path / "run", tmp_path
+    ms_before = snapshot(tiny_ms_dir)
+    proc = launch(c, ms, run_dir, tag, ranks=None if target == "serial" else 3)
+    try:
+        wait_for_wsclean(run_dir, tag, proc, n=1 if target == "serial" else 2)
+        pid = {"mpirun": proc.pid, "serial": proc.pid}.get(target) or rank_pid(tag, int(target.split()[1]))
+        os.kill(pid, sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == code, out[-2000:] + err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("mpimager:")]
+    assert len(lines) == 1 and lines[0].startswith(f"mpimager: interrupted ({sig.name}"), err[-3000:]
+    assert "Traceback" not in err
+    assert run_processes(tag) == []
+    records = read_records(run_dir)
+    ends = {r["job"]: r["status"] for r in records if r["event"] == "end"}
+    started = {r["job"] for r in records if r["event"] == "start"}
+    assert started and all(ends[j] in ("ok", "interrupted") for j in started) and "interrupted" in ends.values()
+    assert records[-1]["event"] == "run" and records[-1]["state"] == "interrupted"
+    made = {os.path.basename(o["path"]) for r in records if r["event"] == "end" for o in r.get("outputs", ())}
+    assert set(os.listdir(run_dir / "images")) == made if (run_dir / "images").exists() else not made
+    assert not os.listdir(run_dir / "tmp")  # every staging removed
+    assert snapshot(tiny_ms_dir) == ms_before
+    status = run_cli("status", run_dir)
+    assert "stopped early" in status.stdout and "interrupted" in status.stdout, status.stdout
+
+    t0 = time.time()
+    again = run_cli(c, *ms, "--run-dir", run_dir, mpi=3)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    print(f"re-run after {sig.name} to {target}: {time.time() - t0:.1f} s")
+    assert len(products(run_dir)) == 3 * 5

@@ -7,6 +7,16 @@ with an ETA), and ends with a summary table, `manifest.json` (with the run's pro
 config as resolved, argv), `report.html` (mpimager.report; a report that fails is a logged line, never
 a different exit code) and the exit code. A bad input ends every rank with the same one-line error
 (printed once, by rank 0) and exit 2.
+
+Stopping (mpimager.runtime.interrupt): SIGTERM, SIGINT or SIGHUP on any rank (mpirun and srun forward
+them to every rank; Slurm sends SIGTERM at the time limit and on scancel) stops the dispatching, ends every
+running job's process group (its WSClean, FixMS or reduce child and whatever they started), journals those
+jobs as `interrupted`, prints one line and ends every rank with exit code 4 (EXIT_INTERRUPTED; under mpirun
+the launcher itself, once signalled, reports its own code). SIGUSR1 (Slurm's `--signal` warning) starts no
+new job; inside a Slurm allocation, a job whose estimate (mpimager.pipeline.allocation) does not fit in the
+time left is not started either. Then the run ends with exit 4 once the running jobs are done, saying how to
+resume: the same command again (finished jobs are skipped; slurm/mpimager.sbatch resubmits itself).
+A journal that cannot be written (a full disk) stops the run the same way, with one line naming it (exit 1).
 """
 
 from __future__ import annotations
@@ -20,14 +30,24 @@ from pathlib import Path
 from mpimager import __version__
 from mpimager.queue import mpiqueue
 from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
-from mpimager.errors import EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
+from mpimager.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
 from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
 from mpimager.pipeline.progress import Progress
+from mpimager.runtime import interrupt
 from mpimager.runtime.runner import JobResult, RunContext, log_path, run_job
 
 
 def main(request: RunRequest) -> int:
     comm = mpiqueue.world()
+    interrupt.install()
+    interrupt.add_poller(lambda: mpiqueue.stop_message(comm))
+    try:
+        return _main(request, comm)
+    finally:
+        interrupt.uninstall()
+
+
+def _main(request: RunRequest, comm) -> int:
     is_root = comm.Get_rank() == 0
     try:
         started = mpiqueue.root_first(lambda: _prepare(request), comm)
@@ -36,15 +56,27 @@ def main(request: RunRequest) -> int:
             exc.quiet = True  # rank 0 says it; the others leave with the same code
         raise
     if not is_root:
-        mpiqueue.run_tasks([], _execute, comm=comm)
+        try:
+            mpiqueue.run_tasks([], _execute, comm=comm, stop=interrupt.signalled)
+        except MpimagerError as exc:
+            exc.quiet = True  # rank 0 says it
+            raise
         return comm.bcast(None, root=0)
     prepared, lock = started
     if lock is None:  # a dry run
         print_plan(prepared, request.json)
         mpiqueue.run_tasks([], _execute, comm=comm)
         return comm.bcast(EXIT_OK, root=0)
+    coordinator = Coordinator(prepared, request.force, comm)
     try:
-        code = Coordinator(prepared, request.force, comm).run()
+        code = coordinator.run()
+    except MpimagerError as exc:  # e.g. the journal cannot be written: release the workers, same exit code
+        if coordinator.queue != "failed":  # the workers did not leave with the error: they wait for rank 0
+            if coordinator.queue == "not started":
+                mpiqueue.run_tasks([], _execute, comm=comm)
+            if comm.Get_size() > 1:
+                comm.bcast(exc.exit_code, root=0)
+        raise
     finally:
         lock.release()
     return comm.bcast(code, root=0) if comm.Get_size() > 1 else code
@@ -116,6 +148,7 @@ class Coordinator:
         self.jobs = {j.id: j for j in prepared.jobs}
         self.t0 = time.time()
         self.progress = None  # mpimager.pipeline.progress.Progress, while the queue runs
+        self.queue = "not started"  # -> "running" -> "done" | "failed" (the workers left with its error)
         self.provenance: dict | None = None
 
     def run(self) -> int:
@@ -126,8 +159,12 @@ class Coordinator:
             self.journal.close()
 
     def _run(self) -> int:
+        from mpimager.pipeline.allocation import Deadline, Estimates, allocation_end
+
         cfg = self.p.config
-        skip = {} if self.force else jobs_to_skip(self.p.jobs, read_records(self.run_dir))
+        records = read_records(self.run_dir)
+        skip = {} if self.force else jobs_to_skip(self.p.jobs, records)
+        self.deadline = Deadline(allocation_end(), Estimates.from_records(records))
         self.journal.write("run", state="start", pid=os.getpid(), ranks=self.comm.Get_size(),
                            config=str(cfg.path), mpimager=__version__, argv=sys.argv)
         self.journal.write("plan", jobs=[j.to_json() for j in self.p.jobs])
@@ -145,13 +182,50 @@ class Coordinator:
                  f"{workers} worker rank{'s' * (workers > 1)}; run directory {self.run_dir}")
         self.progress = Progress([self.jobs[t.id] for t in tasks], workers)
         self.progress.start_timer()
+        self.queue = "running"
         try:
             outcomes = mpiqueue.run_tasks(tasks, _execute, comm=self.comm, max_per_host=cfg.worker.max_concurrent,
-                                          on_event=self.on_event)
+                                          on_event=self.on_event, stop=interrupt.requested, admit=self.admit)
+        except BaseException:
+            self.queue = "failed"
+            raise
         finally:
             self.progress.stop()
-        self.journal.write("run", state="end", wall=round(time.time() - self.t0, 3))
+        self.queue = "done"
+        ended = {o.task_id for o in outcomes}
+        not_started = [t.id for t in tasks if t.id not in ended]
+        stopped = [o.task_id for o in outcomes if o.status == mpiqueue.INTERRUPTED]
+        reason = interrupt.requested() or next((o.error for o in outcomes if o.status == mpiqueue.INTERRUPTED), None)
+        state = "interrupted" if reason else "stopped" if not_started else "end"
+        self.journal.write("run", state=state, wall=round(time.time() - self.t0, 3),
+                           **({"reason": reason} if reason else {}))
+        if reason or not_started:
+            return self.stop_early(outcomes, skip, reason, stopped, not_started)
         return self.finish(outcomes, skip)
+
+    def admit(self, task: mpiqueue.Task) -> bool:
+        """May `task` start now? Not after SIGUSR1, nor when its estimate ends after the Slurm allocation."""
+        if interrupt.draining():
+            return False
+        job = self.jobs[task.id]
+        return self.deadline.fits(job.id, job.kind, job.cost)
+
+    def stop_early(self, outcomes, skip, reason: str | None, stopped: list[str], not_started: list[str]) -> int:
+        """The end of a run that was interrupted or could not start everything: the manifest and one line."""
+        wall = time.time() - self.t0
+        self.write_manifest(outcomes, skip, wall)
+        if reason:
+            why = f"interrupted ({reason.removeprefix('Interrupted: ')})"
+        elif interrupt.draining():
+            why = f"stopped early ({interrupt.draining()}: no new job started)"
+        else:
+            end = time.strftime("%H:%M:%S", time.localtime(self.deadline.end)) if self.deadline.end else "?"
+            why = f"stopped early (the Slurm allocation ends at {end}: the rest would not finish in time)"
+        failed = sum(o.status == mpiqueue.FAILED for o in outcomes)
+        print(f"mpimager: {why}: {sum(o.status == mpiqueue.OK for o in outcomes)} jobs done, {len(stopped)} "
+              f"stopped, {len(not_started)} not started{f', {failed} failed' if failed else ''}; run the same "
+              f"command again to resume (finished jobs are skipped)", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
     # ------------------------------------------------------------------------------------------------
 
@@ -183,6 +257,9 @@ class Coordinator:
             self.progress.started(ev.task_id, ev.rank, ev.host, ev.time)
         elif ev.kind == "end":
             self._end(ev.outcome)
+            o = ev.outcome
+            if o.status == mpiqueue.OK and o.rank is not None:
+                self.deadline.estimates.ended(self.jobs[o.task_id].kind, self.jobs[o.task_id].cost, o.end - o.start)
 
     def _end(self, o: mpiqueue.Outcome) -> None:
         record = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start, end=o.end,
@@ -193,6 +270,8 @@ class Coordinator:
                           notes=list(r.notes), outputs=[{"path": p, "size": s} for p, s in r.outputs])
         if o.status != mpiqueue.OK:
             record.update(error=o.error, log=self.failure_log(o))
+        if o.status == mpiqueue.INTERRUPTED:
+            record.update(log=log_path(str(self.run_dir), o.task_id))
         self.journal.write("end", **record)
         self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error,
                             notes=r.notes if isinstance(r, JobResult) else ())
