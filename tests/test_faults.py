@@ -158,8 +158,11 @@ def test_a_dangling_symlink_as_run_dir_or_out_dir_is_refused(tmp_path, tiny_ms_d
     assert snapshot(tmp_path) == before
 
 
-def json_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def valid_json(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------------ signals
@@ -243,3 +246,155 @@ def test_a_signal_ends_the_run_cleanly_and_a_rerun_resumes(tmp_path, tiny_ms_dir
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     print(f"re-run after {sig.name} to {target}: {time.time() - t0:.1f} s")
     assert len(products(run_dir)) == 3 * 5
+
+
+# ------------------------------------------------------------------------------------------------ journal
+
+
+def test_a_damaged_journal_is_read_as_far_as_valid_with_a_warning_naming_each_line(tmp_path, tiny_ms_dir):
+    ms = [tiny_ms_dir / "obs0.ms", tiny_ms_dir / "obs1.ms"]
+    c = config(tmp_path)
+    assert run_cli(c, *ms, "--run-dir", tmp_path / "run", mpi=3).returncode == 0
+    journal = tmp_path / "run" / "journal.jsonl"
+    n = len(journal.read_text().splitlines())
+    with open(journal, "a") as f:  # a number, a record without its job, then a torn last line
+        f.write('42\n{"event":"end","status":"ok","outputs":[]}\n{"event":"start","job":"wsc')
+    before = snapshot(tmp_path / "run" / "images")
+
+    status = run_cli("status", tmp_path / "run")
+    assert status.returncode == 0, status.stderr
+    assert f"{journal} line {n + 1} skipped: not a journal record" in status.stderr
+    assert f"{journal} line {n + 2} skipped: a 'end' record without its 'job'" in status.stderr
+    assert "Traceback" not in status.stderr and "finished" in status.stdout
+
+    t0 = time.time()
+    again = run_cli(c, *ms, "--run-dir", tmp_path / "run", mpi=3, env=tagged_env(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert "0 to run, 2 already done" in again.stdout
+    print(f"re-run after journal damage: {time.time() - t0:.1f} s")
+    assert snapshot(tmp_path / "run" / "images") == before and run_processes(tmp_path) == []
+    records = read_records(tmp_path / "run")  # the new run's records were not glued onto the fragment
+    assert [r["state"] for r in records if r["event"] == "run"] == ["start", "end", "start", "end"]
+    assert "finished" in run_cli("status", tmp_path / "run").stdout
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MiB tmpfs mounted for the test (unmounted after it)."""
+    mount = tmp_path / "small disk"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of `directory` to the last byte; the filler file's path."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+        try:
+            while True:
+                f.write(b"\0")
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_under_the_run_directory_ends_the_run_with_one_line(tmp_path, tiny_ms_dir, small_tmpfs):
+    ms = sorted(tiny_ms_dir.glob("obs*.ms"))
+    run_dir = small_tmpfs / "run"
+    c = config(tmp_path, out_dir=str(tmp_path / "images"), worker=f'temp_dir = "{tmp_path / "scratch"}"\n'
+               + SLOW["worker"], **{k: v for k, v in SLOW.items() if k != "worker"})
+    proc = launch(c, ms, run_dir, tmp_path)
+    try:
+        wait_for_wsclean(run_dir, tmp_path, proc, n=2)
+        filler = fill(small_tmpfs)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, out[-2000:] + err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("mpimager:")]
+    assert lines == [f"mpimager: error: cannot write the journal {run_dir}/journal.jsonl: No space left on device"], \
+        err[-3000:]
+    assert "Traceback" not in err and "MPI_ABORT" not in err
+    assert run_processes(tmp_path) == []
+    raw = (run_dir / "journal.jsonl").read_bytes()
+    assert raw.endswith(b"\n") and not [line for line in raw.splitlines() if not valid_json(line)], raw[-600:]
+    images = [p for p in snapshot(tmp_path / "images")] if (tmp_path / "images").exists() else []
+    started = {r["job"].split(":")[1] for r in read_records(run_dir) if r["event"] == "start"}
+    assert {os.path.basename(p).split("-")[0] for p in images} <= started  # only what the jobs that ran made
+    assert not [p for p in images if ".mpimager-partial" in p]
+
+    filler.unlink()
+    t0 = time.time()
+    again = run_cli(c, *ms, "--run-dir", run_dir, mpi=3)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    print(f"re-run after the full disk: {time.time() - t0:.1f} s")
+    assert len(products(run_dir)) == 3 * 5
+
+
+def test_a_file_system_without_locks_is_one_clear_error(tmp_path, tiny_ms_dir):
+    site = tmp_path / "site"  # flock fails as on a Lustre mount without -o flock
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import errno, fcntl, os\n"
+        "def flock(fd, op):\n"
+        "    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))\n"
+        "fcntl.flock = flock\n")
+    before = snapshot(tiny_ms_dir)
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    r = run_cli(config(tmp_path), tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run", mpi=3,
+                env={"PYTHONPATH": path, **tagged_env(tmp_path)})
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    (line,) = error_lines(r)
+    assert line == (f"mpimager: error: {tmp_path}/run/lock: the file system cannot lock files (flock: No locks "
+                    f"available); put the run directory (--run-dir) on a file system that can, such as a local "
+                    f"disk or a Lustre mount with -o flock")
+    assert run_processes(tmp_path) == [] and snapshot(tiny_ms_dir) == before
+    assert not (tmp_path / "run" / "journal.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------------------------ env_file, paths
+
+
+def test_the_timeout_covers_env_file_and_its_background_processes_do_not_block(tmp_path, tiny_ms_dir):
+    slow = tmp_path / "slow.sh"
+    slow.write_text("sleep 30\n")
+    c = config(tmp_path, worker=f'timeout = 5\nenv_file = "{slow}"')
+    t0 = time.time()
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run", mpi=3, env=tagged_env(tmp_path))
+    assert r.returncode == 1 and time.time() - t0 < 25, r.stdout[-2000:]
+    end = [x for x in read_records(tmp_path / "run") if x["event"] == "end"][-1]
+    assert f"env_file {slow}: sourcing it took more than 5 s" in end["error"]
+    assert end["end"] - end["start"] < 8
+    assert run_processes(tmp_path) == []
+
+    daemon = tmp_path / "daemon.sh"
+    daemon.write_text("sleep 300 &\nexport FROM_ENV_FILE=1\n")
+    c = config(tmp_path, worker=f'env_file = "{daemon}"', file="d.toml")
+    t0 = time.time()
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run2", mpi=3, env=tagged_env(tmp_path))
+    assert r.returncode == 0 and time.time() - t0 < 60, r.stdout[-2000:] + r.stderr[-2000:]
+    assert run_processes(tmp_path) == []
+
+
+def test_spaces_in_the_run_directory_and_temp_dir_work(tmp_path, tiny_ms_dir):
+    c = config(tmp_path, worker=f'temp_dir = "{tmp_path / "scratch dir"}"', file="c1.toml")
+    r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run dir", mpi=3)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert len(products(tmp_path / "run dir")) == 5
+    r = run_cli(config(tmp_path, file="c2.toml"), tiny_ms_dir / "obs1.ms", "--run-dir", tmp_path / "other run", mpi=3)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert len(products(tmp_path / "other run")) == 5

@@ -122,14 +122,25 @@ def check_writable(paths) -> None:
 def check_no_foreign_outputs(jobs, records) -> None:
     """Refuse (InputError) when a job would replace a file that this run directory's journal did not make.
 
-    `jobs`: the plan; `records`: the run directory's journal. A file the journal recorded as an output of a
-    successful job may be replaced; any other (another run directory's images, a user's file) only with
-    --force."""
+    `jobs`: the plan; `records`: the run directory's journal. A file may be replaced when the journal recorded
+    it as an output of a successful job, or when it was written after a job that predicts it started here
+    (its end could not be journaled: a full disk, a kill at that moment). Any other file (another run
+    directory's images, a user's file) only with --force."""
     made = {o["path"] for r in records if r.get("event") == "end" and r.get("status") == "ok"
             for o in r.get("outputs", ()) if isinstance(o, dict)}
-    foreign = [o for j in jobs for o in j.outputs if o not in made and os.path.lexists(o)]
-    if foreign:
-        raise InputError(f"{foreign[0]}: {len(foreign)} file{'s' * (len(foreign) > 1)} in the out-dir that this "
+    started: dict[str, float] = {}
+    for r in records:
+        if r.get("event") == "start" and isinstance(r.get("time"), (int, float)):
+            started[r["job"]] = min(started.get(r["job"], r["time"]), r["time"])
+
+    def foreign(job, path) -> bool:
+        if path in made or not os.path.lexists(path):
+            return False
+        return job.id not in started or os.lstat(path).st_mtime < started[job.id] - 1.0  # clocks of two hosts
+
+    found = [o for j in jobs for o in j.outputs if foreign(j, o)]
+    if found:
+        raise InputError(f"{found[0]}: {len(found)} file{'s' * (len(found) > 1)} in the out-dir that this "
                          f"run directory did not make would be replaced; move them, choose another out-dir or "
                          f"name, or use --force to replace them")
 

@@ -81,10 +81,11 @@ class Journal:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / JOURNAL
         try:
-            self._f = open(self.path, "ab")
-            if self._f.tell() > 0:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            size = os.lseek(self._fd, 0, os.SEEK_END)
+            if size > 0:
                 with open(self.path, "rb") as f:
-                    f.seek(-1, os.SEEK_END)
+                    f.seek(size - 1)
                     torn = f.read(1) != b"\n"
                 if torn:  # a killed writer's fragment: start on a fresh line
                     self._append(b"\n")
@@ -99,35 +100,22 @@ class Journal:
             raise JournalError(f"cannot write the journal {self.path}: {exc.strerror or exc}") from None
 
     def _append(self, data: bytes) -> None:
-        offset = self._f.tell()
+        """Write `data` whole and fsync it; on failure cut the file back to where it was (no partial line)."""
+        offset = os.lseek(self._fd, 0, os.SEEK_END)
         try:
-            self._f.write(data)
-            self._f.flush()
-            os.fsync(self._f.fileno())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
         except OSError:
-            try:  # leave the journal as it was: no partial line
-                self._f = _reopen_truncated(self._f, self.path, offset)
+            try:
+                os.ftruncate(self._fd, offset)
             except OSError:
                 pass
             raise
 
     def close(self) -> None:
-        try:
-            self._f.close()
-        except OSError:  # a buffered write that failed already
-            pass
-
-
-def _reopen_truncated(f, path: Path, offset: int):
-    """`f` closed (its unwritten buffer dropped) and `path` cut back to `offset`; a new append handle."""
-    try:
-        os.truncate(path, offset)
-    finally:
-        try:
-            f.close()
-        except OSError:
-            pass
-    return open(path, "ab")
+        os.close(self._fd)
 
 
 @dataclass(frozen=True)
