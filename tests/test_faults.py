@@ -398,3 +398,80 @@ def test_spaces_in_the_run_directory_and_temp_dir_work(tmp_path, tiny_ms_dir):
     r = run_cli(config(tmp_path, file="c2.toml"), tiny_ms_dir / "obs1.ms", "--run-dir", tmp_path / "other run", mpi=3)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert len(products(tmp_path / "other run")) == 5
+
+
+# ------------------------------------------------------------------------------------------------ Slurm
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "slurm" / "mpimager.sbatch"
+
+
+def slurm_out(tmp: Path, job_id: str) -> str:
+    path = tmp / f"mpimager-{job_id}.out"
+    return path.read_text() if path.exists() else ""
+
+
+def sbatch_env(slurm_cluster, tag_dir: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "PMIX_"))}
+    return {**env, **slurm_cluster.env, "SRUN_MPI": "pmix", "MPIMAGER_PYTHON": sys.executable,
+            **tagged_env(tag_dir), **extra}
+
+
+@pytest.mark.slurm
+def test_scancel_ends_the_run_cleanly_and_does_not_resubmit(slurm_cluster, tmp_path, tiny_ms_dir):
+    ms = sorted(tiny_ms_dir.glob("obs*.ms"))
+    c = config(tmp_path, **SLOW)
+    run_dir = tmp_path / "run"
+    job = slurm_cluster.run(["sbatch", "--parsable", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=0",
+                             "--time=10", str(TEMPLATE), str(c), *map(str, ms), "--run-dir", str(run_dir)],
+                            cwd=tmp_path, env=sbatch_env(slurm_cluster, tmp_path))
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip().split(";")[0]
+    deadline = time.time() + 180
+    while time.time() < deadline and not [r for r in read_records(run_dir) if r["event"] == "start"]:
+        time.sleep(0.2)
+    time.sleep(3)
+    assert slurm_cluster.run(["scancel", job_id]).returncode == 0
+    assert slurm_cluster.wait(job_id, timeout=120) == "CANCELLED"
+    time.sleep(2)
+    out = slurm_out(tmp_path, job_id)
+    assert run_processes(tmp_path, settle=10) == [], out
+    records = read_records(run_dir)
+    assert records[-1]["event"] == "run" and records[-1]["state"] == "interrupted", (out, records[-1])
+    assert "interrupted" in {r["status"] for r in records if r["event"] == "end"}
+    assert "follow-on job" not in out and "mpimager: interrupted (SIGTERM" in out, out
+    assert slurm_cluster.run(["squeue", "-h"]).stdout.strip() == ""  # nothing resubmitted
+    t0 = time.time()
+    again = run_cli(c, *ms, "--run-dir", run_dir, mpi=3)
+    assert again.returncode == 0, again.stdout[-2000:]
+    print(f"re-run after scancel: {time.time() - t0:.1f} s")
+
+
+@pytest.mark.slurm
+def test_near_the_time_limit_no_job_that_cannot_finish_starts_and_a_follow_on_job_resumes(slurm_cluster, tmp_path,
+                                                                                       tiny_ms_dir):
+    ms = sorted(tiny_ms_dir.glob("obs*.ms"))
+    c = config(tmp_path, **{**SLOW, "worker": ""}, extra='[passes.a]\n[passes.b]\n[passes.c]\n')  # 9 x ~8 s
+    run_dir = tmp_path / "run"
+    t0 = time.time()
+    job = slurm_cluster.run(["sbatch", "--parsable", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem=0",
+                             "--time=1", str(TEMPLATE), str(c), *map(str, ms), "--run-dir", str(run_dir)],
+                            cwd=tmp_path, env=sbatch_env(slurm_cluster, tmp_path, MPIMAGER_RESUBMIT="4"))
+    assert job.returncode == 0, job.stderr
+    first = job.stdout.strip().split(";")[0]
+    state = slurm_cluster.wait(first, timeout=180)
+    out = slurm_out(tmp_path, first)
+    assert state == "FAILED", out  # exit code 4: stopped early
+    assert "mpimager: stopped early (the Slurm allocation ends at" in out and "run the same command" in out, out
+    assert "follow-on job" in out, out
+    records = read_records(run_dir)
+    assert records[-1]["state"] == "stopped" and not [r for r in records if r.get("status") == "interrupted"]
+    ends = [r for r in records if r["event"] == "end"]
+    assert ends and max(r["end"] for r in ends) < records[0]["time"] + 60  # nothing ran past the limit
+    chain = [first]
+    while "follow-on job " in out and len(chain) < 5:  # each job resumes the run, until one finishes it
+        chain.append(out.split("follow-on job ")[1].split()[0])
+        state = slurm_cluster.wait(chain[-1], timeout=300)
+        out = slurm_out(tmp_path, chain[-1])
+    assert state == "COMPLETED" and len(chain) >= 2, (chain, out)
+    print(f"{len(chain) - 1} follow-on job(s) finished the run {time.time() - t0:.1f} s after the first was submitted")
+    assert len(products(run_dir)) == 9 * 5 and run_processes(tmp_path) == []

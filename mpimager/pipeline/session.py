@@ -32,6 +32,7 @@ from mpimager.queue import mpiqueue
 from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
 from mpimager.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
 from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
+from mpimager.pipeline.allocation import Deadline, Estimates, allocation_end
 from mpimager.pipeline.progress import Progress
 from mpimager.runtime import interrupt
 from mpimager.runtime.runner import JobResult, RunContext, log_path, run_job
@@ -150,6 +151,9 @@ def _execute(task: mpiqueue.Task, placement: mpiqueue.Placement):
     return run_job(job, ctx, placement)
 
 
+REPORT_TIME_S = 60.0  # the report is not started this close to the end of a Slurm allocation
+
+
 class Coordinator:
     """Rank 0's side of a run: journal, progress lines, the queue, summary and manifest."""
 
@@ -160,6 +164,7 @@ class Coordinator:
         self.t0 = time.time()
         self.progress = None  # mpimager.pipeline.progress.Progress, while the queue runs
         self.queue = "not started"  # -> "running" -> "done" | "failed" (the workers left with its error)
+        self.deadline = Deadline(None, Estimates())  # the Slurm allocation's end, read when the run starts
         self.provenance: dict | None = None
 
     def run(self) -> int:
@@ -170,8 +175,6 @@ class Coordinator:
             self.journal.close()
 
     def _run(self) -> int:
-        from mpimager.pipeline.allocation import Deadline, Estimates, allocation_end
-
         cfg = self.p.config
         records = read_records(self.run_dir)
         skip = {} if self.force else jobs_to_skip(self.p.jobs, records)
@@ -303,7 +306,13 @@ class Coordinator:
         return EXIT_JOB_FAILED if failed else EXIT_OK
 
     def write_report(self) -> None:
-        """RUN_DIR/report.html; any failure is one line in the log, never a different exit code."""
+        """RUN_DIR/report.html; any failure is one line in the log, never a different exit code. Skipped when
+        the Slurm allocation ends within REPORT_TIME_S (`mpimager report RUN_DIR` makes it later)."""
+        left = None if self.deadline.end is None else self.deadline.end - time.time()
+        if left is not None and left < REPORT_TIME_S:
+            self.say(f"report not written: the Slurm allocation ends in {max(left, 0):.0f} s "
+                     f"(`mpimager report {self.run_dir}` writes it)")
+            return
         try:
             from mpimager.report import write_report
 

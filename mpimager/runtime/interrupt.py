@@ -3,7 +3,9 @@
 Owns the process's handlers for these signals while a run goes on (`install` / `uninstall`). A handler only
 records the request; the loops that wait check it (`requested`, `draining`): the process supervisor
 (mpimager.runtime.process) ends its job's process group and raises `Interrupted`, the queue stops
-dispatching. A second SIGTERM/SIGINT raises `Interrupted` at once, wherever the process is.
+dispatching. A second SIGTERM/SIGINT, REPEAT_S or more after the first, raises `Interrupted` at once,
+wherever the process is (a user's second Ctrl-C); closer repeats are one request delivered several ways
+(Slurm signals srun and every task; mpirun sends its own after a user's).
 `add_poller` lets the session plug in other sources of a request (a stop message from another MPI rank):
 each poller is called by `requested` and returns a reason or None.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Callable
 
 from mpimager.errors import Interrupted
@@ -21,8 +24,10 @@ from mpimager.errors import Interrupted
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DRAIN_SIGNALS = (signal.SIGUSR1,)
 DRAIN = "drain:"  # a reason starting with this asks for no new job, not for a stop
+REPEAT_S = 10.0  # a stop signal this soon after the first is the same request
 
 _state: dict[str, str | None] = {"stop": None, "drain": None}
+_first: list[float] = []  # when the first stop signal came
 _pollers: list[Callable[[], str | None]] = []
 _previous: dict[int, object] = {}
 
@@ -33,7 +38,10 @@ def _handler(signum, frame) -> None:  # noqa: ARG001 - the signal module's signa
         _state["drain"] = _state["drain"] or name
         return
     if _state["stop"] is not None:
-        raise Interrupted(f"interrupted by a second {name}")
+        if _first and time.monotonic() - _first[0] >= REPEAT_S:
+            raise Interrupted(f"interrupted by a second {name}")
+        return
+    _first[:] = [time.monotonic()]
     _state["stop"] = name
 
 
@@ -52,6 +60,7 @@ def uninstall() -> None:
         signal.signal(sig, old)
     _previous.clear()
     _pollers.clear()
+    _first.clear()
     _state.update(stop=None, drain=None)
 
 
