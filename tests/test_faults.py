@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from _faults import error_lines, products, run_processes, tagged_env
+from _report_fixtures import kill_session
 from conftest import run_cli, snapshot, write_config
 
 from mpimager.rundir.journal import read_records
@@ -222,8 +223,7 @@ def test_a_signal_ends_the_run_cleanly_and_a_rerun_resumes(tmp_path, tiny_ms_dir
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_session(proc)
     assert proc.returncode == code, out[-2000:] + err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("mpimager:")]
     assert len(lines) == 1 and lines[0].startswith(f"mpimager: interrupted ({sig.name}"), err[-3000:]
@@ -322,8 +322,7 @@ def test_a_full_disk_under_the_run_directory_ends_the_run_with_one_line(tmp_path
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_session(proc)
     assert proc.returncode == 1, out[-2000:] + err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("mpimager:")]
     assert lines == [f"mpimager: error: cannot write the journal {run_dir}/journal.jsonl: No space left on device"], \
@@ -475,3 +474,19 @@ def test_near_the_time_limit_no_job_that_cannot_finish_starts_and_a_follow_on_jo
     assert state == "COMPLETED" and len(chain) >= 2, (chain, out)
     print(f"{len(chain) - 1} follow-on job(s) finished the run {time.time() - t0:.1f} s after the first was submitted")
     assert len(products(run_dir)) == 9 * 5 and run_processes(tmp_path) == []
+
+
+def test_an_image_pull_on_a_file_system_without_locks_goes_on_unlocked(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    from mpimager.runtime import containers
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    pulled = containers.ensure_pulled("docker://example/wsclean:3.1", tmp_path / "cache",
+                                      lambda uri, dest: dest.write_bytes(b"image"))
+    assert pulled.read_bytes() == b"image" and "pulling without the lock" in caplog.text
+    assert sorted(p.name for p in pulled.parent.iterdir()) == sorted([pulled.name, pulled.with_suffix(".lock").name])
