@@ -490,3 +490,37 @@ def test_an_image_pull_on_a_file_system_without_locks_goes_on_unlocked(tmp_path,
                                       lambda uri, dest: dest.write_bytes(b"image"))
     assert pulled.read_bytes() == b"image" and "pulling without the lock" in caplog.text
     assert sorted(p.name for p in pulled.parent.iterdir()) == sorted([pulled.name, pulled.with_suffix(".lock").name])
+
+
+def test_sigterm_to_mpirun_during_fixms_leaves_no_fixms_running_and_a_rerun_fixes_the_ms(tmp_path):
+    from mpimager.testing import synth
+
+    (ms,) = synth.make_askap_observation(tmp_path / "data", n_beams=1, n_ant=36, n_times=60, n_chan=16,
+                                         chan_width_hz=4e6)  # ~1 s of FixMS
+    c = write_config(tmp_path / "c.toml", CONFIG.format(name="beam$beam$", out_dir="$run_dir$/images", niter=10,
+                                                        worker="", size="64 64", scale="20asec", wsclean="")
+                     .replace("enabled = false", "enabled = true", 1))
+    proc = launch(c, [ms], tmp_path / "run", tmp_path)
+    marker = ms / "MPIMAGER_FIXMS.inprogress.json"
+    try:
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        assert marker.exists(), "FixMS never started"
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            kill_session(proc)
+    assert proc.returncode == 1, err[-3000:]  # mpirun's own code once signalled
+    assert [line for line in err.splitlines() if line.startswith("mpimager:")][0].startswith(
+        "mpimager: interrupted (SIGTERM"), err[-3000:]
+    assert run_processes(tmp_path) == []
+    ends = {r["job"]: r["status"] for r in read_records(tmp_path / "run") if r["event"] == "end"}
+    assert ends.get(f"fixms:{ms.name}") in ("interrupted", "ok"), ends
+    t0 = time.time()
+    again = run_cli(c, ms, "--run-dir", tmp_path / "run", mpi=3)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    print(f"re-run after SIGTERM during FixMS: {time.time() - t0:.1f} s")
+    assert (ms / "MPIMAGER_FIXMS.json").exists() and not marker.exists()

@@ -27,12 +27,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mpimager.errors import InputError, MpimagerError
+from mpimager.rundir.layout import JOURNAL, LOCK
 
 log = logging.getLogger(__name__)
-
-JOURNAL = "journal.jsonl"
-LOCK = "lock"
-
 
 JOB_EVENTS = ("start", "end", "skip")  # the records that must name their job
 
