@@ -564,13 +564,14 @@ def _call(execute: Callable[[Task, Placement], Any], task: Task, placement: Plac
 
 
 def _drive(sched: _Scheduler, launch: Callable[[Task, Placement], None],
-           next_reply: Callable[[Callable[[], str | None]], tuple[int, Reply] | None], on_event,
+           next_reply: Callable[..., tuple[int, Reply] | None], on_event,
            stop: Callable[[], str | None] | None = None, halt: Callable[[str], None] | None = None,
            admit: Callable[[Task], bool] | None = None) -> list[Outcome]:
     """The queue loop: start what can start, wait for one reply, repeat. Returns outcomes as they end.
 
     Once `stop()` gives a reason (or a task comes back interrupted), nothing more starts, `halt(reason)` is
-    called once and the loop waits for the running tasks only; the tasks not started stay without outcome."""
+    called once and the loop waits for the running tasks only; the tasks not started stay without outcome.
+    With `stop`, `next_reply(stopping)` may return None as soon as `stopping()` gives a reason."""
     outcomes: list[Outcome] = []
     halted: list[str] = []
 
@@ -607,7 +608,7 @@ def _drive(sched: _Scheduler, launch: Callable[[Task, Placement], None],
                     sched.give_up("no rank can take it")
                     flush()
                 break
-        got = next_reply(stopping if not told else lambda: None)
+        got = next_reply() if stop is None else next_reply(stopping if not told else lambda: None)
         if got is not None:
             sched.finish(*got)
             flush()
@@ -623,7 +624,7 @@ def _run_serial(tasks, execute, comm, max_per_host, on_event, stop=None, admit=N
     def launch(task, placement):
         replies.append((me, _unpack_reply(_server_handle(execute, pickle.dumps((task, placement)), me))))
 
-    return _drive(sched, launch, lambda _stopping: replies.pop(), on_event, stop=stop, admit=admit)
+    return _drive(sched, launch, lambda *_: replies.pop(), on_event, stop=stop, admit=admit)
 
 
 def _unpack_reply(data: bytes) -> Reply:
@@ -651,7 +652,7 @@ def _client_exec(tasks, comm, max_per_host, on_event, stop=None, admit=None) -> 
         comm.send(pickle.dumps((task, placement)), dest=placement.rank, tag=TAG_TASK)
         sent.add(placement.rank)
 
-    def next_reply(stopping):
+    def next_reply(stopping=lambda: None):
         """The next reply, or None as soon as `stopping()` gives a reason."""
         status = MPI.Status()
         message = _wait(lambda: comm.improbe(MPI.ANY_SOURCE, TAG_REPLY, status) or (False if stopping() else None))
