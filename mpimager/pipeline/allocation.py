@@ -44,7 +44,7 @@ class Estimates:
     spent: dict[str, list[float]] = field(default_factory=dict)  # kind -> [seconds, cost]
 
     @classmethod
-    def from_records(cls, records) -> "Estimates":
+    def from_records(cls, records) -> Estimates:
         """`records`: the run directory's journal (every `end` with a start and an end time counts)."""
         previous = {}
         for r in records:

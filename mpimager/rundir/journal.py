@@ -15,6 +15,7 @@ it recorded still exists with the recorded size, and no job it depends on runs a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -105,10 +106,8 @@ class Journal:
                 view = view[os.write(self._fd, view):]
             os.fsync(self._fd)
         except OSError:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, offset)
-            except OSError:
-                pass
             raise
 
     def close(self) -> None:

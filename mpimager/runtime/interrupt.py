@@ -17,7 +17,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from mpimager.errors import Interrupted
 
@@ -32,7 +32,7 @@ _pollers: list[Callable[[], str | None]] = []
 _previous: dict[int, object] = {}
 
 
-def _handler(signum, frame) -> None:  # noqa: ARG001 - the signal module's signature
+def _handler(signum, frame) -> None:
     name = signal.Signals(signum).name
     if signum in DRAIN_SIGNALS:
         _state["drain"] = _state["drain"] or name
