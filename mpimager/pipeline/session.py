@@ -22,6 +22,7 @@ A journal that cannot be written (a full disk) stops the run the same way, with 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -40,10 +41,14 @@ from mpimager.rundir import layout
 from mpimager.rundir.layout import log_path
 from mpimager.runtime import interrupt
 from mpimager.runtime.runner import JobResult, RunContext, run_job
+from mpimager.log import SUMMARY, run_log
+
+log = logging.getLogger(__name__)
 
 
-def main(request: RunRequest) -> int:
-    comm = mpiqueue.world()
+def main(request: RunRequest, comm=None) -> int:
+    """Run `request` over the ranks of `comm` (default: COMM_WORLD under a launcher, else serially): the exit code."""
+    comm = comm if comm is not None else mpiqueue.world()
     interrupt.install()
     interrupt.add_poller(lambda: mpiqueue.stop_message(comm))
     try:
@@ -73,7 +78,8 @@ def _main(request: RunRequest, comm) -> int:
         return comm.bcast(EXIT_OK, root=0)
     coordinator = Coordinator(prepared, request.force, comm)
     try:
-        code = coordinator.run()
+        with run_log(prepared.run_dir):
+            code = coordinator.run()
     except MpimagerError as exc:  # e.g. the journal cannot be written: release the workers, same exit code
         if coordinator.queue != "failed":  # the workers did not leave with the error: they wait for rank 0
             if coordinator.queue == "not started":
@@ -250,7 +256,7 @@ class Coordinator:
         if self.progress is not None:
             self.progress.say(message)
         else:
-            print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+            log.info(message)
 
     def record_provenance(self) -> None:
         """Versions (WSClean's asked once, here), config as resolved and argv: into the journal now (a killed
@@ -355,7 +361,7 @@ class Coordinator:
         if busy:
             lines.append("busy fraction per rank: " + ", ".join(f"rank {r} {t / max(wall, 1e-9):.0%}"
                                                               for r, t in sorted(busy.items())))
-        print("\n".join(lines), flush=True)
+        logging.getLogger(SUMMARY).info("\n".join(lines))
 
     def write_manifest(self, outcomes, skip, wall) -> Path:
         from mpimager.rundir.journal import finished_jobs

@@ -252,21 +252,26 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
     wanted = {{"restored": "image", "residual": "residual", "unconvolved": "image"}[k] for k in r.cubes}
     jobs = []
     for unit in _reduce_units(config, imaging):
-        images = [o for j in unit for o in j.outputs
-                  if (n := parse_image_name(os.path.basename(o))) and n.is_channel and n.kind in wanted]
+        found = [(n.kind, o) for j in unit for o in j.outputs
+                 if (n := parse_image_name(os.path.basename(o))) and n.is_channel]
+        images = [o for kind, o in found if kind in wanted]
         if not images:
             continue  # one output channel: nothing to stack
+        # a dirty-only pass (niter = 0: no residuals, BMAJ = 0 in every image) has no restoring beam to
+        # match: its gather stacks the images as they are (unconvolved cubes) instead of failing
+        dirty_only = all(kind != "residual" for kind, _ in found)
+        cubes = ("unconvolved",) if dirty_only else r.cubes
         out_dir = os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
         # the [reduce] options travel whole (one JSON value): the unit already is the scope's group
         options = replace(r, scope="prefix" if r.scope == "prefix" else "observation",
-                          threads=r.threads or settings.threads)
+                          threads=r.threads or settings.threads, cubes=cubes)
         argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--quiet",
                 "--options", json.dumps(options.to_mapping(), sort_keys=True, separators=(",", ":"))]
         unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
         argv += ["--ms", unit_ms[0]] if unit_ms[0] in fixed else []  # its receptor angle goes in the header
         outputs = []
         for j in unit:
-            for kind in r.cubes:
+            for kind in cubes:
                 for stokes in j.pols:
                     paths = cube_paths(_CubeName(os.path.basename(j.prefix), stokes, kind), r, Path(out_dir))
                     outputs += [str(paths.cube), str(paths.beamlog), str(paths.weights)]
