@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _faults import error_lines, products, run_processes, tagged_env
-from _report_fixtures import kill_session
 from conftest import run_cli, snapshot, write_config
+from fixtures.faults import error_lines, products, run_processes, tagged_env
+from fixtures.report import kill_session
 
 from mpimager.rundir.journal import read_records
 

@@ -244,7 +244,7 @@ def _reduce_units(config: Config, imaging: Sequence[Job]) -> list[list[Job]]:
 
 def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job], fixed: set[str]) -> list[Job]:
     """One `mpimager reduce` job per unit of [reduce] scope, after the unit's imaging jobs."""
-    from mpimager.reduce.names import cube_paths
+    from mpimager.planner.products import cube_paths
 
     r = config.reduce
     if not r.enabled:

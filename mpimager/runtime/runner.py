@@ -81,8 +81,8 @@ def job_env(env_file: str | None, base: dict | None = None, *, log: str | None =
     files are rarely written to stop on errors)."""
     import tempfile
 
+    from mpimager.environment import without_casacore_defaults
     from mpimager.runtime import process
-    from mpimager.runtime.environment import without_casacore_defaults
     from mpimager.runtime.process import mpi_clean_env
 
     env = without_casacore_defaults(mpi_clean_env(dict(os.environ if base is None else base)))
