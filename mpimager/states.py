@@ -32,6 +32,7 @@ class Status(StrEnum):
     OK = "ok"
     FAILED = "failed"
     SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"  # stopped because the run was told to stop (a signal, a full journal)
 
 
 class JobState(StrEnum):
@@ -47,6 +48,7 @@ class RunState(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     DIED = "died"
+    STOPPED = "stopped"  # interrupted, or stopped before the Slurm allocation's end: a re-run resumes
     NONE = "no plan"
 
 

@@ -432,6 +432,8 @@ def _passes(merged: dict, where: str) -> tuple[ImagingPass, ...]:
             raise ConfigError(f"{pw} name: expected a string (the image name prefix), got {name!r}")
         if not isinstance(out_dir, str):
             raise ConfigError(f"{pw} out-dir: expected a path string, got {out_dir!r}")
+        if name.strip() in ("", ".", ".."):
+            raise ConfigError(f"{pw} name: {name!r} is not a file name (the images would land outside out-dir)")
         options = tuple((k, v) for k, v in opts.items() if v is not False)
         passes.append(ImagingPass(suffix=suffix, name=name, out_dir=out_dir, options=options))
     return tuple(passes)

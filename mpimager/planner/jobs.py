@@ -192,7 +192,7 @@ def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, .
         options["data-column"] = data_column
     temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / layout.TMP)
     temp_dir = os.path.join(temp_base, _safe(name) + "-" + _digest(prefix))
-    options = {"j": settings.threads, **options, "temp-dir": temp_dir}
+    options = {"j": settings.threads, **options, "temp-dir": [temp_dir]}  # a list: a path is never split
     binary = config.container.wsclean_mp if settings.nodes_mpi > 1 else settings.wsclean
     argv = wsclean.command(binary, list(options.items()), prefix, [m.info.path for m in group])
     return Job(id="", kind=JobKind.WSCLEAN, ms=tuple(m.info.path for m in group), argv=tuple(argv),
