@@ -19,6 +19,7 @@ from mpimager.errors import EXIT_BUG, InputError, MpimagerError
 SUBCOMMANDS = {
     "run": "mpimager.cli.run",
     "reduce": "mpimager.cli.reduce",
+    "mosaic": "mpimager.cli.mosaic",
     "status": "mpimager.cli.status",
     "report": "mpimager.cli.report",
     "sbatch": "mpimager.cli.sbatch",

@@ -39,3 +39,13 @@ def cube_paths(plan, options: ReduceOptions, out_dir: Path, out_file: Path | Non
                          out_dir / f"weights.{base}.txt")
     stem = f"{plan.prefix or 'cube'}-{plan.stokes}-{plan.kind}.cube"
     return CubePaths(out_dir / f"{stem}.fits", out_dir / f"{stem}.beamlog.txt", out_dir / f"{stem}.weights.txt")
+
+
+def side_files(cube: Path) -> CubePaths:
+    """Where the beam log and weights of an existing cube `cube` sit (either naming style, by its name)."""
+    cube = Path(cube)
+    stem = cube.name[:-5] if cube.name.endswith(".fits") else cube.name
+    if stem.startswith("image.") and not stem.endswith(".cube"):  # Arrakis: image.REST.fits
+        rest = stem[len("image."):]
+        return CubePaths(cube, cube.with_name(f"beamlog.image.{rest}.txt"), cube.with_name(f"weights.{rest}.txt"))
+    return CubePaths(cube, cube.with_name(f"{stem}.beamlog.txt"), cube.with_name(f"{stem}.weights.txt"))
