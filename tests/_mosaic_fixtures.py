@@ -74,6 +74,14 @@ def render(header, sky: Sequence[Sky], freq, beam, centre, pb=True) -> np.ndarra
     return img
 
 
+def correlated_noise(rng, shape, fwhm_px: float, sigma: float) -> np.ndarray:
+    """Gaussian noise of rms `sigma` correlated over a beam of `fwhm_px` pixels (as an image's noise is)."""
+    from scipy.ndimage import gaussian_filter
+
+    white = gaussian_filter(rng.standard_normal(shape), max(fwhm_px, 0.5) / FWHM_PER_SIGMA, mode="wrap")
+    return sigma * white / white.std()
+
+
 def write_beam_cube(path: Path, centre, sky, *, shape=(128, 128), cell_asec=30.0, freqs=(800e6, 900e6),
                     beam=(120.0, 120.0, 0.0), sigma=0.01, seed=0, weights=True, beams=None,
                     weight_values=None) -> Path:
@@ -82,14 +90,15 @@ def write_beam_cube(path: Path, centre, sky, *, shape=(128, 128), cell_asec=30.0
     h = cube_header(centre, shape, cell_asec, list(freqs), beam, beams_table=beams is not None)
     data = np.empty((len(freqs), *shape), dtype=np.float32)
     for c, f in enumerate(freqs):
-        b = beams[c] if beams is not None else beam
-        data[c] = render(h, sky, f, b, centre) + sigma * rng.standard_normal(shape)
+        b = beams[c] if beams is not None and beams[c][0] > 0 else beam
+        data[c] = render(h, sky, f, b, centre) + correlated_noise(rng, shape, b[0] / cell_asec, sigma)
     hdus = [fits.PrimaryHDU(data[None], header=h)]
     if beams is not None:
         cols = [fits.Column("BMAJ", "1E", "arcsec", array=[b[0] for b in beams]),
                 fits.Column("BMIN", "1E", "arcsec", array=[b[1] for b in beams]),
                 fits.Column("BPA", "1E", "deg", array=[b[2] for b in beams]),
-                fits.Column("CHAN", "1J", array=np.arange(len(beams))), fits.Column("POL", "1J", array=[0] * len(beams))]
+                fits.Column("CHAN", "1J", array=np.arange(len(beams))),
+                fits.Column("POL", "1J", array=[0] * len(beams))]
         hdus.append(fits.BinTableHDU.from_columns(cols, name="BEAMS"))
     path = Path(path)
     fits.HDUList(hdus).writeto(path, overwrite=True)

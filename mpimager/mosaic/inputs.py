@@ -21,8 +21,15 @@ import numpy as np
 
 from mpimager.errors import InputError
 from mpimager.reduce.beams import Beam, beam_from_header
-from mpimager.reduce.fitsio import (STOKES_CODES, ReadSpec, frequency, parse_header, pixel_matrix,
-                                    read_header_bytes, read_plane)
+from mpimager.reduce.fitsio import (
+    STOKES_CODES,
+    ReadSpec,
+    frequency,
+    parse_header,
+    pixel_matrix,
+    read_header_bytes,
+    read_plane,
+)
 
 _BEAM_IN_NAME = re.compile(r"beam(\d+)", re.IGNORECASE)
 _BYTES = {-32: 4, -64: 8, 8: 1, 16: 2, 32: 4, 64: 8}
@@ -73,8 +80,9 @@ class BeamCube:
         return h
 
     def wcs(self):
-        from astropy.wcs import WCS
         import warnings
+
+        from astropy.wcs import WCS
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -78,9 +78,10 @@ class ImageBeam:
         return None  # the image itself bounds where it can be used
 
     def _planes(self, indices: Sequence[int]) -> tuple[np.ndarray, object]:
+        import warnings
+
         from astropy.io import fits
         from astropy.wcs import WCS
-        import warnings
 
         with fits.open(self.path, memmap=True) as hdul:
             data = hdul[0].data

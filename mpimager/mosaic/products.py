@@ -72,8 +72,9 @@ def one_beam(beams: Sequence[Beam | None]) -> Beam | None:
 def header(cubes: Sequence[BeamCube], grid: FieldGrid, freqs: Sequence[float], width: float,
            beam: Beam | None, what: str, history: str):
     """The primary header of a mosaic file: the field grid, a FREQ axis of `freqs` (regular) and STOKES."""
-    from astropy.io import fits
     import warnings
+
+    from astropy.io import fits
 
     first = cubes[0]
     h = fits.Header()
@@ -141,7 +142,8 @@ def beams_table(beams: Sequence[Beam | None]) -> bytes:
 
     rows = np.array([(b.major, b.minor, b.pa) if b is not None else (0.0, 0.0, 0.0) for b in beams], dtype=np.float32)
     n = len(beams)
-    cols = [fits.Column("BMAJ", "1E", "arcsec", array=rows[:, 0]), fits.Column("BMIN", "1E", "arcsec", array=rows[:, 1]),
+    cols = [fits.Column("BMAJ", "1E", "arcsec", array=rows[:, 0]),
+            fits.Column("BMIN", "1E", "arcsec", array=rows[:, 1]),
             fits.Column("BPA", "1E", "deg", array=rows[:, 2]),
             fits.Column("CHAN", "1J", array=np.arange(n, dtype=np.int32)),
             fits.Column("POL", "1J", array=np.zeros(n, dtype=np.int32))]

@@ -73,8 +73,9 @@ def plan_mosaic(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pat
     radii = [m.radius(options.cutoff, cubes[0].freqs) for m in models]
     grid, boxes = field_grid(cubes, radii, options.centre)
     if max(grid.shape) > MAX_SIDE:
+        centres = ", ".join(f"{c.centre[0]:.3f},{c.centre[1]:.3f}" for c in cubes)
         raise InputError(f"mosaic: the field grid would be {grid.shape[1]} x {grid.shape[0]} pixels; are the beams "
-                         f"of one field? (beam centres {', '.join(f'{c.centre[0]:.3f},{c.centre[1]:.3f}' for c in cubes)})")
+                         f"of one field? (beam centres {centres})")
     paths = mosaic_paths(Path(out_dir).absolute(), name)
     inputs = {c.path for c in cubes}
     for p in paths.all():
