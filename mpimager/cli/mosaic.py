@@ -23,10 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cubes", nargs="+", type=Path, metavar="CUBES", help="one PSF-matched cube per beam")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (made if missing)")
     parser.add_argument("--name", metavar="NAME", help="mosaic name (default mosaic-STOKES)")
-    parser.add_argument("--weights", type=Path, nargs="+", metavar="FILE", help="weights files, one per cube")
-    parser.add_argument("--beam-ids", type=int, nargs="+", metavar="N", help="beam numbers, one per cube")
-    parser.add_argument("--pb", type=Path, nargs="+", metavar="FILE",
-                        help="primary-beam images or cubes, one per cube (default: the Gaussian model)")
+    parser.add_argument("--weights", type=Path, action="append", metavar="FILE",
+                        help="a cube's weights file (repeat it: one per cube, in order)")
+    parser.add_argument("--beam-ids", type=_ids, metavar="N,N,...", help="beam numbers, one per cube")
+    parser.add_argument("--pb", type=Path, action="append", metavar="FILE",
+                        help="a primary-beam image or cube (repeat it: one per cube; default: the Gaussian model)")
     parser.add_argument("--telescope", choices=sorted(TELESCOPES), help="Gaussian primary-beam preset (default ASKAP)")
     parser.add_argument("--dish-diameter", type=float, metavar="M", help="dish diameter (m) of the Gaussian model")
     parser.add_argument("--fwhm-factor", type=float, metavar="F", help="FWHM = F lambda / D (ASKAP 1.09)")
@@ -36,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interpolation", choices=INTERPOLATIONS, help="reproject's order (default bicubic)")
     parser.add_argument("--planes", type=int, metavar="N", help="channels reprojected together (default 2)")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated beam numbers, got {text!r}") from None
 
 
 def options_from_args(args) -> MosaicOptions:

@@ -27,7 +27,7 @@ MODES = ("single", "combine", "combine-obs-ids")
 @dataclass(frozen=True)
 class Job:
     id: str
-    kind: str  # "fixms" | "wsclean" | "reduce"
+    kind: str  # "fixms" | "wsclean" | "reduce" | "mosaic"
     ms: tuple[str, ...]
     argv: tuple[str, ...]
     outputs: tuple[str, ...] = ()
@@ -75,7 +75,8 @@ def plan_jobs(config: Config, inputs: Sequence[InputMS], settings: PlanSettings)
     _check_unique_prefixes(imaging)
     imaging = _name_jobs(imaging)
     fixed = {m.info.path for m in inputs if _fixms_applies(config, m)}
-    return fixms_jobs + imaging + _reduce_jobs(config, settings, imaging, fixed)
+    reduce_jobs = _reduce_jobs(config, settings, imaging, fixed)
+    return fixms_jobs + imaging + reduce_jobs + _mosaic_jobs(config, settings, imaging, reduce_jobs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,8 +241,6 @@ def _reduce_units(config: Config, imaging: Sequence[Job]) -> list[list[Job]]:
 
 def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job], fixed: set[str]) -> list[Job]:
     """One `mpimager reduce` job per unit of [reduce] scope, after the unit's imaging jobs."""
-    from mpimager.reduce.names import cube_paths
-
     r = config.reduce
     if not r.enabled:
         return []
@@ -251,7 +250,7 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         images = [o for j in unit for o in j.outputs if (m := _CHANNEL_IMAGE.search(o)) and m.group(1) in wanted]
         if not images:
             continue  # one output channel: nothing to stack
-        out_dir = os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
+        out_dir = _unit_out_dir(unit)
         argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--resolution", r.resolution,
                 "--scope", "prefix" if r.scope == "prefix" else "observation", "--cubes", ",".join(r.cubes),
                 "--axis-order", r.axis_order, "--names", r.names, "--round-up", str(r.round_up),
@@ -261,17 +260,74 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         argv += ["--purge"] if r.purge else []
         unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
         argv += ["--ms", unit_ms[0]] if unit_ms[0] in fixed else []  # its receptor angle goes in the header
-        outputs = []
-        for j in unit:
-            for kind in r.cubes:
-                for stokes in j.pols:
-                    paths = cube_paths(_CubeName(os.path.basename(j.prefix), stokes, kind), r, Path(out_dir))
-                    outputs += [str(paths.cube), str(paths.beamlog), str(paths.weights)]
+        outputs = [str(p) for j in unit for _, _, paths in _job_cubes(r, j, out_dir)
+                   for p in (paths.cube, paths.beamlog, paths.weights)]
         name = unit[0].id.split(":", 1)[1] if len(unit) == 1 else (
             os.path.basename(os.path.commonprefix([j.prefix for j in unit])).rstrip(".-_") or "all")
         jobs.append(Job(id=f"reduce:{name}", kind="reduce", ms=tuple(unit_ms), argv=tuple(argv + images),
                         outputs=tuple(outputs), depends_on=tuple(j.id for j in unit), host=unit[0].host,
                         cost=sum(j.cost for j in unit) / 10, tags=unit[0].tags if len(unit) == 1 else ()))
+    return jobs
+
+
+def _unit_out_dir(unit: Sequence[Job]) -> str:
+    """Where the gather job of `unit` writes its cubes."""
+    return os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
+
+
+def _job_cubes(r, job: Job, out_dir: str) -> list[tuple[str, str, object]]:
+    """(Stokes, kind, CubePaths) of every cube the gather step makes from imaging job `job`'s channels."""
+    from mpimager.reduce.names import cube_paths
+
+    return [(stokes, kind, cube_paths(_CubeName(os.path.basename(job.prefix), stokes, kind), r, Path(out_dir)))
+            for kind in r.cubes for stokes in job.pols]
+
+
+def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
+                 reduce_jobs: Sequence[Job]) -> list[Job]:
+    """One `mpimager mosaic` job per field, pass, Stokes and product, after the gather jobs of its cubes."""
+    from mpimager.mosaic.products import mosaic_paths
+
+    m = config.mosaic
+    if m is None or not m.enabled or not reduce_jobs:
+        return []
+    r = config.reduce
+    if r.scope != "observation" and r.beam is None:
+        raise ConfigError(f"{config.path}: [mosaic] enabled needs one restoring beam per channel across a field's "
+                          f"beams: set [reduce] scope = \"observation\" (or a fixed [reduce] beam); "
+                          f"scope is {r.scope!r}")
+    gathered = {dep: rj for rj in reduce_jobs for dep in rj.depends_on}
+    by_id = {j.id: j for j in imaging}
+    cube_dirs = {rj.id: _unit_out_dir([by_id[d] for d in rj.depends_on]) for rj in reduce_jobs}
+    units: dict[tuple[str, str, str, str], list[tuple[Job, Job, str]]] = defaultdict(list)
+    for j in imaging:
+        rj = gathered.get(j.id)
+        if rj is None:
+            continue
+        field = dict(j.tags).get("field") or "field"
+        for stokes, kind, paths in _job_cubes(r, j, cube_dirs[rj.id]):
+            units[(field, j.pass_name, stokes, kind)].append((j, rj, str(paths.cube)))
+    out_dir = wsclean.substitute(m.out_dir, {"run_dir": str(settings.run_dir.absolute())}, "[mosaic] out_dir") \
+        if m.out_dir else str(settings.run_dir.absolute() / "mosaics")
+    jobs = []
+    for (field, pass_name, stokes, kind), members in units.items():
+        name = _safe(f"{field}.{pass_name}" if pass_name else field) + f"-{stokes}-{kind}"
+        beams = [dict(j.tags).get("beam") for j, _, _ in members]
+        ids = [int(b) for b in beams] if all(b is not None for b in beams) else list(range(len(members)))
+        argv = [settings.python, "-m", "mpimager", "mosaic", "--out", out_dir, "--name", name,
+                "--telescope", m.telescope, "--cutoff", str(m.cutoff), "--interpolation", m.interpolation,
+                "--planes", str(m.planes), "--quiet", "--beam-ids", ",".join(map(str, ids))]
+        argv += ["--dish-diameter", str(m.dish_diameter)] if m.dish_diameter else []
+        argv += ["--fwhm-factor", str(m.fwhm_factor)] if m.fwhm_factor else []
+        argv += ["--centre", *map(str, m.centre)] if m.centre else []
+        for i in ids if m.primary_beams else ():
+            argv += ["--pb", m.primary_beams.replace("$beam$", f"{i:02d}")]
+        argv += [cube for _, _, cube in members]
+        ms = tuple(dict.fromkeys(x for j, _, _ in members for x in j.ms))
+        jobs.append(Job(id=f"mosaic:{name}", kind="mosaic", ms=ms,
+                        argv=tuple(argv), outputs=tuple(str(p) for p in mosaic_paths(Path(out_dir), name).all()),
+                        depends_on=tuple(dict.fromkeys(rj.id for _, rj, _ in members)), host=members[0][0].host,
+                        cost=sum(j.cost for j, _, _ in members) / 20, tags=(("field", field),)))
     return jobs
 
 
