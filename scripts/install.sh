@@ -27,7 +27,7 @@ PY="${PYTHON:-python3}"
 # asked from / so that the answer is the installed package, not ./mpimager of the current directory
 installed="$(cd / && "$PY" -c 'import mpimager, os; print(os.path.dirname(os.path.dirname(mpimager.__file__)))' \
              2>/dev/null || true)"
-if [ "$installed" != "$here" ] || ! (cd / && "$PY" -c "import pytest, pytest_timeout, matplotlib" 2>/dev/null); then
+if [ "$installed" != "$here" ] || ! (cd / && "$PY" -c "import pytest, pytest_timeout, matplotlib, reproject" 2>/dev/null); then
   echo "install.sh: pip install -e $here[test,report]"
   "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e "$here[test,report]"
 fi
