@@ -12,7 +12,7 @@ made once and cached (default /tmp/mpimager-bench-mosaic). Both rows make the sa
 sum(w P I) / sum(w P^2) with the ASKAP Gaussian primary beam (12 m, 1.09 lambda/D), cutoff 0.2, bicubic
 interpolation, on the same field grid (the one mpimager chooses), and end with the mosaic cube and its
 weight cube on disk:
-- `mpimager mosaic` (one process; also `--planes 4`);
+- `mpimager mosaic` (one process; `--planes N` adds rows with N channels reprojected together);
 - reproject_and_coadd, channel by channel, as a user would write it: each beam's plane divided by its
   primary beam (evaluated on the beam's own grid) with input weights w P^2, combine_function='mean', its
   result and footprint (the summed weights) written as planes of the two cubes.
@@ -167,6 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--pitch", type=float, default=0.9)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mpimager-bench-mosaic")
+    ap.add_argument("--planes", type=int, nargs="*", default=[], help="extra mpimager rows with --planes N")
     ap.add_argument("--coadd-worker", nargs="+", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.coadd_worker:
@@ -184,7 +185,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True)
     py = sys.executable
     rows = []
-    for label, extra in (("mpimager mosaic", []), ("mpimager mosaic --planes 4", ["--planes", "4"])):
+    variants = [("mpimager mosaic", [])] + [(f"mpimager mosaic --planes {n}", ["--planes", str(n)]) for n in args.planes]
+    for label, extra in variants:
         out = work / label.replace(" ", "_")
         wall, rss = timed([py, "-m", "mpimager", "mosaic", "--quiet", "--out", str(out), "--name", "m", *extra,
                            *map(str, cubes)])
