@@ -67,7 +67,8 @@ def make_data(cache: Path, beams: int, nchan: int, size: int, pitch: float) -> l
         h["SIMPLE"], h["BITPIX"], h["NAXIS"] = True, -32, 4
         h["NAXIS1"], h["NAXIS2"], h["NAXIS3"], h["NAXIS4"] = size, size, nchan, 1
         for i, (ctype, crpix, crval, cdelt, cunit) in enumerate([
-                ("RA---SIN", size // 2 + 1, centre[0], -CELL, "deg"), ("DEC--SIN", size // 2 + 1, centre[1], CELL, "deg"),
+                ("RA---SIN", size // 2 + 1, centre[0], -CELL, "deg"),
+                ("DEC--SIN", size // 2 + 1, centre[1], CELL, "deg"),
                 ("FREQ", 1.0, F0, DF, "Hz"), ("STOKES", 1.0, 1.0, 1.0, "")], start=1):
             h[f"CTYPE{i}"], h[f"CRPIX{i}"], h[f"CRVAL{i}"], h[f"CDELT{i}"], h[f"CUNIT{i}"] = ctype, float(crpix), \
                 crval, cdelt, cunit
@@ -185,7 +186,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True)
     py = sys.executable
     rows = []
-    variants = [("mpimager mosaic", [])] + [(f"mpimager mosaic --planes {n}", ["--planes", str(n)]) for n in args.planes]
+    variants = [("mpimager mosaic", [])]
+    variants += [(f"mpimager mosaic --planes {n}", ["--planes", str(n)]) for n in args.planes]
     for label, extra in variants:
         out = work / label.replace(" ", "_")
         wall, rss = timed([py, "-m", "mpimager", "mosaic", "--quiet", "--out", str(out), "--name", "m", *extra,
