@@ -219,3 +219,24 @@ def test_the_command_refuses_bad_input_with_one_line_and_exit_2(tmp_path):
     r = run_cli("mosaic", "--out", tmp_path / "out", *paths, tmp_path / "nothing.fits")
     assert r.returncode == 2 and f"{tmp_path / 'nothing.fits'}: no such file" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_mosaic_quick_look_marks_every_beam_centre(tmp_path, field):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from mpimager.report import mosaiclook, quicklook
+
+    paths, made = field
+    png = tmp_path / "m.png"
+    look = quicklook.image_quicklook(str(made.paths.mfs), str(png))
+    plain = imread(png)
+    assert mosaiclook.is_mosaic_mfs(str(made.paths.mfs)) and not mosaiclook.is_mosaic_mfs(str(made.paths.cube))
+    assert mosaiclook.mark_beam_centres(look, str(made.paths.mfs)) == 4
+    marked = imread(png)
+    assert marked.shape == plain.shape
+    for _, ra, dec in mosaiclook.beam_centres(str(made.paths.mfs)):
+        col, row = (int(round(v)) for v in look.world_to_png(ra, dec))
+        r, g, b = marked[row, col, :3]
+        assert g > 0.8 and b > 0.8 and r < 0.3  # cyan where the beam's centre is
+    assert np.abs(marked - plain).sum() < 0.02 * plain.size  # the rest untouched
