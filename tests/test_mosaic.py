@@ -118,6 +118,10 @@ def test_per_channel_beams_go_to_a_beams_table_and_blank_channels_are_left_out(t
         assert h[0].header["CASAMBM"] and "BMAJ" not in h[0].header
         assert [round(float(v), 3) for v in h["BEAMS"].data["BMAJ"]] == [200.0, 190.0, 0.0]
         assert np.isnan(h[0].data[0, 2]).all() and np.isfinite(h[0].data[0, 0]).any()
+    mfs = fits.getheader(made.paths.mfs)
+    note = "".join(mfs["COMMENT"]).replace("\n", "")
+    assert "CASAMBM" not in mfs and "BMAJ" not in mfs and "no single restoring beam" in note
+    assert mfs["CRVAL3"] == pytest.approx(840e6)  # the mean of the channels that took part
 
 
 def test_a_given_centre_and_cutoff_shape_the_grid(tmp_path, field):

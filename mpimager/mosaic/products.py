@@ -97,8 +97,10 @@ def header(cubes: Sequence[BeamCube], grid: FieldGrid, freqs: Sequence[float], w
     if beam is not None:
         for key, value in beam.header_values().items():
             h[key] = value
-    elif what != "weight":
+    elif what == "cube":
         h["CASAMBM"] = (True, "one beam per plane in the BEAMS table")
+    elif what == "mfs":
+        h["COMMENT"] = "the channels' restoring beams differ: this MFS image has no single restoring beam"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if "INSTRUMENT_RECEPTOR_ANGLE" in first.header:

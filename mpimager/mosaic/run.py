@@ -103,7 +103,7 @@ def _headers(plan: MosaicPlan):
                                  ("mfs", plan.paths.mfs, [float(np.mean(used))], tables),
                                  ("weight", plan.paths.weight, freqs, tables)):
         w = width * len(freqs) if what == "mfs" else width
-        h = products.header(cubes, plan.grid, fs, w, beam if what != "mfs" or beam else None, what, history)
+        h = products.header(cubes, plan.grid, fs, w, beam, what, history)
         out.append((path, h, tail, len(fs)))
     return out
 
