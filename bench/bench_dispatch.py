@@ -85,7 +85,6 @@ def outer(ranks, jobs, repeat):
     command = ["mpirun", "--oversubscribe", "-n", str(ranks), sys.executable, str(Path(__file__).resolve()),
                "--inner", "--jobs", str(jobs), "--repeat", str(repeat)]
     env = dict(os.environ)
-    env.pop("MPIMAGER_HOSTS", None)
     proc = subprocess.run(["bash", "-c", '. "$0" && exec "$@"', str(ROOT / "scripts" / "env.sh"), *command],
                           capture_output=True, text=True, timeout=1800, env=env)
     if proc.returncode != 0:

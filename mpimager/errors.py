@@ -5,6 +5,8 @@ run with exit code 2 before any job starts. A job that fails at run time is not 
 at the top level: it is a result, and the run ends with exit code 1.
 """
 
+from __future__ import annotations
+
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -36,8 +38,18 @@ class MSError(InputError):
 
 
 class JobError(MpimagerError):
-    """A job failed at run time; carries the log path when there is one."""
+    """A job failed at run time; carries the log path when there is one, and what the job's runner knows of
+    the failed attempts (`result`: a `runtime.runner.JobResult`) for the journal."""
 
-    def __init__(self, message, log=None):
+    def __init__(self, message: str, log: str | None = None, result: object | None = None):
         super().__init__(message)
         self.log = log
+        self.result = result
+
+
+class ReportedElsewhere(MpimagerError):
+    """An error another rank reports (rank 0 prints the line); this rank only leaves with the same code."""
+
+    def __init__(self, exit_code: int):
+        super().__init__(f"exit {exit_code} (reported by rank 0)")
+        self.exit_code = exit_code

@@ -153,7 +153,8 @@ def test_the_nodes_mpi_template_runs_each_job_as_a_wsclean_mp_step_on_all_cpus(s
             "WSClean jobs over 2 nodes") in out
     log = (run / "logs" / "wsclean_obs0.I.log").read_text()
     launch = log.splitlines()[0]
-    assert f"srun --overlap --cpu-bind=none --ntasks=2 --nodes=1 --nodelist={slurm_cluster.node} {wsclean_mp} " \
+    assert f"srun --overlap --kill-on-bad-exit=1 --cpu-bind=none --ntasks=2 --nodes=1 " \
+           f"--nodelist={slurm_cluster.node} {wsclean_mp} " \
            f"-j {slurm_cluster.cpus} " in launch  # a job step of 2 ranks, each with every CPU of the node
     assert "Node 1, PID" in log and "Sending gridding task to node : 1" in log
     assert (run / "images" / "obs0.I-MFS-image.fits").is_file()

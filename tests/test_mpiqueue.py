@@ -2,14 +2,17 @@
 
 Each MPI test launches tests/mpi_scripts/queue_driver.py (or root_first_driver.py) with a task list and reads
 the JSON that rank 0 prints: outcomes with the worker's start/end times, rank and host, and the events.
-Several pretend hosts on this one machine come from MPIMAGER_HOSTS="hA,hA,hB,..." (host of each world rank).
-The scheduler's pure logic (groups, reservations, limits) also has unit tests at the end, without MPI.
+Every rank here is on this one host. Placement over several hosts (affinity, max_per_host, groups on distinct
+hosts) is tested twice: here without MPI, the queue's loop driven on an injected host map with a virtual clock,
+and over the real nodes of the multi-node Slurm cluster (tests/test_multinode_queue.py).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from mpimager.errors import MpimagerError
-from mpimager.queue.mpiqueue import Reply, Task, _Scheduler
+from mpimager.queue.mpiqueue import Reply, Task, _drive, _Scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "mpi_scripts"
@@ -26,13 +29,9 @@ ENV_SH = ROOT / "scripts" / "env.sh"
 TIMEOUT = 90  # seconds: a hang fails the test instead of the suite
 
 
-def mpirun(n, script, *args, hosts=None, mpirun_options=(), timeout=TIMEOUT):
+def mpirun(n, script, *args, mpirun_options=(), timeout=TIMEOUT):
     """Run `mpirun -n N python SCRIPT ARGS` with scripts/env.sh sourced; n=0 means plain python, no mpirun."""
-    env = dict(os.environ)
-    env.pop("MPIMAGER_HOST", None)
-    env.pop("MPIMAGER_HOSTS", None)
-    if hosts:
-        env["MPIMAGER_HOSTS"] = ",".join(hosts)
+    env = {k: v for k, v in os.environ.items() if k != "SLURMD_NODENAME"}
     command = [sys.executable, str(script), *map(str, args)]
     if n:
         command = ["mpirun", "--oversubscribe", *mpirun_options, "-n", str(n), *command]
@@ -40,12 +39,12 @@ def mpirun(n, script, *args, hosts=None, mpirun_options=(), timeout=TIMEOUT):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def run_queue(tmp_path, n, tasks, hosts=None, max_per_host=None):
+def run_queue(tmp_path, n, tasks, max_per_host=None):
     """Run a task list (dicts with Task fields and a payload) over n ranks; return rank 0's JSON document."""
     path = tmp_path / "tasks.json"
     path.write_text(json.dumps(tasks))
     args = [path] + (["--max-per-host", max_per_host] if max_per_host else [])
-    proc = mpirun(n, SCRIPTS / "queue_driver.py", *args, hosts=hosts)
+    proc = mpirun(n, SCRIPTS / "queue_driver.py", *args)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(o["task_id"] for o in result["outcomes"]) == sorted(t["id"] for t in tasks)
@@ -121,63 +120,18 @@ def test_failure_comes_back_with_rank_and_host_and_skips_only_its_dependents(tmp
         {"id": "pickle", "payload": {"result": "unpicklable"}},
         *({"id": f"ok{i}", "payload": {"sleep": 0.1}} for i in range(5)),
     ]
-    hosts = ["hA", "hA", "hB"]
-    out = by_id(run_queue(tmp_path, n, tasks, hosts=hosts))
+    out = by_id(run_queue(tmp_path, n, tasks))
     bad = out["bad"]
     assert bad["status"] == "failed" and bad["error"] == "ValueError: boom in /data/a.ms"
     assert "boom in /data/a.ms" in bad["traceback"]
     assert bad["rank"] in ({0} if n == 1 else {1, 2})
-    assert bad["host"] == hosts[bad["rank"]]
+    assert bad["host"] == socket.gethostname()
     assert out["after_bad"]["status"] == "skipped" and "'bad' failed" in out["after_bad"]["error"]
     assert out["after_after"]["status"] == "skipped" and "'after_bad' skipped" in out["after_after"]["error"]
     assert out["pickle"]["status"] == "failed" and "cannot be pickled" in out["pickle"]["error"]
     assert all(out[f"ok{i}"]["status"] == "ok" for i in range(5))
     # the rank whose task failed lives on: it ran a later task
     assert any(o["rank"] == bad["rank"] and o["start"] >= bad["end"] and o["status"] == "ok" for o in out.values())
-
-
-def test_max_per_host_caps_concurrent_slot_bound_tasks_on_each_host(tmp_path):
-    hosts = ["hA", "hA", "hA", "hB", "hB"]  # workers 1, 2 on hA; 3, 4 on hB
-    tasks = [{"id": f"t{i}", "payload": {"sleep": 0.4}} for i in range(6)]
-    out = run_queue(tmp_path, 5, tasks, hosts=hosts, max_per_host=1)["outcomes"]
-    assert {o["status"] for o in out} == {"ok"}
-    assert {o["host"] for o in out} == {"hA", "hB"}
-    for host in ("hA", "hB"):
-        assert max_overlap([(o["start"], o["end"]) for o in out if o["host"] == host]) == 1
-
-
-def test_tasks_run_on_their_host_and_a_missing_host_is_noted_once(tmp_path):
-    hosts = ["hA", "hA", "hB", "hB"]  # workers: 1 on hA; 2, 3 on hB
-    tasks = ([{"id": f"a{i}", "host": "hA", "payload": {"sleep": 0.1}} for i in range(3)]
-             + [{"id": f"b{i}", "host": "hB", "payload": {"sleep": 0.1}} for i in range(3)]
-             + [{"id": f"x{i}", "host": "node007"} for i in range(2)]
-             + [{"id": f"any{i}"} for i in range(2)])
-    result = run_queue(tmp_path, 4, tasks, hosts=hosts)
-    out = by_id(result)
-    assert {o["status"] for o in out.values()} == {"ok"}
-    for task in tasks:
-        if task.get("host") in ("hA", "hB"):
-            assert out[task["id"]]["host"] == task["host"] == out[task["id"]]["value"]["host"]
-    notes = [e["message"] for e in result["events"] if e["kind"] == "note"]
-    assert [m for m in notes if "node007" in m] == ["no rank runs on host node007: its tasks run anywhere"]
-
-
-def test_group_tasks_get_ranks_on_distinct_hosts_and_the_others_stay_reserved(tmp_path):
-    hosts = ["hA", "hA", "hA", "hB", "hB"]  # workers 1, 2 on hA; 3, 4 on hB
-    tasks = ([{"id": f"g{i}", "nranks": 2, "cost": 5, "payload": {"sleep": 0.5}} for i in range(2)]
-             + [{"id": f"s{i}", "payload": {"sleep": 0.3}} for i in range(4)])
-    out = by_id(run_queue(tmp_path, 5, tasks, hosts=hosts))
-    assert {o["status"] for o in out.values()} == {"ok"}
-    for gid in ("g0", "g1"):
-        group = out[gid]
-        placed = group["value"]
-        assert len(placed["ranks"]) == 2 and sorted(placed["hosts"]) == ["hA", "hB"]
-        assert placed["ranks"][0] == group["rank"] == placed["rank"]
-        assert [hosts[r] for r in placed["ranks"]] == placed["hosts"]
-        reserved = placed["ranks"][1]
-        for other in out.values():  # the reserved rank ran nothing while the group ran
-            if other["task_id"] != gid and other["rank"] == reserved:
-                assert other["end"] <= group["start"] or other["start"] >= group["end"], (gid, other["task_id"])
 
 
 def test_idle_master_and_idle_workers_sleep_instead_of_spinning(tmp_path):
@@ -288,3 +242,71 @@ def test_scheduler_skips_unknown_dependencies_and_cycles_at_once():
 def test_scheduler_refuses_duplicate_ids():
     with pytest.raises(MpimagerError, match="duplicate task id"):
         _Scheduler([Task("a", None), Task("a", None)], {1: "h"}, None)
+
+
+def simulate(tasks, workers, max_per_host=None):
+    """The queue's own loop (`_drive`) over an injected host map {rank: host}, with a virtual clock: a task
+    takes its payload's "sleep" seconds. Returns (outcomes by id, events), as the MPI driver reports them."""
+    sched = _Scheduler([Task(t["id"], t.get("payload", {}), tuple(t.get("deps", ())), t.get("cost", 1.0),
+                             t.get("host"), t.get("nranks", 1), t.get("slot_bound", True)) for t in tasks],
+                       workers, max_per_host)
+    clock, running, events = [0.0], [], []
+
+    def launch(task, placement):
+        heapq.heappush(running, (clock[0] + task.payload.get("sleep", 0.1), placement.rank, clock[0], task.id))
+
+    def next_reply():
+        end, leader, start, _ = heapq.heappop(running)
+        clock[0] = end
+        return leader, Reply(None, None, "", start, end)
+
+    outcomes = _drive(sched, launch, next_reply, events.append)
+    return {o.task_id: o for o in outcomes}, events
+
+
+def placed(events, task_id):
+    """The ranks and hosts of a group task, from its start event (`... with ranks 1,3 on hA,hB`)."""
+    (start,) = [e for e in events if e.kind == "start" and e.task_id == task_id]
+    ranks, hosts = start.message.split(" with ranks ")[1].split(" on ")
+    return [int(r) for r in ranks.split(",")], hosts.split(",")
+
+
+def test_scheduler_max_per_host_caps_concurrent_slot_bound_tasks_on_each_host():
+    workers = {1: "hA", 2: "hA", 3: "hB", 4: "hB"}
+    out, _ = simulate([{"id": f"t{i}", "payload": {"sleep": 0.4}} for i in range(6)], workers, max_per_host=1)
+    assert {o.status for o in out.values()} == {"ok"}
+    assert {o.host for o in out.values()} == {"hA", "hB"}
+    for host in ("hA", "hB"):
+        assert max_overlap([(o.start, o.end) for o in out.values() if o.host == host]) == 1
+    unlimited, _ = simulate([{"id": f"t{i}", "payload": {"sleep": 0.4}} for i in range(6)], workers)
+    assert max_overlap([(o.start, o.end) for o in unlimited.values() if o.host == "hA"]) == 2
+
+
+def test_scheduler_tasks_run_on_their_host_and_a_missing_host_is_noted_once():
+    tasks = ([{"id": f"a{i}", "host": "hA", "payload": {"sleep": 0.1}} for i in range(3)]
+             + [{"id": f"b{i}", "host": "hB", "payload": {"sleep": 0.1}} for i in range(3)]
+             + [{"id": f"x{i}", "host": "node007"} for i in range(2)]
+             + [{"id": f"any{i}"} for i in range(2)])
+    workers = {1: "hA", 2: "hB", 3: "hB"}
+    out, events = simulate(tasks, workers)
+    assert {o.status for o in out.values()} == {"ok"}
+    for task in tasks:
+        if task.get("host") in ("hA", "hB"):
+            assert out[task["id"]].host == task["host"] == workers[out[task["id"]].rank]
+    notes = [e.message for e in events if e.kind == "note"]
+    assert [m for m in notes if "node007" in m] == ["no rank runs on host node007: its tasks run anywhere"]
+
+
+def test_scheduler_group_tasks_get_ranks_on_distinct_hosts_and_the_others_stay_reserved():
+    workers = {1: "hA", 2: "hA", 3: "hB", 4: "hB"}
+    tasks = ([{"id": f"g{i}", "nranks": 2, "cost": 5, "payload": {"sleep": 0.5}} for i in range(2)]
+             + [{"id": f"s{i}", "payload": {"sleep": 0.3}} for i in range(4)])
+    out, events = simulate(tasks, workers)
+    assert {o.status for o in out.values()} == {"ok"}
+    for gid in ("g0", "g1"):
+        ranks, hosts = placed(events, gid)
+        assert len(ranks) == 2 and sorted(hosts) == ["hA", "hB"]
+        assert ranks[0] == out[gid].rank and [workers[r] for r in ranks] == hosts
+        for other in out.values():  # the reserved rank ran nothing while the group ran
+            if other.task_id != gid and other.rank == ranks[1]:
+                assert other.end <= out[gid].start or other.start >= out[gid].end, (gid, other.task_id)

@@ -160,7 +160,7 @@ def test_beam_scope_gathers_all_passes_of_a_beam_in_one_job(tmp_path):
     reduce = [j for j in jobs if j.kind == "reduce"]
     assert [len(j.depends_on) for j in reduce] == [2, 2]
     assert sum(o.endswith(".fits") for o in reduce[0].outputs) == 6  # I, Q, U x restored, residual
-    assert reduce[0].argv[reduce[0].argv.index("--scope") + 1] == "observation"
+    assert gather_options(reduce[0]).scope == "observation"
 
 
 def test_no_reduce_job_without_channels_or_when_disabled(tmp_path):
@@ -168,3 +168,33 @@ def test_no_reduce_job_without_channels_or_when_disabled(tmp_path):
         ["wsclean"]
     off = plan(cfg(tmp_path, ASKAP + "[reduce]\nenabled = false\n"), [ms("/d/a.ms")])
     assert "reduce" not in {j.kind for j in off}
+
+
+# every [reduce] key, each away from its default (beam needs resolution "total")
+REDUCE_ALL = {"psf_cutoff": 30.0, "resolution": "total", "scope": "beam", "cubes": ["restored", "residual"],
+              "purge": True, "axis_order": "stokes-freq", "names": "arrakis", "round_up": 0.5,
+              "beam": [40.0, 30.0, 10.0], "threads": 3, "min_weight": 0.01}
+
+
+def gather_options(job):
+    """The ReduceOptions a gather job's process will run with: its argv parsed by the real `mpimager reduce`."""
+    from mpimager.cli.main import build_parser
+    from mpimager.cli.reduce import options_from_args
+
+    assert job.argv[1:4] == ("-m", "mpimager", "reduce")
+    return options_from_args(build_parser("reduce").parse_args(list(job.argv[4:])))
+
+
+def test_every_reduce_key_reaches_the_gather_job_whole(tmp_path):
+    from dataclasses import fields, replace
+
+    from mpimager.reduce.options import ReduceOptions
+
+    assert set(REDUCE_ALL) == {f.name for f in fields(ReduceOptions)} - {"enabled"}, "a [reduce] key is untested"
+    table = "\n".join(f"{k} = {v!r}".replace("True", "true").replace("'", '"') for k, v in REDUCE_ALL.items())
+    config = cfg(tmp_path, ASKAP + "\n[reduce]\n" + table + "\n")
+    [job] = [j for j in plan(config, [ms("/d/beam00.ms", beam=0)]) if j.kind == "reduce"]
+    received = gather_options(job)
+    # the job's unit is the scope's group already (one beam's passes), so it stacks that group as one scope
+    assert received == replace(config.reduce, scope="observation")
+    assert received.threads == 3 and received.min_weight == 0.01

@@ -228,28 +228,6 @@ def test_a_run_killed_during_fixms_ends_with_the_ms_correctly_fixed(tmp_path):
         assert peak.offset_pix < 1 and abs(peak.value - expected) < 0.05 * abs(expected), (name, peak, expected)
 
 
-def test_jobs_run_on_the_host_that_holds_their_data(tmp_path):
-    for host in ("hostA", "hostB"):
-        synth.make_ms(tmp_path / "net" / host / f"{host}.ms", telescope="TEST")
-        synth.make_ms(tmp_path / "net" / host / f"{host}_2.ms", telescope="TEST", seed=3)
-    config = write_config(tmp_path / "c.toml", """
-        [worker]
-        run_on_file_host = true
-        run_on_file_host_pattern = '/net/(host[AB])/'
-        [wsclean]
-        size = "64 64"
-        scale = "20asec"
-        niter = 10
-        """)
-    env = {"MPIMAGER_HOSTS": "master,hostA,hostB,hostA,hostB"}
-    r = run_cli(config, *sorted((tmp_path / "net").glob("*/*.ms")), "--run-dir", tmp_path / "run", mpi=5, env=env)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    starts = events(tmp_path / "run", "start")
-    assert len(starts) == 4
-    for s in starts:
-        assert s["host"] in s["job"].replace("wsclean:", "").split("_")[0], s
-
-
 def test_a_config_error_ends_every_rank_at_once_with_one_message(tmp_path, tiny_ms_dir):
     config = write_config(tmp_path / "c.toml", "[wsclean]\nauto-treshold = 3\n")
     t0 = time.time()

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from mpimager.wsclean import names
 from mpimager.wsclean import options as wsclean
 from mpimager.errors import WSCleanOptionError
 
@@ -88,12 +89,12 @@ def test_an_unknown_option_is_refused_with_the_nearest_one():
 
 
 def test_polarisation_lists():
-    assert wsclean.parse_pols("IQU") == ["I", "Q", "U"]
-    assert wsclean.parse_pols("iquv") == ["I", "Q", "U", "V"]
-    assert wsclean.parse_pols("xx,yy") == ["XX", "YY"]
-    assert wsclean.parse_pols("linear") == ["XX", "XY", "YX", "YY"]
+    assert names.parse_pols("IQU") == ["I", "Q", "U"]
+    assert names.parse_pols("iquv") == ["I", "Q", "U", "V"]
+    assert names.parse_pols("xx,yy") == ["XX", "YY"]
+    assert names.parse_pols("linear") == ["XX", "XY", "YX", "YY"]
     with pytest.raises(WSCleanOptionError):
-        wsclean.parse_pols("IQZ")
+        names.parse_pols("IQZ")
 
 
 # The predicted file lists, checked against the real WSClean 3.1 (each case a run of a few tenths of a second).
@@ -129,5 +130,5 @@ def test_predicted_outputs_are_exactly_what_wsclean_writes(options, tiny_ms_dir,
     argv = wsclean.command("wsclean", list(opts.items()), prefix, [str(tiny_ms_dir / "obs0.ms")])
     assert subprocess.run(argv, capture_output=True).returncode == 0
     written = sorted(os.path.basename(f) for f in glob.glob(prefix + "*"))
-    predicted = sorted(os.path.basename(f) for f in wsclean.predict_outputs(prefix, opts, opts.get("channels-out", 1)))
+    predicted = sorted(os.path.basename(f) for f in names.predict_outputs(prefix, opts, opts.get("channels-out", 1)))
     assert written == predicted

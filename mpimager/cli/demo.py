@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from mpimager.errors import InputError
+from mpimager.rundir import layout
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 
@@ -49,7 +50,7 @@ def run(args) -> int:
     env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1", **os.environ}
     code = subprocess.run(cmd, env=env).returncode
-    manifest = root / "run" / "manifest.json"
+    manifest = root / "run" / layout.MANIFEST
     if manifest.is_file():
         products = json.loads(manifest.read_text())["products"]
         cubes = [p for p in products if ".contcube" in p and p.endswith(".fits") and "-0" not in p

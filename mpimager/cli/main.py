@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from mpimager import __version__
-from mpimager.errors import EXIT_BUG, InputError, MpimagerError
+from mpimager.errors import EXIT_BUG, InputError, MpimagerError, ReportedElsewhere
 
 # command name -> module providing add_arguments(parser) and run(args) -> int
 SUBCOMMANDS = {
@@ -64,9 +64,10 @@ def main(argv=None) -> int:
     try:
         args = build_parser(command).parse_args(argv)
         return int(args._run(args) or 0)
+    except ReportedElsewhere as exc:  # under MPI only rank 0 speaks
+        return exc.exit_code
     except MpimagerError as exc:
-        if not getattr(exc, "quiet", False):  # under MPI only rank 0 speaks
-            print(f"mpimager: error: {exc}", file=sys.stderr)
+        print(f"mpimager: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # `mpimager ... | head`
         sys.stderr.close()

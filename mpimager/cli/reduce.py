@@ -51,9 +51,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     angle.add_argument("--receptor-angle", type=float, metavar="DEG",
                        help="INSTRUMENT_RECEPTOR_ANGLE to write (degrees)")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--options", metavar="JSON",
+                        help="every [reduce] option as one JSON table (what a run's gather job passes); "
+                             "replaces the option flags above")
 
 
 def options_from_args(args) -> ReduceOptions:
+    if args.options is not None:
+        import json
+
+        try:
+            table = json.loads(args.options)
+        except ValueError as exc:
+            raise InputError(f"mpimager reduce: --options: not JSON ({exc})") from None
+        if not isinstance(table, dict):
+            raise InputError("mpimager reduce: --options: expected a JSON object")
+        return ReduceOptions.from_mapping(table, where="mpimager reduce --options:")
     table = {"psf_cutoff": args.psf_cutoff, "resolution": args.resolution, "scope": args.scope,
              "cubes": [c.strip() for c in args.cubes.split(",") if c.strip()], "purge": args.purge,
              "axis_order": args.axis_order, "names": args.names, "round_up": args.round_up,

@@ -7,7 +7,10 @@ the run (mpimager.pipeline.session). Exit codes: 0 all jobs done, 1 some job fai
 
 from __future__ import annotations
 
-from mpimager.pipeline.prepare import RunRequest
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the pipeline (numpy, casacore) loads only for a run, not for --help
+    from mpimager.pipeline.prepare import RunRequest
 
 
 def add_arguments(parser):
@@ -30,6 +33,8 @@ def add_arguments(parser):
 
 def request_from(args) -> RunRequest:
     """The typed request of a run from the parsed command line (also used by `mpimager sbatch`)."""
+    from mpimager.pipeline.prepare import RunRequest
+
     mode = "combine-obs-ids" if args.combine_obs_ids else "combine" if args.combine else "single"
     return RunRequest(config=args.config, inputs=tuple(args.inputs), mode=mode, nodes_mpi=args.nodes_mpi,
                       run_dir=args.run_dir, dry_run=getattr(args, "dry_run", False), json=getattr(args, "json", False),

@@ -16,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mpimager.atomic import write_text_atomic
 from mpimager.errors import InputError, JobError
+from mpimager.rundir import layout
 
 SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
 TEMPLATE = SLURM_DIR / "mpimager.sbatch"
@@ -121,10 +123,7 @@ def write_script(text: str, path: Path) -> Path:
     path = Path(path).absolute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        os.replace(tmp, path)
+        write_text_atomic(path, text, mode=0o755)
     except OSError as exc:
         raise InputError(f"{path}: cannot write the batch script ({exc.strerror or exc})") from None
     return path
@@ -165,7 +164,7 @@ def run(args) -> int:
         else:
             sys.stdout.write(text)
         return 0
-    path = write_script(text, Path(args.output) if args.output else prepared.run_dir / "mpimager.sbatch")
+    path = write_script(text, Path(args.output) if args.output else prepared.run_dir / layout.SBATCH_SCRIPT)
     job_id = submit(path, Path.cwd())
     print(job_id)
     print(f"mpimager sbatch: submitted batch job {job_id} (script {path})", file=sys.stderr)

@@ -57,6 +57,7 @@ def default_threads(config: Config) -> int:
 def prepare(request: RunRequest) -> Prepared:
     """Config, runtime, option check, inputs, plan: every check that can fail before a job runs."""
     from mpimager.runtime.containers import make_runtime
+    from mpimager.runtime.multinode import refuse_node_local_temp_dirs
     from mpimager.inputs.discover import discover
     from mpimager.wsclean.options import check_options, known_options
 
@@ -72,6 +73,7 @@ def prepare(request: RunRequest) -> Prepared:
                             wsclean=config.container.wsclean, python=sys.executable,
                             nodes_mpi=request.nodes_mpi or config.worker.nodes_mpi)
     jobs = plan_jobs(config, inputs, settings)
+    refuse_node_local_temp_dirs(jobs, int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1))
     return Prepared(config=config, jobs=tuple(jobs), run_dir=run_dir, runtime=runtime)
 
 

@@ -28,6 +28,8 @@ import time
 from collections import Counter
 from typing import Callable, Iterable, Mapping, Sequence
 
+from mpimager.rundir.status import format_duration
+
 DEFAULT_INTERVAL_S = 60.0
 ENV_INTERVAL = "MPIMAGER_PROGRESS_INTERVAL"
 BAR_REFRESH_S = 1.0
@@ -57,16 +59,6 @@ def live_bar_wanted(stream) -> bool:
         return bool(stream.isatty()) and not launched()
     except (AttributeError, ValueError):
         return False
-
-
-def format_duration(seconds: float) -> str:
-    """3 s, 4m05s, 2h03m."""
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def estimate_remaining(waiting: Iterable[tuple[str, float]], running: Iterable[tuple[str, float, float]],

@@ -17,13 +17,16 @@ import sys
 import time
 from pathlib import Path
 
+from mpimager.atomic import write_text_atomic
 from mpimager import __version__
 from mpimager.queue import mpiqueue
 from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
-from mpimager.errors import EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError
+from mpimager.errors import EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError, ReportedElsewhere
 from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
 from mpimager.pipeline.progress import Progress
-from mpimager.runtime.runner import JobResult, RunContext, log_path, run_job
+from mpimager.rundir import layout
+from mpimager.rundir.layout import log_path
+from mpimager.runtime.runner import JobResult, RunContext, run_job
 
 
 def main(request: RunRequest) -> int:
@@ -32,8 +35,8 @@ def main(request: RunRequest) -> int:
     try:
         started = mpiqueue.root_first(lambda: _prepare(request), comm)
     except MpimagerError as exc:
-        if not is_root:
-            exc.quiet = True  # rank 0 says it; the others leave with the same code
+        if not is_root:  # rank 0 says it; the others leave with the same code
+            raise ReportedElsewhere(exc.exit_code) from exc
         raise
     if not is_root:
         mpiqueue.run_tasks([], _execute, comm=comm)
@@ -247,8 +250,5 @@ class Coordinator:
                     "wall_s": round(wall, 3), "jobs": jobs,
                     "products": [o["path"] for j in jobs for o in j["outputs"]],
                     "provenance": self.provenance}
-        path = self.run_dir / "manifest.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, path)
-        return path
+        path = self.run_dir / layout.MANIFEST
+        return write_text_atomic(path, json.dumps(manifest, indent=1))

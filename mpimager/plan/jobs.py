@@ -9,17 +9,22 @@ Nothing here touches the disk: directories are made by whoever runs the job.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
 from mpimager.wsclean import options as wsclean
+from mpimager.wsclean import names
+from mpimager.wsclean.names import parse_image_name
 from mpimager.config.load import Config, ImagingPass
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
+from mpimager.states import JobKind
+from mpimager.rundir import layout
 
 MODES = ("single", "combine", "combine-obs-ids")
 
@@ -27,7 +32,7 @@ MODES = ("single", "combine", "combine-obs-ids")
 @dataclass(frozen=True)
 class Job:
     id: str
-    kind: str  # "fixms" | "wsclean" | "reduce" | "mosaic"
+    kind: JobKind
     ms: tuple[str, ...]
     argv: tuple[str, ...]
     outputs: tuple[str, ...] = ()
@@ -110,7 +115,7 @@ def _fixms_job(config: Config, m: InputMS, job_id: str, python: str) -> Job:
     argv = [python, "-m", "mpimager.runtime.fixms", "--data-column", f.data_column,
             "--corrected-data-column", f.corrected_data_column]
     argv += [] if f.fix_stokes_factor else ["--no-stokes-factor"]
-    return Job(id=job_id, kind="fixms", ms=(m.info.path,), argv=tuple(argv + [m.info.path]),
+    return Job(id=job_id, kind=JobKind.FIXMS, ms=(m.info.path,), argv=tuple(argv + [m.info.path]),
                host=_host(config, (m,)), cost=m.info.size_bytes / 1e6, tags=_tags((m,)))
 
 
@@ -163,17 +168,17 @@ def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, .
     data_column = _data_column(config, group, options)
     if data_column:
         options["data-column"] = data_column
-    temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / "tmp")
+    temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / layout.TMP)
     temp_dir = os.path.join(temp_base, _safe(name) + "-" + _digest(prefix))
     options = {"j": settings.threads, **options, "temp-dir": temp_dir}
     binary = config.container.wsclean_mp if settings.nodes_mpi > 1 else settings.wsclean
     argv = wsclean.command(binary, list(options.items()), prefix, [m.info.path for m in group])
-    return Job(id="", kind="wsclean", ms=tuple(m.info.path for m in group), argv=tuple(argv),
-               outputs=tuple(wsclean.predict_outputs(prefix, options, n_out)),
+    return Job(id="", kind=JobKind.WSCLEAN, ms=tuple(m.info.path for m in group), argv=tuple(argv),
+               outputs=tuple(names.predict_outputs(prefix, options, n_out)),
                depends_on=tuple(fix_ids[m.info.path] for m in group if m.info.path in fix_ids),
                host=_host(config, group), cost=_cost(group, options, n_out), prefix=prefix, temp_dir=temp_dir,
                pass_name=p.suffix, nranks=settings.nodes_mpi,
-               pols=tuple(wsclean.parse_pols(str(options.get("pol", "I")))), tags=_tags(group))
+               pols=tuple(names.parse_pols(str(options.get("pol", "I")))), tags=_tags(group))
 
 
 def _prefix(group: Sequence[InputMS], p: ImagingPass, run_dir: Path, where: str) -> tuple[str, str]:
@@ -223,7 +228,6 @@ class _CubeName:
     kind: str
 
 
-_CHANNEL_IMAGE = re.compile(r"-\d{4}(?:-(?:[IQUV]|XX|XY|XYi|YY|RR|RL|RLi|LL))?-(image|residual)\.fits$")
 
 
 def _reduce_units(config: Config, imaging: Sequence[Job]) -> list[list[Job]]:
@@ -247,24 +251,23 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
     wanted = {{"restored": "image", "residual": "residual", "unconvolved": "image"}[k] for k in r.cubes}
     jobs = []
     for unit in _reduce_units(config, imaging):
-        images = [o for j in unit for o in j.outputs if (m := _CHANNEL_IMAGE.search(o)) and m.group(1) in wanted]
+        images = [o for j in unit for o in j.outputs
+                  if (n := parse_image_name(os.path.basename(o))) and n.is_channel and n.kind in wanted]
         if not images:
             continue  # one output channel: nothing to stack
         out_dir = _unit_out_dir(unit)
-        argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--resolution", r.resolution,
-                "--scope", "prefix" if r.scope == "prefix" else "observation", "--cubes", ",".join(r.cubes),
-                "--axis-order", r.axis_order, "--names", r.names, "--round-up", str(r.round_up),
-                "--threads", str(settings.threads), "--quiet"]
-        argv += ["--psf-cutoff", str(r.psf_cutoff)] if r.psf_cutoff is not None else []
-        argv += ["--beam", *map(str, r.beam)] if r.beam else []
-        argv += ["--purge"] if r.purge else []
+        # the [reduce] options travel whole (one JSON value): the unit already is the scope's group
+        options = replace(r, scope="prefix" if r.scope == "prefix" else "observation",
+                          threads=r.threads or settings.threads)
+        argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--quiet",
+                "--options", json.dumps(options.to_mapping(), sort_keys=True, separators=(",", ":"))]
         unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
         argv += ["--ms", unit_ms[0]] if unit_ms[0] in fixed else []  # its receptor angle goes in the header
         outputs = [str(p) for j in unit for _, _, paths in _job_cubes(r, j, out_dir)
                    for p in (paths.cube, paths.beamlog, paths.weights)]
         name = unit[0].id.split(":", 1)[1] if len(unit) == 1 else (
             os.path.basename(os.path.commonprefix([j.prefix for j in unit])).rstrip(".-_") or "all")
-        jobs.append(Job(id=f"reduce:{name}", kind="reduce", ms=tuple(unit_ms), argv=tuple(argv + images),
+        jobs.append(Job(id=f"reduce:{name}", kind=JobKind.REDUCE, ms=tuple(unit_ms), argv=tuple(argv + images),
                         outputs=tuple(outputs), depends_on=tuple(j.id for j in unit), host=unit[0].host,
                         cost=sum(j.cost for j in unit) / 10, tags=unit[0].tags if len(unit) == 1 else ()))
     return jobs
@@ -324,7 +327,7 @@ def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
             argv += ["--pb", m.primary_beams.replace("$beam$", f"{i:02d}")]
         argv += [cube for _, _, cube in members]
         ms = tuple(dict.fromkeys(x for j, _, _ in members for x in j.ms))
-        jobs.append(Job(id=f"mosaic:{name}", kind="mosaic", ms=ms,
+        jobs.append(Job(id=f"mosaic:{name}", kind=JobKind.MOSAIC, ms=ms,
                         argv=tuple(argv), outputs=tuple(str(p) for p in mosaic_paths(Path(out_dir), name).all()),
                         depends_on=tuple(dict.fromkeys(rj.id for _, rj, _ in members)), host=members[0][0].host,
                         cost=sum(j.cost for j, _, _ in members) / 20, tags=(("field", field),)))
@@ -345,7 +348,7 @@ def _cost(group: Sequence[InputMS], options: dict, n_out: int) -> float:
         w, h = (int(x) for x in str(size).split()[:2]) if not isinstance(size, list) else map(int, size[:2])
     except ValueError:
         w = h = 1024
-    npol = len(wsclean.parse_pols(str(options.get("pol", "I"))))
+    npol = len(names.parse_pols(str(options.get("pol", "I"))))
     mb = sum(m.info.size_bytes for m in group) / 1e6
     clean = 2.0 if int(options.get("niter", 0) or 0) > 0 else 1.0
     return round(mb * npol * clean + w * h * n_out * npol / 1e6, 3)

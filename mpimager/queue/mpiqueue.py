@@ -39,7 +39,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence, TypeVar
 
-from mpimager.errors import MpimagerError
+from mpimager.errors import JobError, MpimagerError
+from mpimager.states import Status
 
 T = TypeVar("T")
 
@@ -53,7 +54,7 @@ _MAX_SLEEP = 0.05   # longest sleep between two probes, seconds
 _SLEEP_FRACTION = 0.125  # a sleep is at most this fraction of the time waited so far
 _YIELD_FOR = 1e-4   # for the first 0.1 ms of a wait, poll again at once (a quick reply is common)
 
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+OK, FAILED, SKIPPED = Status.OK, Status.FAILED, Status.SKIPPED
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Outcome:
     A skipped task has rank None, host None and start == end == the time it was given up."""
 
     task_id: str
-    status: str                  # "ok" | "failed" | "skipped"
+    status: Status
     value: Any
     error: str | None
     rank: int | None
@@ -205,15 +206,10 @@ def size(comm=None) -> int:
 
 
 def host_name() -> str:
-    """This rank's host: from MPIMAGER_HOSTS, MPIMAGER_HOST or MPI, in that order.
-
-    MPIMAGER_HOSTS="hA,hA,hB,hB" gives the host of each world rank (cycled if shorter than the world),
-    so tests can pretend one machine is several hosts; MPIMAGER_HOST names the host of every rank."""
-    listed = [h.strip() for h in os.environ.get("MPIMAGER_HOSTS", "").split(",") if h.strip()]
-    if listed:
-        return listed[rank() % len(listed)]
-    if os.environ.get("MPIMAGER_HOST"):
-        return os.environ["MPIMAGER_HOST"]
+    """This rank's host: Slurm's name for the node inside a Slurm job step (SLURMD_NODENAME: the name that
+    `srun --nodelist` takes), else MPI's processor name (the host name; `socket.gethostname()` without MPI)."""
+    if os.environ.get("SLURMD_NODENAME"):
+        return os.environ["SLURMD_NODENAME"]
     if not launched():
         import socket
 
@@ -318,6 +314,9 @@ def root_first(fn: Callable[[], T], comm=None) -> T | None:
 
 class _Scheduler:
     """Pure dispatch state over workers {rank: host}; records the events it causes in `self.events`.
+
+    The host map is given (the workers' own `host_name()` replies under MPI, this host serially), so the
+    placement rules are tested on any hosts without MPI; nothing here reads the environment.
 
     Ready tasks (every dependency succeeded) wait in heaps keyed (-cost, input order), one heap per kind of
     placement need (host, nranks, slot_bound): once a need cannot be met in a round of `assign`, no later
@@ -540,14 +539,14 @@ class _Scheduler:
 def _call(execute: Callable[[Task, Placement], Any], task: Task, placement: Placement) -> Reply:
     """Run one task; any exception (SystemExit too) becomes a failed reply, never a dead rank.
 
-    An exception's `value` attribute, if it has one, travels with the failure as the Outcome's value
-    (what a failed job still has to report: attempts, exit code, logs)."""
+    A `JobError`'s `result` travels with the failure as the Outcome's value (what a failed job still has to
+    report: attempts, exit code, logs)."""
     start = time.time()
     try:
         value = execute(task, placement)
     except (Exception, SystemExit) as exc:
-        return Reply(getattr(exc, "value", None), f"{type(exc).__name__}: {exc}", traceback.format_exc(), start,
-                     time.time())
+        value = exc.result if isinstance(exc, JobError) else None
+        return Reply(value, f"{type(exc).__name__}: {exc}", traceback.format_exc(), start, time.time())
     return Reply(value, None, "", start, time.time())
 
 

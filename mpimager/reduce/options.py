@@ -68,6 +68,10 @@ class ReduceOptions:
             raise ConfigError(f"{where} beam: a fixed target beam needs resolution = 'total'")
         return cls(**values)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """Every field as a `[reduce]` table (JSON-ready): `from_mapping(o.to_mapping()) == o`."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
 
 def _nearest(key: str, known) -> str:
     import difflib

@@ -18,8 +18,6 @@ Stokes and product) and the products that cannot be made, each with its reason. 
 
 from __future__ import annotations
 
-import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +27,8 @@ from mpimager.reduce.beams import Beam, common_beam, convolving_beam
 from mpimager.reduce.fitsio import ChannelImage, ReadSpec, grid_difference
 from mpimager.reduce.kernel import beam_scale, pixel_covariance
 from mpimager.reduce.options import ReduceOptions
+from mpimager.wsclean.names import parse_image_name
 
-_POLS = r"I|Q|U|V|XX|XY|XYi|YX|YY|RR|RL|LR|LL"
-_KINDS = r"image|residual|model|dirty|psf|first-residual"
-_WSCLEAN = re.compile(rf"^(?P<prefix>.+)-(?P<chan>\d{{4}}|MFS)-(?:(?P<pol>{_POLS})-)?"
-                      rf"(?P<kind>{_KINDS})(?P<pb>-pb)?\.fits$")
 CUBE_SOURCE = {"restored": "image", "residual": "residual", "unconvolved": "image"}
 
 
@@ -49,18 +44,17 @@ class Name:
 
 
 def parse_name(path: Path) -> Name:
-    m = _WSCLEAN.match(path.name)
-    if not m:
+    n = parse_image_name(path.name)
+    if n is None:
         kind = "residual" if path.name.endswith("-residual.fits") else "image"
         return Name("", None, None, kind)
-    prefix, chan, pol, kind = m["prefix"], m["chan"], m["pol"], m["kind"]
-    if chan == "MFS":
-        return Name(prefix, None, pol, kind, "MFS image")
-    if m["pb"]:
-        return Name(prefix, int(chan), pol, kind, "primary-beam corrected image")
-    if kind not in ("image", "residual"):
-        return Name(prefix, int(chan), pol, kind, f"{kind} image")
-    return Name(prefix, int(chan), pol, kind)
+    if n.chan is None:
+        return Name(n.prefix, None, n.pol, n.kind, "MFS image")
+    if n.pb:
+        return Name(n.prefix, n.chan, n.pol, n.kind, "primary-beam corrected image")
+    if n.kind not in ("image", "residual"):
+        return Name(n.prefix, n.chan, n.pol, n.kind, f"{n.kind} image")
+    return Name(n.prefix, n.chan, n.pol, n.kind)
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mpimager.atomic import write_text_atomic
 from mpimager.report import products
 from mpimager.report.html import CubeEntry, ImageEntry, ReportData, render
+from mpimager.rundir import layout
+from mpimager.rundir.layout import REPORT_DIR, REPORT_HTML
 
-REPORT_HTML = "report.html"
-REPORT_DIR = "report"
 CACHE = "quicklooks.json"
 CACHE_VERSION = 1
 
@@ -152,7 +153,7 @@ def recorded_provenance(run_dir: Path) -> dict | None:
     from mpimager.rundir.journal import read_records
 
     try:
-        found = json.loads((run_dir / "manifest.json").read_text()).get("provenance")
+        found = json.loads((run_dir / layout.MANIFEST).read_text()).get("provenance")
     except (OSError, ValueError, AttributeError):
         found = None
     if found:
@@ -205,15 +206,11 @@ def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None 
             entry_cls = ImageEntry if kind == "image" else CubeEntry
             (image_entries if kind == "image" else cube_entries).append(entry_cls(path, rel, caption, error))
     if not missing:
-        tmp = cache_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "look_version": quicklook.LOOK_VERSION,
-                                   "entries": cache}, indent=1))
-        os.replace(tmp, cache_path)
+        write_text_atomic(cache_path, json.dumps({"version": CACHE_VERSION, "look_version": quicklook.LOOK_VERSION,
+                                                  "entries": cache}, indent=1))
     data = ReportData(status=status, images=image_entries, cubes=cube_entries, provenance=provenance,
                       provenance_note=note, image_wsclean=image_wsclean_versions(cubes + images),
                       missing=missing)
     page = run_dir / REPORT_HTML
-    tmp = page.with_name(f".{REPORT_HTML}.tmp")
-    tmp.write_text(render(data), encoding="utf-8")
-    os.replace(tmp, page)
+    write_text_atomic(page, render(data))
     return Report(page, len(images), len(cubes), drawn, reused, failed, time.time() - t_start, missing)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+from mpimager.rundir import layout
+from mpimager.wsclean.names import parse_image_name
 
-_CHANNEL = re.compile(r"-\d{4}-")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ def is_mfs_image(path: str) -> bool:
     name = os.path.basename(path)
     if name.endswith(".mosaic.mfs.fits"):  # a mosaic's MFS image (mpimager.mosaic.products)
         return True
-    return name.endswith("-image.fits") and ("-MFS-" in name or not _CHANNEL.search(name))
+    n = parse_image_name(name)
+    return n.chan is None and n.kind == "image" and not n.pb if n else name.endswith("-image.fits")
 
 
 def is_cube_name(path: str) -> bool:
@@ -80,7 +81,7 @@ def run_outputs(jobs: Sequence, run_dir: Path) -> list[tuple[str, str]]:
     if pairs:
         return pairs
     try:
-        manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+        manifest = json.loads((Path(run_dir) / layout.MANIFEST).read_text())
     except (OSError, ValueError):
         return []
     return [("", p) for p in manifest.get("products", ())]

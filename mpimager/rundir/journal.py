@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mpimager.errors import InputError
+from mpimager.rundir.layout import JOURNAL, LOCK
 
-JOURNAL = "journal.jsonl"
-LOCK = "lock"
 
 
 def read_records(run_dir: Path) -> list[dict]:

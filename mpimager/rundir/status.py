@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Sequence
 
 from mpimager.errors import InputError
-from mpimager.rundir.journal import JOURNAL, lock_holder, read_records
-from mpimager.runtime.runner import log_path
+from mpimager.rundir.journal import lock_holder, read_records
+from mpimager.rundir.layout import JOURNAL, log_path
+from mpimager.states import JobState, RunState
 
-STATES = ("done", "failed", "skipped", "running", "interrupted", "pending")
-RUN_RUNNING, RUN_FINISHED, RUN_DIED, RUN_NONE = "running", "finished", "died", "no plan"
+STATES = tuple(JobState)
+RUN_RUNNING, RUN_FINISHED, RUN_DIED, RUN_NONE = RunState.RUNNING, RunState.FINISHED, RunState.DIED, RunState.NONE
 
 _LOG_IN_ERROR = re.compile(r"\(log: ([^()]+)\)\s*$")
 _ATTEMPTS_IN_ERROR = re.compile(r"after (\d+) attempts")
@@ -49,8 +50,8 @@ class JobStatus:
     """One job of the current plan and what the journal says of it."""
 
     id: str
-    kind: str
-    state: str  # one of STATES
+    kind: str  # a JobKind's value as the journal recorded it
+    state: JobState
     rank: int | None = None
     host: str | None = None
     start: float | None = None
@@ -81,7 +82,7 @@ class RunStatus:
     """The current run of a run directory and its jobs."""
 
     run_dir: str
-    state: str  # RUN_RUNNING | RUN_FINISHED | RUN_DIED | RUN_NONE
+    state: RunState
     jobs: tuple[JobStatus, ...] = ()
     holder: str | None = None  # who holds the lock
     started: float | None = None
@@ -143,15 +144,15 @@ def job_states(records: Sequence[dict], run_dir: str, *, holder: str | None = No
             jobs.append(_ended(base, ends[job_id], run_dir))
         elif job_id in skips:
             before = last_ok.get(job_id)
-            fields = _ended(base, before, run_dir) if before else JobStatus(**base, state="skipped")
-            jobs.append(_with(fields, state="skipped", error=skips[job_id] or "done before", earlier=True))
+            fields = _ended(base, before, run_dir) if before else JobStatus(**base, state=JobState.SKIPPED)
+            jobs.append(_with(fields, state=JobState.SKIPPED, error=skips[job_id] or "done before", earlier=True))
         elif job_id in starts:
             s = starts[job_id]
-            jobs.append(JobStatus(**base, state="running" if state == RUN_RUNNING else "interrupted",
+            jobs.append(JobStatus(**base, state=JobState.RUNNING if state == RUN_RUNNING else JobState.INTERRUPTED,
                                   rank=s.get("rank"), host=s.get("host"), start=s.get("time"),
                                   log=log_path(run_dir, job_id)))
         else:
-            jobs.append(JobStatus(**base, state="pending"))
+            jobs.append(JobStatus(**base, state=JobState.PENDING))
     notes = tuple(r.get("message", "") for r in current if r.get("event") == "note")
     return RunStatus(run_dir, state, tuple(jobs), holder=holder, started=head.get("time"),
                      ended=ended.get("time") if ended else None, ranks=head.get("ranks"), runs=len(runs), now=now,
@@ -167,17 +168,17 @@ def _ended(base: dict, r: dict, run_dir: str) -> JobStatus:
     error = r.get("error")
     if status == "ok":
         logs = r.get("logs") or []
-        return JobStatus(**{**base, "argv": tuple(r.get("argv_run") or base["argv"])}, state="done",
+        return JobStatus(**{**base, "argv": tuple(r.get("argv_run") or base["argv"])}, state=JobState.DONE,
                          rank=r.get("rank"), host=r.get("host"), start=r.get("start"), end=r.get("end"),
                          attempts=r.get("attempts"), log=logs[-1] if logs else log_path(run_dir, base["id"]),
                          outputs=tuple(o["path"] for o in r.get("outputs", ())))
     if status == "skipped":  # a dependency failed: it never ran
-        return JobStatus(**base, state="skipped", error=error)
+        return JobStatus(**base, state=JobState.SKIPPED, error=error)
     m = _LOG_IN_ERROR.search(error or "")
     log = r.get("log") or (m.group(1) if m else None)
     tries = _ATTEMPTS_IN_ERROR.search(error or "")
     attempts = r.get("attempts") or (int(tries.group(1)) if tries else 1)
-    return JobStatus(**base, state="failed", rank=r.get("rank"), host=r.get("host"), start=r.get("start"),
+    return JobStatus(**base, state=JobState.FAILED, rank=r.get("rank"), host=r.get("host"), start=r.get("start"),
                      end=r.get("end"), attempts=attempts, log=log, error=error)
 
 
@@ -195,6 +196,16 @@ def read_status(run_dir, now: float | None = None) -> RunStatus:
 # ------------------------------------------------------------------------------------------------ text
 
 
+def format_duration(seconds: float) -> str:
+    """3 s, 4m05s, 2h03m."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def _clock(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
@@ -203,7 +214,6 @@ def describe_run(status: RunStatus) -> str:
     """One line: where, what state, since when."""
     if status.state == RUN_NONE:
         return f"{status.run_dir}: no run has written its plan yet"
-    from mpimager.pipeline.progress import format_duration
 
     ranks = f", {status.ranks} ranks" if status.ranks else ""
     if status.state == RUN_RUNNING:

@@ -27,8 +27,11 @@ from pathlib import Path
 
 from mpimager.errors import JobError
 from mpimager.plan.jobs import Job
+from mpimager.rundir import layout
+from mpimager.rundir.layout import log_path
+from mpimager.states import Retry
 
-RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = "same command", "gain and mgain halved", "no retry"
+RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = Retry.SAME, Retry.LOWER_GAINS, Retry.NONE
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,6 @@ class JobResult:
     duration: float
     notes: tuple[str, ...] = ()
     exit_code: int | None = 0  # of the last attempt (None: it did not end by itself: timeout, watcher)
-
-
-def log_path(run_dir: str, job_id: str, attempt: int = 1) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", job_id)
-    return os.path.join(run_dir, "logs", f"{safe}.log" if attempt == 1 else f"{safe}.attempt{attempt}.log")
 
 
 def job_env(env_file: str | None, base: dict | None = None) -> dict:
@@ -99,7 +97,7 @@ def lower_gains(argv: list[str]) -> list[str]:
     return argv
 
 
-def retry_strategy(result) -> str:
+def retry_strategy(result) -> Retry:
     from mpimager.runtime.process import Divergence, IOFailure
 
     if isinstance(result.error, Divergence):
@@ -140,19 +138,31 @@ def _remove(paths) -> None:
 def mpi_launcher(placement, env: dict) -> list[str]:
     """The launch of a `wsclean-mp` job over the ranks the queue reserved for it (WSClean's own MPI mode).
 
-    Inside a Slurm allocation: a job step (`srun --overlap`, the step of our own ranks holds the CPUs);
-    elsewhere `mpirun`, one slot per rank, on the group's hosts. Hosts given by MPIMAGER_HOSTS/MPIMAGER_HOST
-    are pretend hosts (tests): then every rank runs here."""
+    Parameters: the job's `Placement` (its ranks and their hosts, leader first); the job's environment.
+    Inside a Slurm allocation: a job step on the group's nodes (`srun --overlap`: the step of our own ranks
+    holds the CPUs; `--kill-on-bad-exit`: a rank that fails ends the step instead of leaving the others
+    waiting for it); elsewhere `mpirun`, one slot per rank, on the group's hosts (Open MPI ends the job when
+    a rank exits non-zero)."""
     n = len(placement.ranks)
     hosts = list(dict.fromkeys(placement.hosts))
-    real = not (env.get("MPIMAGER_HOSTS") or env.get("MPIMAGER_HOST"))
     if env.get("SLURM_JOB_ID"):
-        argv = ["srun", "--overlap", "--cpu-bind=none", f"--ntasks={n}"]
-        return argv + ([f"--nodes={len(hosts)}", f"--nodelist={','.join(hosts)}"] if real else ["--nodes=1"])
+        return ["srun", "--overlap", "--kill-on-bad-exit=1", "--cpu-bind=none", f"--ntasks={n}",
+                f"--nodes={len(hosts)}", f"--nodelist={','.join(hosts)}"]
     argv = ["mpirun", "--bind-to", "none", "-np", str(n)]
-    if real and len(hosts) > 1:
+    if len(hosts) > 1:
         argv += ["-H", ",".join(f"{h}:{placement.hosts.count(h)}" for h in hosts)]
     return argv
+
+
+def _group_command(job: Job, placement, env: dict, command: list[str]) -> list[str]:
+    """`command` launched over the job's group; over several hosts each rank first checks that its node sees
+    the job's temp dir (the one the leader just made: marked here) and paths (mpimager.runtime.multinode)."""
+    if len(set(placement.hosts)) > 1 and job.temp_dir:
+        from mpimager.runtime import multinode
+
+        paths = [*job.ms, os.path.dirname(job.prefix)] if job.prefix else list(job.ms)
+        command = multinode.wrap(command, job.temp_dir, multinode.mark(job.temp_dir), paths)
+    return mpi_launcher(placement, env) + command
 
 
 def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
@@ -160,7 +170,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     from mpimager.runtime import process
     from mpimager.runtime.containers import make_runtime
 
-    os.makedirs(os.path.join(ctx.run_dir, "logs"), exist_ok=True)
+    os.makedirs(os.path.join(ctx.run_dir, layout.LOGS), exist_ok=True)
     env = job_env(ctx.env_file)
     runtime = make_runtime(ctx.container) if job.kind == "wsclean" else None
     name = _program(job, runtime)
@@ -179,7 +189,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
             if runtime is not None:
                 command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix), job.temp_dir])
                 if job.nranks > 1:
-                    command = mpi_launcher(placement, env) + command
+                    command = _group_command(job, placement, env, command)
                 child_env, watcher = runtime.env(env), process.wsclean_watcher()
             else:
                 command, child_env, watcher = argv, env, None
@@ -195,17 +205,21 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                 reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
             else:
                 reason, strategy = _describe(result, name, ctx.timeout), retry_strategy(result)
+                node_check, failed_rank = _group_failure(log) if job.nranks > 1 else (None, None)
+                if node_check:  # a node cannot run its rank: the same command would fail alike
+                    reason, strategy = f"{name}: {node_check}", NO_RETRY
+                elif failed_rank and not result.timed_out:  # the rank whose failure ended the step
+                    reason = f"{name}: {failed_rank}, which ended its job step (exit {result.returncode})"
             if attempt == attempts or strategy == NO_RETRY:
                 break
             notes.append(f"attempt {attempt}: {reason}; retrying ({strategy})")
             if strategy == RETRY_LOWER_GAINS:
                 argv = lower_gains(argv)
         _remove(job.outputs)
-        error = JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
-                         log=logs[-1])
-        error.value = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes),
-                                None if result.timed_out or result.error is not None else result.returncode)
-        raise error
+        code = None if result.timed_out or result.error is not None else result.returncode
+        failed = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes), code)
+        raise JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
+                       log=logs[-1], result=failed)
     finally:
         if job.temp_dir:
             shutil.rmtree(job.temp_dir, ignore_errors=True)
@@ -215,6 +229,26 @@ def _program(job: Job, runtime) -> str:
     if job.kind == "wsclean":
         return "wsclean" if runtime.options.runtime == "native" else f"wsclean ({runtime.options.runtime})"
     return {"fixms": "FixMS", "reduce": "reduce"}.get(job.kind, job.kind)
+
+
+_SRUN_RANK_EXIT = re.compile(r"^srun: error: (\S+): tasks? ([0-9,-]+): (Exited with exit code \d+)")
+
+
+def _group_failure(log: str) -> tuple[str | None, str | None]:
+    """What ended a job over several ranks, from its log: the line of a rank whose node failed
+    mpimager.runtime.multinode's check, and the first rank srun saw exit non-zero ("task 1 on n2 exited ...")."""
+    from mpimager.runtime.multinode import PREFIX
+
+    node_check = failed_rank = None
+    with open(log, errors="replace") as f:
+        for line in f:
+            if node_check is None and line.startswith(PREFIX):
+                node_check = line[len(PREFIX):].strip()
+            found = _SRUN_RANK_EXIT.match(line) if failed_rank is None else None
+            if found:
+                node, tasks, how = found.groups()
+                failed_rank = f"task {tasks} on {node} {how[0].lower()}{how[1:]}"
+    return node_check, failed_rank
 
 
 def _describe(result, name: str, timeout) -> str:

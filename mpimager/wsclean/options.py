@@ -1,4 +1,4 @@
-"""WSClean: config values to argv, `$token$` substitution, the files a run writes, and the option list.
+"""WSClean: config values to argv, `$token$` substitution, and the option list (file names: wsclean.names).
 
 All pure functions of their arguments except `known_options`, which asks the WSClean that will run for
 its `--help` once and caches the parsed option names per binary or image identity.
@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from mpimager.atomic import write_text_atomic
 from mpimager.config.load import PATH_OPTIONS, suggest
 from mpimager.errors import WSCleanOptionError
 
@@ -92,86 +93,7 @@ def resolve_channels_out(value, total_channels: int, where: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# what a run writes
-
-
-def parse_pols(text: str) -> list[str]:
-    """WSClean's -pol list as upper-case names: 'IQU' -> I,Q,U; 'xx,yy' -> XX,YY; 'linear' -> XX,XY,YX,YY."""
-    text = text.strip().lower()
-    named = {"linear": ["xx", "xy", "yx", "yy"], "circular": ["rr", "rl", "lr", "ll"],
-             "instr": ["xx", "xy", "yx", "yy"], "iquv": ["i", "q", "u", "v"]}
-    parts = named.get(text) or [p for p in re.split(r"[,\s]+", text) if p]
-    pols: list[str] = []
-    for part in parts:
-        if part in ("xx", "xy", "yx", "yy", "rr", "rl", "lr", "ll"):
-            pols.append(part)
-        elif all(c in "iquv" for c in part):
-            pols.extend(part)
-        else:
-            raise WSCleanOptionError(f"unknown polarisation {part!r} in pol = {text!r}")
-    return [p.upper() for p in dict.fromkeys(pols)]
-
-
-def _image_pols(pols: list[str]) -> list[str]:
-    """The polarisation name parts WSClean writes: XY and YX become XY (real) and XYi (imaginary)."""
-    out = []
-    for p in pols:
-        if p in ("XY", "YX"):
-            out += [x for x in ("XY", "XYi") if x not in out]
-        elif p in ("RL", "LR"):
-            out += [x for x in ("RL", "RLi") if x not in out]
-        else:
-            out.append(p)
-    return out
-
-
-def predict_outputs(prefix: str, options: Mapping[str, object], channels_out: int) -> list[str]:
-    """The FITS (and text) files a WSClean run with these options writes, as measured for WSClean 3.1.
-
-    Files WSClean writes only sometimes (`-save-first-residual`) are not listed.
-    """
-    niter = int(options.get("niter", 0) or 0)
-    pols = _image_pols(parse_pols(str(options.get("pol", "I"))))
-    intervals = int(options.get("intervals-out", 1) or 1)
-    kinds = [] if options.get("no-dirty") else ["dirty"]
-    kinds += ["image"] + (["model", "residual"] if niter > 0 else [])
-    psf = niter > 0 or bool(options.get("make-psf"))
-    if options.get("make-psf-only"):
-        kinds, psf = [], True
-
-    def for_channel(stem: str, mfs: bool) -> list[str]:
-        files = []
-        for pol in pols:
-            p = f"{stem}-{pol}" if len(pols) > 1 else stem
-            files += [f"{p}-{k}.fits" for k in kinds]
-            if options.get("save-uv"):
-                files += [f"{p}-uv-real.fits", f"{p}-uv-imag.fits"]
-        if psf:  # one PSF per channel, shared by all polarisations (joined or not)
-            files.append(f"{stem}-psf.fits")
-            if options.get("save-uv"):
-                files += [f"{stem}-uvpsf-real.fits", f"{stem}-uvpsf-imag.fits"]
-        if options.get("save-weights") and not mfs:
-            files.append(f"{stem}-{pols[0]}-weights.fits" if len(pols) > 1 else f"{stem}-weights.fits")
-        return files
-
-    files = []
-    for t in range(intervals):
-        base = f"{prefix}-t{t:04d}" if intervals > 1 else prefix
-        if channels_out > 1:
-            for c in range(channels_out):
-                files += for_channel(f"{base}-{c:04d}", mfs=False)
-            files += for_channel(f"{base}-MFS", mfs=True)
-        else:
-            files += for_channel(base, mfs=False)
-    if options.get("save-source-list") and niter > 0:
-        files.append(f"{prefix}-sources.txt")
-    return files
-
-
-# ------------------------------------------------------------------------------------------------
 # the option list of the WSClean that will run
-
-
 _HELP_OPTION = re.compile(r"(?:^|\s(?:and|/|\(or)\s+)-([a-z][a-z0-9-]*)")
 
 
@@ -202,9 +124,7 @@ def known_options(runtime) -> frozenset[str]:
                                  f"(its --help printed {len(names)} options)")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"identity": runtime.identity(), "options": sorted(names)}))
-        os.replace(tmp, cache)
+        write_text_atomic(cache, json.dumps({"identity": runtime.identity(), "options": sorted(names)}))
     except OSError:
         pass  # a read-only home only costs a --help per run
     return names
@@ -229,5 +149,5 @@ def command(wsclean: str, options: Sequence[tuple[str, object]], name: str, ms: 
     return argv + ["-name", name, *ms]
 
 
-__all__ = ["option_argv", "substitute", "resolve_channels_out", "predict_outputs", "parse_help",
+__all__ = ["option_argv", "substitute", "resolve_channels_out", "parse_help",
            "known_options", "check_options", "command", "PATH_OPTIONS", "TOKENS"]

@@ -1,0 +1,54 @@
+"""The run's vocabularies, each an Enum whose members are also their strings (journal and JSON stay plain).
+
+- `JobKind`: what a planned job does (`plan`): fixms, wsclean, reduce, mosaic.
+- `Status`: how the queue says a task ended (`queue`): ok, failed, skipped (a dependency failed).
+- `JobState`: a job as `mpimager status` and the report show it (`rundir.status`).
+- `RunState`: a run directory's current run (`rundir.status`).
+- `Retry`: what the runner does after a failed attempt (`runtime.runner`).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class StrEnum(str, Enum):
+    """An Enum member that is its value: `==`, f-strings, `json.dumps` and sorting see the plain string."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class JobKind(StrEnum):
+    FIXMS = "fixms"
+    WSCLEAN = "wsclean"
+    REDUCE = "reduce"
+    MOSAIC = "mosaic"
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class JobState(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    PENDING = "pending"
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    DIED = "died"
+    NONE = "no plan"
+
+
+class Retry(StrEnum):
+    SAME = "same command"
+    LOWER_GAINS = "gain and mgain halved"
+    NONE = "no retry"

@@ -1,0 +1,123 @@
+"""WSClean's file-name grammar, written once: the files a run writes (`predict_outputs`) and what a file name
+says (`parse_image_name`). Used by the plan (predicted outputs, the gather step's channel images), the gather
+step (which planes make a cube) and the report (which images are MFS images). As measured for WSClean 3.1:
+
+    PREFIX[-tNNNN][-CCCC|-MFS][-POL]-KIND.fits      KIND: image, residual, model, dirty, psf (no POL), ...
+    PREFIX[-tNNNN][-CCCC]-uv-real.fits, -uvpsf-imag.fits, -weights.fits, PREFIX-sources.txt
+
+POL is there when the run images more than one polarisation (XY and YX are written as XY and XYi); CCCC
+(4 digits) when it has more than one output channel, beside which an MFS image is written. `-pb` before
+`.fits` marks a primary-beam-corrected image. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from mpimager.errors import WSCleanOptionError
+
+POLS = ("I", "Q", "U", "V", "XX", "XY", "XYi", "YX", "YY", "RR", "RL", "RLi", "LR", "LL")
+IMAGE_KINDS = ("image", "residual", "model", "dirty", "psf", "first-residual")
+_IMAGE = re.compile(rf"^(?P<prefix>.+)-(?P<chan>\d{{4}}|MFS)-(?:(?P<pol>{'|'.join(POLS)})-)?"
+                    rf"(?P<kind>{'|'.join(IMAGE_KINDS)})(?P<pb>-pb)?\.fits$")
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """What the name of an image of a multi-channel run says: `chan` None for the MFS image."""
+
+    prefix: str
+    chan: int | None
+    pol: str | None
+    kind: str
+    pb: bool = False
+
+    @property
+    def is_channel(self) -> bool:
+        """One output channel's image (not MFS, not primary-beam corrected)."""
+        return self.chan is not None and not self.pb
+
+
+def parse_image_name(name: str) -> ImageName | None:
+    """`name` (a file name, no directory) as a channel or MFS image of a multi-channel run, else None (a
+    single-channel run's `PREFIX[-POL]-KIND.fits`, or not a WSClean image)."""
+    m = _IMAGE.match(name)
+    if not m:
+        return None
+    chan = None if m["chan"] == "MFS" else int(m["chan"])
+    return ImageName(m["prefix"], chan, m["pol"], m["kind"], bool(m["pb"]))
+
+
+def parse_pols(text: str) -> list[str]:
+    """WSClean's -pol list as upper-case names: 'IQU' -> I,Q,U; 'xx,yy' -> XX,YY; 'linear' -> XX,XY,YX,YY."""
+    text = text.strip().lower()
+    named = {"linear": ["xx", "xy", "yx", "yy"], "circular": ["rr", "rl", "lr", "ll"],
+             "instr": ["xx", "xy", "yx", "yy"], "iquv": ["i", "q", "u", "v"]}
+    parts = named.get(text) or [p for p in re.split(r"[,\s]+", text) if p]
+    pols: list[str] = []
+    for part in parts:
+        if part in ("xx", "xy", "yx", "yy", "rr", "rl", "lr", "ll"):
+            pols.append(part)
+        elif all(c in "iquv" for c in part):
+            pols.extend(part)
+        else:
+            raise WSCleanOptionError(f"unknown polarisation {part!r} in pol = {text!r}")
+    return [p.upper() for p in dict.fromkeys(pols)]
+
+
+def _image_pols(pols: list[str]) -> list[str]:
+    """The polarisation name parts WSClean writes: XY and YX become XY (real) and XYi (imaginary)."""
+    out = []
+    for p in pols:
+        if p in ("XY", "YX"):
+            out += [x for x in ("XY", "XYi") if x not in out]
+        elif p in ("RL", "LR"):
+            out += [x for x in ("RL", "RLi") if x not in out]
+        else:
+            out.append(p)
+    return out
+
+
+def predict_outputs(prefix: str, options: Mapping[str, object], channels_out: int) -> list[str]:
+    """The FITS (and text) files a WSClean run with these options writes, as measured for WSClean 3.1.
+
+    Files WSClean writes only sometimes (`-save-first-residual`) are not listed.
+    """
+    niter = int(options.get("niter", 0) or 0)
+    pols = _image_pols(parse_pols(str(options.get("pol", "I"))))
+    intervals = int(options.get("intervals-out", 1) or 1)
+    kinds = [] if options.get("no-dirty") else ["dirty"]
+    kinds += ["image"] + (["model", "residual"] if niter > 0 else [])
+    psf = niter > 0 or bool(options.get("make-psf"))
+    if options.get("make-psf-only"):
+        kinds, psf = [], True
+
+    def for_channel(stem: str, mfs: bool) -> list[str]:
+        files = []
+        for pol in pols:
+            p = f"{stem}-{pol}" if len(pols) > 1 else stem
+            files += [f"{p}-{k}.fits" for k in kinds]
+            if options.get("save-uv"):
+                files += [f"{p}-uv-real.fits", f"{p}-uv-imag.fits"]
+        if psf:  # one PSF per channel, shared by all polarisations (joined or not)
+            files.append(f"{stem}-psf.fits")
+            if options.get("save-uv"):
+                files += [f"{stem}-uvpsf-real.fits", f"{stem}-uvpsf-imag.fits"]
+        if options.get("save-weights") and not mfs:
+            files.append(f"{stem}-{pols[0]}-weights.fits" if len(pols) > 1 else f"{stem}-weights.fits")
+        return files
+
+    files = []
+    for t in range(intervals):
+        base = f"{prefix}-t{t:04d}" if intervals > 1 else prefix
+        if channels_out > 1:
+            for c in range(channels_out):
+                files += for_channel(f"{base}-{c:04d}", mfs=False)
+            files += for_channel(f"{base}-MFS", mfs=True)
+        else:
+            files += for_channel(base, mfs=False)
+    if options.get("save-source-list") and niter > 0:
+        files.append(f"{prefix}-sources.txt")
+    return files
