@@ -16,7 +16,7 @@ weight cube on disk:
 - reproject_and_coadd, channel by channel, as a user would write it: each beam's plane divided by its
   primary beam (evaluated on the beam's own grid) with input weights w P^2, combine_function='mean', its
   result and footprint (the summed weights) written as planes of the two cubes.
-Each row is a separate process timed with GNU time (wall, peak RSS); the page cache is warm. `max |diff|`:
+Each row is a separate process timed with GNU time (wall, CPU, peak RSS); the page cache is warm. `max |diff|`:
 the largest difference between the row's mosaic and mpimager's, relative to the mosaic's peak.
 """
 
@@ -62,7 +62,7 @@ def make_data(cache: Path, beams: int, nchan: int, size: int, pitch: float) -> l
     yy, xx = np.mgrid[-12:13, -12:13]
     sig = BEAM / 2.5 / (2 * math.sqrt(2 * math.log(2)))
     stamp_img = np.exp(-(xx ** 2 + yy ** 2) / (2 * sig * sig)).astype(np.float32)
-    for path, centre in zip(paths, centres):
+    for path, centre in zip(paths, centres, strict=True):
         h = fits.Header()
         h["SIMPLE"], h["BITPIX"], h["NAXIS"] = True, -32, 4
         h["NAXIS1"], h["NAXIS2"], h["NAXIS3"], h["NAXIS4"] = size, size, nchan, 1
@@ -75,7 +75,7 @@ def make_data(cache: Path, beams: int, nchan: int, size: int, pitch: float) -> l
         h["BMAJ"], h["BMIN"], h["BPA"], h["BUNIT"] = BEAM / 3600, BEAM / 3600, 0.0, "JY/BEAM"
         base = (1e-3 * rng.standard_normal((size, size))).astype(np.float32)
         xs, ys = rng.integers(20, size - 20, 64), rng.integers(20, size - 20, 64)
-        for x, y, f in zip(xs, ys, rng.uniform(0.01, 1.0, 64)):
+        for x, y, f in zip(xs, ys, rng.uniform(0.01, 1.0, 64), strict=True):
             base[y - 12:y + 13, x - 12:x + 13] += f * stamp_img
         with open(path, "wb") as out:
             out.write(h.tostring().encode())
@@ -90,15 +90,15 @@ def make_data(cache: Path, beams: int, nchan: int, size: int, pitch: float) -> l
     return paths
 
 
-def timed(argv: list[str]) -> tuple[float, float]:
-    """(wall s, peak RSS MB) of a command under GNU time."""
+def timed(argv: list[str]) -> tuple[float, float, float]:
+    """(wall s, peak RSS MB, CPU s) of a command under GNU time."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        r = subprocess.run(["/usr/bin/time", "-o", tf.name, "-f", "%e %M", *argv], env=ENV, capture_output=True,
-                           text=True)
+        r = subprocess.run(["/usr/bin/time", "-o", tf.name, "-f", "%e %M %U %S", *argv], env=ENV,
+                           capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(map(str, argv))} failed ({r.returncode}):\n{r.stderr[-3000:]}")
-        wall, rss = tf.read().split()[-2:]
-    return float(wall), float(rss) / 1024.0
+        wall, rss, user, system = tf.read().split()[-4:]
+    return float(wall), float(rss) / 1024.0, float(user) + float(system)
 
 
 def coadd(grid_file: Path, out: Path, cubes: list[Path], cutoff: float = 0.2) -> None:
@@ -133,7 +133,7 @@ def coadd(grid_file: Path, out: Path, cubes: list[Path], cutoff: float = 0.2) ->
             freq = F0 + c * DF
             fwhm = math.degrees(1.09 * 299792458.0 / freq / 12.0)
             data, wts = [], []
-            for h, cube, theta, w in zip(headers, planes, thetas, weights):
+            for h, cube, theta, w in zip(headers, planes, thetas, weights, strict=True):
                 pb = np.exp(-4 * math.log(2) * (theta / fwhm) ** 2)
                 use = pb >= cutoff
                 data.append((np.where(use, np.asarray(cube[c], dtype=np.float32) / pb, 0.0), WCS(h).celestial))
@@ -190,15 +190,15 @@ def main(argv=None) -> int:
     variants += [(f"mpimager mosaic --planes {n}", ["--planes", str(n)]) for n in args.planes]
     for label, extra in variants:
         out = work / label.replace(" ", "_")
-        wall, rss = timed([py, "-m", "mpimager", "mosaic", "--quiet", "--out", str(out), "--name", "m", *extra,
-                           *map(str, cubes)])
-        rows.append((label, wall, rss, out / "m.mosaic.fits"))
-        print(f"  {label}: {wall:.1f} s, {rss:.0f} MB", flush=True)
-    ours = rows[0][3]
+        wall, rss, cpu = timed([py, "-m", "mpimager", "mosaic", "--quiet", "--out", str(out), "--name", "m", *extra,
+                                *map(str, cubes)])
+        rows.append((label, wall, cpu, rss, out / "m.mosaic.fits"))
+        print(f"  {label}: {wall:.1f} s, {cpu:.1f} CPU s, {rss:.0f} MB", flush=True)
+    ours = rows[0][-1]
     theirs = work / "coadd.fits"
-    wall, rss = timed([py, __file__, "--coadd-worker", str(ours), str(theirs), *map(str, cubes)])
-    rows.append(("reproject_and_coadd (0.21)", wall, rss, theirs))
-    print(f"  reproject_and_coadd: {wall:.1f} s, {rss:.0f} MB", flush=True)
+    wall, rss, cpu = timed([py, __file__, "--coadd-worker", str(ours), str(theirs), *map(str, cubes)])
+    rows.append(("reproject_and_coadd (0.21)", wall, cpu, rss, theirs))
+    print(f"  reproject_and_coadd: {wall:.1f} s, {cpu:.1f} CPU s, {rss:.0f} MB", flush=True)
 
     from astropy.io import fits
 
@@ -207,9 +207,10 @@ def main(argv=None) -> int:
     print(f"\n{args.beams} beams x {args.nchan} channels of {args.size}^2 -> {h['NAXIS1']} x {h['NAXIS2']} "
           f"(one output plane {plane_mb:.0f} MB), {len(os.sched_getaffinity(0))} cores, "
           f"load {os.getloadavg()[0]:.1f}")
-    print(f"{'row':<30} {'wall s':>8} {'peak RSS MB':>12} {'RSS/plane':>10} {'max |diff|':>11}")
-    for label, wall, rss, path in rows:
-        print(f"{label:<30} {wall:>8.1f} {rss:>12.0f} {rss / plane_mb:>10.1f} {max_diff(path, ours):>11.2e}")
+    print(f"{'row':<30} {'wall s':>8} {'CPU s':>8} {'peak RSS MB':>12} {'RSS/plane':>10} {'max |diff|':>11}")
+    for label, wall, cpu, rss, path in rows:
+        print(f"{label:<30} {wall:>8.1f} {cpu:>8.1f} {rss:>12.0f} {rss / plane_mb:>10.1f} "
+              f"{max_diff(path, ours):>11.2e}")
     return 0
 
 

@@ -9,9 +9,9 @@ attenuated by the beam's Gaussian primary beam (drawn here from first principles
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from astropy.io import fits

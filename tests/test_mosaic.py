@@ -68,7 +68,7 @@ def test_the_mosaic_is_the_weighted_formula_on_the_reprojected_planes(field):
 
 
 def test_the_noise_of_the_mosaic_is_one_over_the_square_root_of_the_weight(field):
-    paths, made = field
+    _paths, made = field
     cube = fits.getdata(made.paths.cube)[0]
     weight = fits.getdata(made.paths.weight)[0]
     z = (cube * np.sqrt(weight))[np.isfinite(cube)]
@@ -98,7 +98,7 @@ def test_every_mosaic_file_carries_the_beam_centres_and_a_beam_log_sits_beside(f
         with fits.open(p) as h:
             t = h["BEAMCENTRES"].data
             assert list(t["BEAM"]) == [0, 1, 2, 3]
-            for row, cube in zip(t, paths):
+            for row, cube in zip(t, paths, strict=True):
                 bh = fits.getheader(cube)
                 assert angular_distance(row["RA"], row["DEC"], bh["CRVAL1"], bh["CRVAL2"]) * 3600 < 1e-6
                 assert row["WEIGHT"] == pytest.approx(1e4)
@@ -210,7 +210,7 @@ def test_the_command_under_mpirun_makes_the_same_mosaic_as_one_process(tmp_path,
     paths, made = field
     r = run_cli("mosaic", "--out", tmp_path, "--name", "field-I", "--planes", "1", *paths, mpi=2, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    for a, b in zip(made.paths.fits, (tmp_path / p.name for p in made.paths.fits)):
+    for a, b in zip(made.paths.fits, (tmp_path / p.name for p in made.paths.fits), strict=True):
         assert np.array_equal(fits.getdata(a), fits.getdata(b), equal_nan=True), b.name
     assert str(tmp_path / "field-I.mosaic.fits") in r.stdout
 
@@ -231,7 +231,7 @@ def test_the_mosaic_quick_look_marks_every_beam_centre(tmp_path, field):
 
     from mpimager.report import mosaiclook, quicklook
 
-    paths, made = field
+    _paths, made = field
     png = tmp_path / "m.png"
     look = quicklook.image_quicklook(str(made.paths.mfs), str(png))
     plain = imread(png)
@@ -240,7 +240,7 @@ def test_the_mosaic_quick_look_marks_every_beam_centre(tmp_path, field):
     marked = imread(png)
     assert marked.shape == plain.shape
     for _, ra, dec in mosaiclook.beam_centres(str(made.paths.mfs)):
-        col, row = (int(round(v)) for v in look.world_to_png(ra, dec))
+        col, row = (round(v) for v in look.world_to_png(ra, dec))
         r, g, b = marked[row, col, :3]
         assert g > 0.8 and b > 0.8 and r < 0.3  # cyan where the beam's centre is
     assert np.abs(marked - plain).sum() < 0.02 * plain.size  # the rest untouched

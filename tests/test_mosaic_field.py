@@ -74,7 +74,7 @@ def fit_point_source(plane, header, x0, y0, half=6):
     cell = header["CDELT2"] * 3600
     sa, sb = (header[k] * 3600 / cell / (2 * math.sqrt(2 * math.log(2))) for k in ("BMAJ", "BMIN"))
     pa = math.radians(header["BPA"])  # east of north; east is -x
-    xi, yi = int(round(x0)), int(round(y0))
+    xi, yi = round(x0), round(y0)
     stamp = plane[yi - half:yi + half + 1, xi - half:xi + half + 1]
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
 
@@ -88,7 +88,7 @@ def fit_point_source(plane, header, x0, y0, half=6):
 
 
 def test_the_run_plans_one_mosaic_per_product_after_the_gather_and_resumes(field_run):
-    tmp, paths, config, r = field_run
+    tmp, _paths, config, r = field_run
     assert "11 done, 0 already done, 0 failed" in r.stdout  # 4 FixMS, 4 WSClean, 1 gather, 2 mosaics
     manifest = json.loads((tmp / "run" / "manifest.json").read_text())
     jobs = {j["id"]: j for j in manifest["jobs"]}
@@ -106,8 +106,8 @@ def test_the_run_plans_one_mosaic_per_product_after_the_gather_and_resumes(field
 
 
 def test_every_source_has_its_true_flux_at_its_position_where_its_nearest_beam_sees_it(field_run):
-    tmp, paths, config, r = field_run
-    header, cube, mfs, weight, _ = _mosaic(tmp, "restored")
+    tmp, _paths, _config, _r = field_run
+    header, cube, mfs, _weight, _ = _mosaic(tmp, "restored")
     wcs = WCS(header).celestial
     freqs = header["CRVAL3"] + header["CDELT3"] * np.arange(header["NAXIS3"])
     centres = field.beam_centres(4, PITCH, BORESIGHT)
@@ -129,7 +129,7 @@ def test_the_noise_in_overlaps_is_lower_than_in_one_beam_by_the_expected_factor(
     """On the residual mosaic (the same beams and weights, sources subtracted), away from the sources: the rms
     in pixels where two or more beams share the weight against pixels where one beam holds >90% of it, over
     all channels, compared with sqrt(mean 1/W) of the same pixels (the mosaic noise is 1/sqrt(sum w P^2))."""
-    tmp, paths, config, r = field_run
+    tmp, _paths, _config, _r = field_run
     header, cube, _, weight, table = _mosaic(tmp, "residual")
     wcs = WCS(header).celestial
     ny, nx = cube.shape[1:]
@@ -139,7 +139,7 @@ def test_the_noise_in_overlaps_is_lower_than_in_one_beam_by_the_expected_factor(
                 (images / f"beam{b:02d}-I-residual.cube.weights.txt").read_text().splitlines()[1:]]
                for b in table["BEAM"]]
     theta = [np.vectorize(lambda a, d, c=c: field.distance_deg(c, (a, d)))(ra, dec)
-             for c in zip(table["RA"], table["DEC"])]
+             for c in zip(table["RA"], table["DEC"], strict=True)]
     freqs = header["CRVAL3"] + header["CDELT3"] * np.arange(header["NAXIS3"])
     yy, xx = np.mgrid[0:ny, 0:nx]
     far = np.ones((ny, nx), dtype=bool)  # 5' (10 pixels) clear of every source: what CLEAN left there is no noise
@@ -149,7 +149,7 @@ def test_the_noise_in_overlaps_is_lower_than_in_one_beam_by_the_expected_factor(
     regions: dict[str, list] = {"overlap": [], "single": []}
     for c, f in enumerate(freqs):
         pb = [field.gaussian_response(t, f) for t in theta]
-        terms = np.array([w[c] * np.where(p >= 0.2, p, 0) ** 2 for w, p in zip(weights, pb)])
+        terms = np.array([w[c] * np.where(p >= 0.2, p, 0) ** 2 for w, p in zip(weights, pb, strict=True)])
         with np.errstate(invalid="ignore"):
             share = terms.max(axis=0) / terms.sum(axis=0)
         good = np.isfinite(cube[c]) & far
@@ -164,10 +164,10 @@ def test_the_noise_in_overlaps_is_lower_than_in_one_beam_by_the_expected_factor(
 
 
 def test_the_beam_centre_table_holds_the_beams_own_directions(field_run):
-    tmp, paths, config, r = field_run
+    tmp, _paths, _config, _r = field_run
     for kind in ("restored", "residual"):
         _, _, _, _, table = _mosaic(tmp, kind)
         assert list(table["BEAM"]) == [0, 1, 2, 3]
-        for row, centre in zip(table, field.beam_centres(4, PITCH, BORESIGHT)):
+        for row, centre in zip(table, field.beam_centres(4, PITCH, BORESIGHT), strict=True):
             assert field.distance_deg((row["RA"], row["DEC"]), centre) * 3600 < 1.0
             assert field.distance_deg((row["RA"], row["DEC"]), BORESIGHT) > 0.6  # not the boresight

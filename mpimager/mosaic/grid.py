@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -134,7 +134,7 @@ def field_grid(cubes: Sequence[BeamCube], radii: Sequence[float | None],
     probe = FieldGrid(centre, cell, (1, 1), (1.0, 1.0))
     wcs = probe.wcs()
     spans = []
-    for cube, radius in zip(cubes, radii):
+    for cube, radius in zip(cubes, radii, strict=True):
         ra, dec = footprint_points(cube, radius)
         px, py = wcs.world_to_pixel_values(ra, dec)
         spans.append((math.floor(np.min(py)) - 2, math.ceil(np.max(py)) + 3,

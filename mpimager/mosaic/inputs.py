@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -167,10 +167,11 @@ def _beams_table(path: Path, nchan: int) -> tuple[Beam | None, ...]:
                 raise InputError(f"{path}: CASAMBM is set but there is no BEAMS table")
             t = hdul["BEAMS"].data
             chans = np.asarray(t["CHAN"]) if "CHAN" in t.names else np.arange(len(t))
-            rows = {int(c): (float(a), float(b), float(p)) for c, a, b, p in zip(chans, t["BMAJ"], t["BMIN"], t["BPA"])}
+            columns = zip(chans, t["BMAJ"], t["BMIN"], t["BPA"], strict=True)
+            rows = {int(c): (float(a), float(b), float(p)) for c, a, b, p in columns}
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a damaged table is an input problem
+    except Exception as exc:
         raise InputError(f"{path}: unreadable BEAMS table ({exc})") from None
     out = []
     for c in range(nchan):
@@ -212,7 +213,7 @@ def read_cube(path: Path, beam_id: int | None = None, weights: Path | None = Non
         if beam is None:
             raise InputError(f"{path}: {problem}")
         beams = (beam,) * nchan
-    stokes = STOKES_CODES.get(int(round(float(header.get(f"CRVAL{si}", 1.0))))) if si is not None else "I"
+    stokes = STOKES_CODES.get(round(float(header.get(f"CRVAL{si}", 1.0)))) if si is not None else "I"
     if beam_id is None:
         found = _BEAM_IN_NAME.findall(path.name)
         if not found:
@@ -259,10 +260,10 @@ def check_compatible(cubes: Sequence[BeamCube]) -> None:
             raise InputError(f"{c.path}: Stokes {c.stokes}, but {first.path} is Stokes {first.stokes}")
         if c.bunit.upper() != first.bunit.upper():
             raise InputError(f"{c.path}: BUNIT {c.bunit!r}, but {first.path} has {first.bunit!r}")
-        if c.nchan != first.nchan or any(abs(a - b) > 1e-6 * abs(b) for a, b in zip(c.freqs, first.freqs)):
+        if c.nchan != first.nchan or any(abs(a - b) > 1e-6 * abs(b) for a, b in zip(c.freqs, first.freqs, strict=True)):
             raise InputError(f"{c.path}: another spectral axis ({c.nchan} channels from {c.freqs[0] / 1e6:.4f} MHz) "
                              f"than {first.path} ({first.nchan} from {first.freqs[0] / 1e6:.4f} MHz)")
-        if any(abs(a - b) > 1e-6 * b for a, b in zip(c.cell, first.cell)):
+        if any(abs(a - b) > 1e-6 * b for a, b in zip(c.cell, first.cell, strict=True)):
             raise InputError(f"{c.path}: pixel size {c.cell[0] * 3600:.4f}\" x {c.cell[1] * 3600:.4f}\", but "
                              f"{first.path} has {first.cell[0] * 3600:.4f}\" x {first.cell[1] * 3600:.4f}\"")
     for ch in range(first.nchan):

@@ -7,8 +7,9 @@ calls; `mpimager mosaic` builds the same value from its flags, so a run and a st
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from mpimager.errors import ConfigError
 
@@ -52,7 +53,7 @@ class MosaicOptions:
                 object.__setattr__(self, f.name, coerced)
 
     @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], where: str = "[mosaic]") -> "MosaicOptions":
+    def from_mapping(cls, d: Mapping[str, Any], where: str = "[mosaic]") -> MosaicOptions:
         """Validate a `[mosaic]` TOML table `d`; unknown keys and bad values raise ConfigError naming the key."""
         known = [f.name for f in fields(cls)]
         values = {}
@@ -63,7 +64,7 @@ class MosaicOptions:
             values[key] = _coerce(key, value, where)
         return cls(**values)
 
-    def with_flags(self, **flags: Any) -> "MosaicOptions":
+    def with_flags(self, **flags: Any) -> MosaicOptions:
         """A copy with the non-None `flags` set (command-line overrides)."""
         return replace(self, **{k: v for k, v in flags.items() if v is not None})
 

@@ -16,9 +16,9 @@ Two models, one interface (`response(grid, box, freqs) -> (k, ny, nx)` float32 o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class ImageBeam:
     freqs: tuple[float, ...]
 
     @classmethod
-    def open(cls, path: Path) -> "ImageBeam":
+    def open(cls, path: Path) -> ImageBeam:
         """Check the primary-beam file at `path` and read its frequencies."""
         from mpimager.mosaic.inputs import read_cube_axes
 

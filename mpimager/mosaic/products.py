@@ -13,9 +13,9 @@ mean 1/sigma^2 over its channels) and, when the channels' restoring beams differ
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -166,7 +166,7 @@ def write_beamlog(path: Path, name: str, cubes: Sequence[BeamCube], beams: Seque
              f"{grid.cell * 3600:.4f}\" pixels, {grid.shape[1]} x {grid.shape[0]}",
              f"# primary beam {model}, cutoff {cutoff:g}",
              "#channel freq_Hz bmaj bmin bpa beams_used peak_weight"]
-    for ch, (b, n, p) in enumerate(zip(beams, used, peaks)):
+    for ch, (b, n, p) in enumerate(zip(beams, used, peaks, strict=True)):
         lines.append(f"{ch} {cubes[0].freqs[ch]:.6f} {fmt(b)} {n} {p:.6g}")
     lines.append("#beam ra_deg dec_deg file weights...")
     for c in cubes:

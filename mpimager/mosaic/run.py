@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -148,7 +148,7 @@ def _make_block(plan: MosaicPlan, block: list[int], layouts, mfs: np.ndarray) ->
     num = np.zeros((len(block), ny, nx), dtype=np.float32)
     den = np.zeros((len(block), ny, nx), dtype=np.float32)
     used = [0] * len(block)
-    for cube, model, box in zip(plan.cubes, plan.models, plan.boxes):
+    for cube, model, box in zip(plan.cubes, plan.models, plan.boxes, strict=True):
         mine = [(j, ch) for j, ch in enumerate(block) if cube.usable(ch)]
         if not mine:
             continue
@@ -198,7 +198,7 @@ def mosaic_cubes(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pa
     for block in _blocks(plan.cubes[0].nchan, options.planes)[rank::size]:
         try:
             done += _make_block(plan, block, layouts, mfs)
-        except Exception as exc:  # noqa: BLE001 - reported by rank 0 after the others finish
+        except Exception as exc:
             error = f"channels {block[0]}-{block[-1]}: {type(exc).__name__}: {exc}"
             log_.debug("mosaic block failed", exc_info=True)
             break
@@ -214,7 +214,7 @@ def mosaic_cubes(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pa
         try:
             result = _finish(plan, layouts, total, parts, time.perf_counter() - t0)
             say(f"mosaic {name}: {plan.paths.cube} ({time.perf_counter() - t0:.1f} s on {size} rank(s))")
-        except Exception as exc:  # noqa: BLE001 - every rank raises it
+        except Exception as exc:
             result = exc if isinstance(exc, JobError) else JobError(f"mosaic {name}: {type(exc).__name__}: {exc}")
     if comm is not None:
         result = comm.bcast(result, root=0)
@@ -248,7 +248,7 @@ def _finish(plan: MosaicPlan, layouts, total: np.ndarray, parts, seconds: float)
         products.write_beamlog(plan.paths.beamlog, plan.name, plan.cubes, products.channel_beams(plan.cubes),
                                [d.beams_used for d in done], [d.peak_weight for d in done], plan.grid,
                                plan.options.cutoff, model)
-        for layout, path in zip(layouts, plan.paths.fits):
+        for layout, path in zip(layouts, plan.paths.fits, strict=True):
             os.replace(layout.path, path)
     except BaseException:
         for layout in layouts:

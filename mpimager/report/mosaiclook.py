@@ -25,7 +25,7 @@ def beam_centres(fits_path: str) -> list[tuple[int, float, float]]:
         if "BEAMCENTRES" not in hdul:
             return []
         t = hdul["BEAMCENTRES"].data
-        return [(int(b), float(r), float(d)) for b, r, d in zip(t["BEAM"], t["RA"], t["DEC"])]
+        return [(int(b), float(r), float(d)) for b, r, d in zip(t["BEAM"], t["RA"], t["DEC"], strict=True)]
 
 
 def mark_beam_centres(look, fits_path: str) -> int:

@@ -12,8 +12,8 @@ from mpimager's own primary-beam code, so that tests compare the two.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def _add_sources(ms: Path, sources: Sequence[synth.Source], centre: tuple[float,
 
 
 def make_askap_field(directory, sources: Sequence[synth.Source], n_beams: int = 4, *, pitch_deg: float = 0.9,
-                     boresight_deg: Optional[Sequence[float]] = None, field: str = synth.DEFAULT_FIELD,
+                     boresight_deg: Sequence[float] | None = None, field: str = synth.DEFAULT_FIELD,
                      sbid: int = 8593, dish_m: float = 12.0, fwhm_factor: float = 1.09,
                      receptor_angle_deg: float = synth.DEFAULT_RECEPTOR_ANGLE_DEG, seed: int = 0,
                      **ms_kwargs) -> list[Path]:
