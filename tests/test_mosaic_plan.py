@@ -94,3 +94,13 @@ def test_paths_in_the_mosaic_section_resolve_against_the_config_file(tmp_path):
     m = load_config(config).mosaic
     assert m.out_dir == str(tmp_path / "mos") and m.primary_beams == str(tmp_path / "pb" / "beam$beam$.fits")
     assert m.dish_and_factor == (12.0, 1.09)
+
+
+def test_a_missing_primary_beam_file_is_refused_before_any_job(tmp_path, raw_observation):
+    (tmp_path / "pb").mkdir()
+    for b in (0, 1, 3):
+        (tmp_path / "pb" / f"beam{b:02d}.fits").write_bytes(b"")
+    r, _ = plan(tmp_path, raw_observation, "[reduce]\nscope = 'observation'\n[mosaic]\nenabled = true\n"
+                                           "primary_beams = 'pb/beam$beam$.fits'\n")
+    assert r.returncode == 2 and f"primary_beams: {tmp_path / 'pb' / 'beam02.fits'} (beam 02 of RACS_1347-37A) " \
+                                 "is not a file" in r.stderr

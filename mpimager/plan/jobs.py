@@ -324,7 +324,10 @@ def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         argv += ["--fwhm-factor", str(m.fwhm_factor)] if m.fwhm_factor else []
         argv += ["--centre", *map(str, m.centre)] if m.centre else []
         for i in ids if m.primary_beams else ():
-            argv += ["--pb", m.primary_beams.replace("$beam$", f"{i:02d}")]
+            pb = m.primary_beams.replace("$beam$", f"{i:02d}")
+            if not os.path.isfile(pb):
+                raise InputError(f"{config.path}: [mosaic] primary_beams: {pb} (beam {i:02d} of {field}) is not a file")
+            argv += ["--pb", pb]
         argv += [cube for _, _, cube in members]
         ms = tuple(dict.fromkeys(x for j, _, _ in members for x in j.ms))
         jobs.append(Job(id=f"mosaic:{name}", kind=JobKind.MOSAIC, ms=ms,
