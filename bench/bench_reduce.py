@@ -1,9 +1,18 @@
 """Benchmark of the gather step: `mpimager reduce` against RACS-tools (beamcon_2D + fitscube, beamcon_3D).
 
-One command, one table, same run, same data:
+One command, one run, side by side, same data:
 
-    python bench/bench_reduce.py                # 36 channels x 2048^2, medians of 3
-    python bench/bench_reduce.py --nchan 8 --size 512 --repeats 1    # a quick look
+    python bench/bench_reduce.py                         # suites 'field' and 'big' (cubes in), one run each
+    python bench/bench_reduce.py --suite channels        # 36 channel images x 2048^2, medians of 3
+    python bench/bench_reduce.py --suite field,big --field-size 256 --big-size 1024    # a quick look
+
+Suites:
+- channels: 36 channel images x 2048^2 to one cube (the earlier table).
+- field: a field of 10 beams x 36 channels (`--field-size`^2, default 1024), as 10 cubes with BEAMS tables
+  and as 360 channel images: mpimager (cubes, total and natural, scope observation; channel images, total)
+  against beamcon_3D --mode total and natural on the 10 cubes and beamcon_2D + fitscube on the images.
+- big: 12 channels of `--big-size`^2 (default 6144) as one cube and as channel images, all tools, then the
+  cube rows again at 24 channels (is peak RSS flat when the channel count doubles?).
 
 Data: WSClean-like channel images (2.5" pixels, beams 25" -> 15" with a turning position angle,
 256 point sources of 1 mJy - 1 Jy rendered analytically through each channel's beam, no noise), made
@@ -18,7 +27,6 @@ Needs `pip install racs-tools fitscube` (the `bench` extra) and Open MPI's mpiru
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import statistics
@@ -35,21 +43,58 @@ ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONF
        "OMPI_MCA_rmaps_base_oversubscribe": "1"}
 
 
-def make_data(cache: Path, nchan: int, size: int, nsrc: int) -> tuple[Path, list]:
+def stack_cube(files: list[Path], out: Path) -> Path:
+    """Stream channel images into a RA, DEC, FREQ, STOKES cube with a BEAMS table (one plane in memory)."""
+    import io
+
+    import numpy as np
+    from _reduce_fixtures import beams_hdu
+    from astropy.io import fits
+
+    if out.exists():
+        return out
+    heads = [fits.getheader(f) for f in files]
+    h = heads[0].copy()
+    h["NAXIS3"] = len(files)
+    h["EXTEND"] = True
+    if len(files) > 1:
+        h["CDELT3"] = heads[1]["CRVAL3"] - heads[0]["CRVAL3"]
+    for k in ("BMAJ", "BMIN", "BPA"):
+        h.remove(k, ignore_missing=True)
+    h["CASAMBM"] = True
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), beams_hdu([(x["BMAJ"] * 3600, x["BMIN"] * 3600, x["BPA"])
+                                                 for x in heads])]).writeto(buf)
+    table = buf.getvalue()[len(fits.PrimaryHDU().header.tostring()):]
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(h.tostring().encode())
+        for f in files:
+            with fits.open(f, memmap=True) as hdul:
+                fh.write(np.ascontiguousarray(hdul[0].data, dtype=">f4").tobytes())
+        fh.write(b"\0" * (-fh.tell() % 2880))
+        fh.write(table)
+    tmp.replace(out)
+    return out
+
+
+def make_data(cache: Path, nchan: int, size: int, nsrc: int, prefix: str = "bench",
+              beams: list | None = None) -> tuple[Path, list]:
+    """WSClean-like channel images PREFIX-000N-image.fits in a cached directory; (directory, sources)."""
     from _reduce_fixtures import make_channels, point_sources
 
-    d = cache / f"in-{nchan}x{size}-{nsrc}"
+    d = cache / f"in-{prefix}-{nchan}x{size}-{nsrc}"
     stamp = d / "done"
     sources = point_sources((size, size), nsrc, seed=42, margin=64)
     if not stamp.exists():
         shutil.rmtree(d, ignore_errors=True)
         t0 = time.time()
         print(f"making {nchan} channel images of {size}x{size} in {d} ...", flush=True)
-        make_channels(d, prefix="bench", nchan=nchan, shape=(size, size), cell=2.5, f0=800e6, df=8e6,
-                      sources=sources)
+        make_channels(d, prefix=prefix, nchan=nchan, shape=(size, size), cell=2.5, f0=800e6, df=8e6,
+                      sources=sources, beams=beams)
         stamp.write_text("ok\n")
         print(f"  made in {time.time() - t0:.0f} s", flush=True)
-    files = sorted(d.glob("bench-*-image.fits"))
+    files = sorted(d.glob(f"{prefix}-*-image.fits"))
     total = sum(f.stat().st_size for f in files)
     print(f"data: {len(files)} files, {total / 1e6:.0f} MB in {d}", flush=True)
     return d, sources
@@ -95,106 +140,211 @@ def peak_errors(cube: Path, sources) -> tuple[float, float, str]:
     return worst_all, worst_bright, beam
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nchan", type=int, default=36)
-    ap.add_argument("--size", type=int, default=2048)
-    ap.add_argument("--sources", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mpimager-bench-reduce")
-    ap.add_argument("--skip-racs", action="store_true", help="only the mpimager rows")
-    args = ap.parse_args(argv)
-
-    data, sources = make_data(args.cache, args.nchan, args.size, args.sources)
-    files = sorted(data.glob("bench-*-image.fits"))
-    work = args.cache / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    py = sys.executable
-    mpimager = [py, "-m", "mpimager", "reduce", "--quiet"]
-    cores = len(os.sched_getaffinity(0))
-
-    def racs_2d(ncores: int | None, tag: str):
-        out = work / tag
-        def run():
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
-            n = ["--ncores", str(ncores)] if ncores else []
-            w1, m1, c1 = timed(["beamcon_2D", "--conv_mode", "robust", "-s", "sm", "-o", str(out), *n,
-                                *map(str, files)])
-            smoothed = sorted(out.glob("*.sm.fits"))
-            w2, m2, c2 = timed(["fitscube", "combine", "-o", "--create-blanks", *map(str, smoothed),
-                                str(out / "cube.fits")])
-            return (w1 + w2, max(m1, m2), c1 + c2, out / "cube.fits",
-                    f"(beamcon_2D + fitscube: {w1:.1f} + {w2:.1f} s, {c1:.1f} + {c2:.1f} CPU s)")
-        return run
-
-    def ours(extra: list[str], tag: str, mpi: int | None = None):
-        out = work / f"{tag}.fits"
-        def run():
-            out.unlink(missing_ok=True)
-            cmd = [*mpimager, *extra, "--out", str(out), *map(str, files)]
-            if mpi:
-                cmd = ["mpirun", "-n", str(mpi), *cmd]
-            w, m, c = timed(cmd)
-            return w, m, c, out, ""
-        return run
-
-    rows = [("mpimager reduce, 1 process (threads = cores)", ours([], "ours")),
-            ("mpimager reduce, 1 process, 1 thread", ours(["--threads", "1"], "ours1"))]
-    if not args.skip_racs:
-        unconv = work / "unconvolved.fits"
-        print("stacking the unconvolved cube for beamcon_3D (untimed) ...", flush=True)
-        subprocess.run(["fitscube", "combine", "-o", "--create-blanks", *map(str, files), str(unconv)],
-                       check=True, capture_output=True, env=ENV)
-
-        def racs_3d():
-            out = work / "r3d"
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
-            w, m, c = timed(["beamcon_3D", "--mode", "total", "--conv_mode", "robust", "-o", str(out),
-                             str(unconv)])
-            [cube] = [p for p in out.glob("*.fits")]
-            return w, m, c, cube, ""
-        rows += [("RACS-tools beamcon_2D robust, 1 core + fitscube", racs_2d(1, "r2d1")),
-                 (f"RACS-tools beamcon_2D robust, default threads + fitscube", racs_2d(None, "r2dn")),
-                 ("RACS-tools beamcon_3D --mode total (cube in, cube out)", racs_3d)]
-    rows += [("mpirun -n 1 mpimager reduce --threads 1", ours(["--threads", "1"], "mpi1", mpi=1)),
-             ("mpirun -n 2 mpimager reduce --threads 1", ours(["--threads", "1"], "mpi2", mpi=2))]
-
-    warm(files)
-    results: dict[str, list] = {name: [] for name, _ in rows}
-    for rep in range(args.repeats):
-        for name, run in rows:  # round robin: machine load hits every row alike
-            wall, rss, cpu, cube, detail = run()
-            results[name].append((wall, rss, cpu, cube, detail))
-            print(f"  [{rep + 1}/{args.repeats}] {name}: {wall:.2f} s, {rss:.0f} MB, {cpu:.1f} CPU s {detail}",
-                  flush=True)
-
+def _row_table(title: str, rows, results, sources) -> dict:
     print()
-    load = os.getloadavg()[0]
-    print(f"{args.nchan} channels x {args.size}^2 float32 ({args.nchan * args.size ** 2 * 4 / 1e6:.0f} MB), "
-          f"{args.sources} sources, {cores} cores, {args.repeats} runs each (load average now {load:.1f})")
+    print(title)
     print()
-    print("| tool | wall s median (min) | CPU s median | peak RSS MB | worst peak error (all / >= 10 mJy) "
-          "| common beam |")
+    print("| tool | wall s | CPU s | peak RSS MB | worst peak error (all / >= 10 mJy) | beam |")
     print("| --- | --- | --- | --- | --- | --- |")
     walls = {}
     for name, _ in rows:
         runs = results[name]
         wall = statistics.median(r[0] for r in runs)
-        walls[name] = (wall, min(r[0] for r in runs))
+        walls[name] = (wall, min(r[0] for r in runs), max(r[1] for r in runs))
         cpu = statistics.median(r[2] for r in runs)
-        rss = max(r[1] for r in runs)
         err_all, err_bright, beam = peak_errors(runs[-1][3], sources)
-        print(f"| {name} | {wall:.2f} ({walls[name][1]:.2f}) | {cpu:.1f} | {rss:.0f} | "
+        more = f" {runs[-1][4]}" if runs[-1][4] else ""
+        print(f"| {name}{more} | {wall:.2f} | {cpu:.1f} | {walls[name][2]:.0f} | "
               f"{err_all:.1e} / {err_bright:.1e} | {beam} |")
-    ours = walls[rows[0][0]]
-    for name in walls:
-        if name.startswith("RACS-tools beamcon_2D robust, 1 core"):
-            theirs = walls[name]
-            print(f"\nmpimager reduce vs beamcon_2D (1 core) + fitscube: {theirs[0] / ours[0]:.1f}x faster "
-                  f"(medians), {theirs[1] / ours[1]:.1f}x (best runs)")
+    return walls
+
+
+def _ratios(walls: dict, ours: str) -> None:
+    """How many times faster `ours` is than each RACS-tools row, and its share of their peak RSS."""
+    if ours not in walls:
+        return
+    for name, (wall, _, rss) in walls.items():
+        if name.startswith("RACS-tools"):
+            print(f"  {ours} vs {name}: {wall / walls[ours][0]:.1f}x faster, {walls[ours][2] / rss:.2f} of its "
+                  f"peak RSS")
+
+
+def _run_rows(rows, repeats: int):
+    results: dict[str, list] = {name: [] for name, _ in rows}
+    for rep in range(repeats):
+        for name, run in rows:  # round robin: machine load hits every row alike
+            wall, rss, cpu, cube, detail = run()
+            results[name].append((wall, rss, cpu, cube, detail))
+            print(f"  [{rep + 1}/{repeats}] {name}: {wall:.2f} s, {rss:.0f} MB, {cpu:.1f} CPU s {detail} "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    return results
+
+
+def _ours(files, out: Path, extra: list[str], mpi: int | None = None):
+    def run():
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "mpimager", "reduce", "--quiet", *extra, "--out", str(out), *map(str, files)]
+        if mpi:
+            cmd = ["mpirun", "-n", str(mpi), *cmd]
+        w, m, c = timed(cmd)
+        cubes = sorted(out.glob("*.fits")) if out.is_dir() else [out]
+        return w, m, c, cubes[0], ""
+    return run
+
+
+def _racs_3d(cubes, out: Path, mode: str):
+    def run():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        w, m, c = timed(["beamcon_3D", "--mode", mode, "--conv_mode", "robust", "-o", str(out), *map(str, cubes)])
+        return w, m, c, sorted(out.glob("*.fits"))[0], ""
+    return run
+
+
+def _racs_2d(groups: list[list[Path]], out: Path, ncores: int | None = None):
+    """beamcon_2D on every channel image at once (one common beam), then fitscube per group into a cube."""
+    def run():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        n = ["--ncores", str(ncores)] if ncores else []
+        files = [f for g in groups for f in g]
+        w1, m1, c1 = timed(["beamcon_2D", "--conv_mode", "robust", "-s", "sm", "-o", str(out), *n, *map(str, files)])
+        w2 = c2 = m2 = 0.0
+        cubes = []
+        for g in groups:
+            smoothed = [out / (f.name[:-5] + ".sm.fits") for f in g]
+            cube = out / f"cube{len(cubes):02d}.fits"
+            w, m, c = timed(["fitscube", "combine", "-o", "--create-blanks", *map(str, smoothed), str(cube)])
+            w2, m2, c2 = w2 + w, max(m2, m), c2 + c
+            cubes.append(cube)
+            for f in smoothed:
+                f.unlink()
+        return (w1 + w2, max(m1, m2), c1 + c2, cubes[0], f"(beamcon_2D + fitscube: {w1:.1f} + {w2:.1f} s)")
+    return run
+
+
+def _cleanup(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+
+
+def suite_field(args, work: Path) -> None:
+    """(a) A field of 10 beams x 36 channels: cubes in (BEAMS tables), one common beam across the field."""
+    from _reduce_fixtures import varying_beams
+
+    size, nbeam, nchan = args.field_size, 10, 36
+    groups, cubes, sources = [], [], None
+    for b in range(nbeam):
+        beams = varying_beams(nchan, big=24.0 + 0.3 * b, small=14.0 + 0.2 * b, pa0=-40.0 + 9 * b, pa1=70.0 - 5 * b)
+        d, sources = make_data(args.cache, nchan, size, args.sources // 4, prefix=f"field.beam{b:02d}", beams=beams)
+        files = sorted(d.glob("field.beam*-image.fits"))
+        groups.append(files)
+        (args.cache / f"cubes-{nchan}x{size}").mkdir(exist_ok=True)
+        cubes.append(stack_cube(files, args.cache / f"cubes-{nchan}x{size}" / f"field.beam{b:02d}.fits"))
+    files = [f for g in groups for f in g]
+    rows = [("mpimager reduce, 10 cubes, total (scope observation)",
+             _ours(cubes, work / "ours-total", ["--scope", "observation"])),
+            ("mpimager reduce, 10 cubes, natural (scope observation)",
+             _ours(cubes, work / "ours-natural", ["--scope", "observation", "--resolution", "natural"])),
+            ("mpimager reduce, 360 channel images, total (scope observation)",
+             _ours(files, work / "ours-chans", ["--scope", "observation"]))]
+    if not args.skip_racs:
+        rows += [("RACS-tools beamcon_3D --mode total, 10 cubes", _racs_3d(cubes, work / "r3d-total", "total")),
+                 ("RACS-tools beamcon_3D --mode natural, 10 cubes", _racs_3d(cubes, work / "r3d-natural", "natural")),
+                 ("RACS-tools beamcon_2D robust + fitscube x10, 360 channel images", _racs_2d(groups, work / "r2d"))]
+    warm(cubes)
+    results = _run_rows(rows, args.repeats)
+    walls = _row_table(f"(a) field: {nbeam} cubes x {nchan} channels x {size}^2 float32 "
+                       f"({nbeam * nchan * size * size * 4 / 1e9:.2f} GB), load average now {os.getloadavg()[0]:.1f}",
+                       rows, results, sources)
+    _ratios(walls, rows[0][0])
+    _cleanup(work)
+
+
+def suite_big(args, work: Path) -> None:
+    """(b) 12 channels of 6144^2 as a cube and as channel images; the cube rows again at 24 channels."""
+    size = args.big_size
+    rows_all = []
+    d, sources = make_data(args.cache, 24, size, args.sources)
+    every = sorted(d.glob("bench-*-image.fits"))
+    for nchan in (12, 24):
+        files = every[:nchan]  # the 12-channel set is the first half of the 24
+        (args.cache / f"cubes-{nchan}x{size}").mkdir(exist_ok=True)
+        cube = stack_cube(files, args.cache / f"cubes-{nchan}x{size}" / "bench.fits")
+        tag = f"{nchan} ch"
+        rows = [(f"mpimager reduce, cube in, total, {tag}", _ours([cube], work / f"ours-cube-{nchan}", [])),
+                (f"mpimager reduce, channel images in, total, {tag}", _ours(files, work / f"ours-chans-{nchan}", []))]
+        if nchan == 12:
+            rows.insert(1, (f"mpimager reduce, cube in, natural, {tag}",
+                            _ours([cube], work / "ours-cube-nat", ["--resolution", "natural"])))
+        if not args.skip_racs:
+            rows.append((f"RACS-tools beamcon_3D --mode total, {tag}",
+                         _racs_3d([cube], work / f"r3d-{nchan}", "total")))
+            if nchan == 12:
+                rows += [(f"RACS-tools beamcon_3D --mode natural, {tag}",
+                          _racs_3d([cube], work / "r3d-nat", "natural")),
+                         (f"RACS-tools beamcon_2D robust + fitscube, {tag}", _racs_2d([files], work / "r2d"))]
+        warm([cube, *files])
+        results = _run_rows(rows, args.repeats)
+        walls = _row_table(f"(b) {nchan} channels x {size}^2 float32 ({nchan * size * size * 4 / 1e9:.2f} GB), "
+                           f"load average now {os.getloadavg()[0]:.1f}", rows, results, sources)
+        rows_all.append((nchan, walls))
+        _ratios(walls, f"mpimager reduce, cube in, total, {tag}")
+        _cleanup(work)
+    if len(rows_all) == 2:
+        print("\npeak RSS MB at 12 -> 24 channels:")
+        (_, w12), (_, w24) = rows_all
+        for name in w24:
+            name12 = name.replace("24 ch", "12 ch")
+            if name12 in w12:
+                print(f"  {name.replace(', 24 ch', '')}: {w12[name12][2]:.0f} -> {w24[name][2]:.0f}")
+
+
+def suite_channels(args, work: Path) -> None:
+    """36 channel images x 2048^2 to one cube, medians of `--repeats` (the earlier table)."""
+    data, sources = make_data(args.cache, args.nchan, args.size, args.sources)
+    files = sorted(data.glob("bench-*-image.fits"))
+    rows = [("mpimager reduce, 1 process (threads = cores)", _ours(files, work / "ours.fits", [])),
+            ("mpimager reduce, 1 process, 1 thread", _ours(files, work / "ours1.fits", ["--threads", "1"]))]
+    if not args.skip_racs:
+        unconv = work.parent / f"unconvolved-{args.nchan}x{args.size}.fits"
+        stack_cube(files, unconv)
+        rows += [("RACS-tools beamcon_2D robust, 1 core + fitscube", _racs_2d([files], work / "r2d1", 1)),
+                 ("RACS-tools beamcon_2D robust, default threads + fitscube", _racs_2d([files], work / "r2dn")),
+                 ("RACS-tools beamcon_3D --mode total (cube in, cube out)", _racs_3d([unconv], work / "r3d", "total"))]
+    rows += [("mpirun -n 1 mpimager reduce --threads 1", _ours(files, work / "mpi1.fits", ["--threads", "1"], mpi=1)),
+             ("mpirun -n 2 mpimager reduce --threads 1", _ours(files, work / "mpi2.fits", ["--threads", "1"], mpi=2))]
+    warm(files)
+    results = _run_rows(rows, args.repeats)
+    _row_table(f"{args.nchan} channels x {args.size}^2 float32, {args.sources} sources, {args.repeats} runs each "
+               f"(load average now {os.getloadavg()[0]:.1f})", rows, results, sources)
+    _cleanup(work)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", default="field,big", help="comma-separated: channels, field, big (default field,big)")
+    ap.add_argument("--nchan", type=int, default=36, help="channels suite: channels")
+    ap.add_argument("--size", type=int, default=2048, help="channels suite: image side")
+    ap.add_argument("--field-size", type=int, default=1024, help="field suite: image side")
+    ap.add_argument("--big-size", type=int, default=6144, help="big suite: image side")
+    ap.add_argument("--sources", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=None, help="runs per row (default 1; channels suite 3)")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mpimager-bench-reduce")
+    ap.add_argument("--skip-racs", action="store_true", help="only the mpimager rows")
+    args = ap.parse_args(argv)
+    suites = {"channels": suite_channels, "field": suite_field, "big": suite_big}
+    chosen = [x.strip() for x in args.suite.split(",") if x.strip()]
+    for name in chosen:
+        if name not in suites:
+            ap.error(f"--suite: unknown suite {name!r} (channels, field, big)")
+    print(f"{len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()}", flush=True)
+    for name in chosen:
+        if args.repeats is None:
+            args.repeats = 3 if name == "channels" else 1
+        work = args.cache / "work"
+        _cleanup(work)
+        suites[name](args, work)
     return 0
 
 

@@ -9,6 +9,7 @@ APT_PACKAGES=(
   openmpi-bin libopenmpi-dev       # mpirun, and the MPI library mpi4py loads
   bubblewrap mmdebstrap            # the WSClean container rootfs and the singularity stand-in (tests)
   chromium                         # renders the run report in the tests
+  python3-venv                     # scripts/test.sh installs the wheel into fresh venvs of Debian's python
 )
 
 missing=()
@@ -27,7 +28,13 @@ PY="${PYTHON:-python3}"
 # asked from / so that the answer is the installed package, not ./mpimager of the current directory
 installed="$(cd / && "$PY" -c 'import mpimager, os; print(os.path.dirname(os.path.dirname(mpimager.__file__)))' \
              2>/dev/null || true)"
-if [ "$installed" != "$here" ] || ! (cd / && "$PY" -c "import pytest, pytest_timeout, matplotlib, reproject" 2>/dev/null); then
+# MPIMAGER_EDITABLE=no (scripts/test.sh, which tests the built wheel in venvs of its own) leaves it alone
+if [ "${MPIMAGER_EDITABLE:-yes}" = no ]; then
+  :
+elif [ "$installed" != "$here" ] || ! (cd / && "$PY" -c "import pytest, pytest_timeout, matplotlib, reproject" 2>/dev/null); then
   echo "install.sh: pip install -e $here[test,report]"
   "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e "$here[test,report]"
 fi
+# scripts/test.sh builds the sdist and the wheel it tests
+(cd / && "$PY" -c "import build" 2>/dev/null) || "$PY" -m pip install -q --disable-pip-version-check \
+  --root-user-action=ignore build

@@ -10,9 +10,9 @@ mpimager.reduce.kernel, so the tests check the kernel against it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -164,3 +164,68 @@ def make_channels(directory: Path, prefix: str = "obs", nchan: int = 8, shape=(2
                     paths.append(directory / name)
                     freqs.append(freq)
     return ChannelSet(paths, freqs, beams, list(sources), cell, shape)
+
+
+TINY = float(np.finfo(np.float32).tiny)  # RACS-tools' "NaN PSF" marker
+
+
+def beams_hdu(beams: Sequence, npol: int = 1):
+    """A CASA BEAMS table (arcsec, arcsec, deg) with one row per (channel, pol); None -> the tiny marker."""
+    from astropy.io import fits
+
+    rows = [(c, p, b) for p in range(npol) for c, b in enumerate(beams)]
+    val = [(b if isinstance(b, tuple) else (TINY, TINY, TINY)) for _, _, b in rows]
+    cols = [fits.Column("BMAJ", "1E", "arcsec", array=np.array([v[0] for v in val], np.float32)),
+            fits.Column("BMIN", "1E", "arcsec", array=np.array([v[1] for v in val], np.float32)),
+            fits.Column("BPA", "1E", "deg", array=np.array([v[2] for v in val], np.float32)),
+            fits.Column("CHAN", "1J", array=np.array([r[0] for r in rows], np.int32)),
+            fits.Column("POL", "1J", array=np.array([r[1] for r in rows], np.int32))]
+    hdu = fits.BinTableHDU.from_columns(cols, name="BEAMS")
+    hdu.header["NCHAN"], hdu.header["NPOL"] = len(beams), npol
+    return hdu
+
+
+def cube_from_channels(channels: Sequence[Path], path: Path, order: str = "freq-stokes", beams: str = "table",
+                       header_beam: tuple | None = None) -> Path:
+    """Stack channel images (one Stokes or several, frequency-sorted as given) into a cube written by astropy.
+
+    order: 'freq-stokes' (RA DEC FREQ STOKES), 'stokes-freq' (RA DEC STOKES FREQ) or 'freq' (no STOKES
+    axis). beams: 'table' (CASAMBM + BEAMS), 'header' (`header_beam`, else the first channel's), 'none'.
+    """
+    from astropy.io import fits
+
+    heads = [fits.getheader(p) for p in channels]
+    data = [fits.getdata(p)[0, 0] for p in channels]
+    freqs = sorted({h["CRVAL3"] for h in heads})
+    pols = list(dict.fromkeys(h["CRVAL4"] for h in heads))
+    cube = np.full((len(pols), len(freqs)) + data[0].shape, np.nan, np.float32)
+    chan_beams: list = [None] * len(freqs)
+    for h, d in zip(heads, data):
+        c, s = freqs.index(h["CRVAL3"]), pols.index(h["CRVAL4"])
+        cube[s, c] = d
+        if h.get("BMAJ"):
+            chan_beams[c] = (h["BMAJ"] * 3600, h["BMIN"] * 3600, h["BPA"])
+    h = heads[0].copy()
+    for k in ("BMAJ", "BMIN", "BPA"):
+        h.remove(k, ignore_missing=True)
+    h["CRVAL3"], h["CDELT3"] = freqs[0], (freqs[1] - freqs[0]) if len(freqs) > 1 else h["CDELT3"]
+    h["CRVAL4"] = pols[0]
+    if order == "stokes-freq":
+        cube = np.swapaxes(cube, 0, 1)
+        for key in ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT"):
+            h[f"{key}3"], h[f"{key}4"] = h[f"{key}4"], h[f"{key}3"]
+    elif order == "freq":
+        assert len(pols) == 1
+        cube = cube[0]
+        for key in ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT"):
+            h.remove(f"{key}4")
+    hdus = [fits.PrimaryHDU(cube, header=h)]
+    hdus[0].header.remove("NAXIS4", ignore_missing=True) if order == "freq" else None
+    if beams == "table":
+        hdus[0].header["CASAMBM"] = True
+        hdus.append(beams_hdu(chan_beams, len(pols)))
+    elif beams == "header":
+        b = header_beam or chan_beams[0]
+        hdus[0].header["BMAJ"], hdus[0].header["BMIN"], hdus[0].header["BPA"] = b[0] / 3600, b[1] / 3600, b[2]
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from mpimager.errors import InputError
-from mpimager.plan.jobs import Job
+from mpimager.planner.jobs import Job
 from mpimager.queue.mpiqueue import Placement
 from mpimager.runtime import multinode
 from mpimager.runtime.runner import mpi_launcher

@@ -10,7 +10,7 @@ from mpimager.config.load import load_config
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
 from mpimager.inputs.msinfo import MSInfo, SpectralWindow
-from mpimager.plan.jobs import PlanSettings, plan_jobs
+from mpimager.planner.jobs import PlanSettings, plan_jobs
 
 RUN = Path("/runs/r1")
 
@@ -173,7 +173,8 @@ def test_no_reduce_job_without_channels_or_when_disabled(tmp_path):
 # every [reduce] key, each away from its default (beam needs resolution "total")
 REDUCE_ALL = {"psf_cutoff": 30.0, "resolution": "total", "scope": "beam", "cubes": ["restored", "residual"],
               "purge": True, "axis_order": "stokes-freq", "names": "arrakis", "round_up": 0.5,
-              "beam": [40.0, 30.0, 10.0], "threads": 3, "min_weight": 0.01}
+              "beam": [40.0, 30.0, 10.0], "threads": 3, "min_weight": 0.01, "circularise": True,
+              "psf_outlier": 5.0, "ref_chan": "mid", "ref_freq": 8.5e8, "use_beamlogs": True}
 
 
 def gather_options(job):

@@ -7,12 +7,18 @@ import random
 
 import numpy as np
 import pytest
-
-from mpimager.reduce.beams import (Beam, beam_from_header, common_beam, convolving_beam, encloses,
-                                   round_up_beam, same_beam)
-from mpimager.reduce.kernel import convolve_plane, fft_convolve, pixel_covariance, uv_taper
-
 from _reduce_fixtures import beam_cov_pixels, varying_beams
+
+from mpimager.reduce.beams import (
+    Beam,
+    beam_from_header,
+    common_beam,
+    convolving_beam,
+    encloses,
+    round_up_beam,
+    same_beam,
+)
+from mpimager.reduce.kernel import convolve_plane, fft_convolve, pixel_covariance, uv_taper
 
 
 def test_covariance_round_trip_keeps_axes_and_position_angle():

@@ -3,20 +3,19 @@ with frequency (size and position angle) go in, cubes come out, and pixels and h
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import astropy.units as u
 import numpy as np
 import pytest
+from _reduce_fixtures import Source, make_channels, point_sources, render, varying_beams
 from astropy.io import fits
+from astropy.table import Table
 from radio_beam import Beams
 
 from mpimager.errors import InputError
 from mpimager.reduce import ReduceOptions, reduce_images
 from mpimager.reduce.beams import Beam, encloses
-
-from _reduce_fixtures import Source, make_channels, point_sources, render, varying_beams
 
 SHAPE = (192, 192)
 CELL = 2.5
@@ -90,9 +89,12 @@ def test_cutoff_zero_and_absent_beams_become_nan_planes_with_reasons(tmp_path):
     assert p.beam.major < 30.0  # the 40" channel was left out of the common beam
     assert p.beams[2] is None and p.beams[0] == p.beam
     assert sum("blanked" in line for line in lines) == 3
-    log = p.beamlog.read_text().splitlines()
-    assert len([x for x in log if not x.startswith("#")]) == 8
-    assert "blanked" in log[3 + 6] and "psf_cutoff" in log[3 + 6]
+    log = Table.read(p.beamlog)
+    assert len(log) == 8 and p.beamlog.name == "obs-I-restored.cube.beamlog.ecsv"
+    assert log["status"][6] == "blanked" and "psf_cutoff" in log["reason"][6]
+    assert log["status"][2] == "blanked" and "BMAJ=0" in log["reason"][2] and np.isnan(log["Target BMAJ"][2])
+    assert log["Target BMAJ"].unit == u.arcsec and log["Target BMAJ"][0] == pytest.approx(p.beam.major)
+    assert log["BMAJ"][0] == pytest.approx(beams[0][0], rel=1e-6) and log["beam_from"][0] == "header"
     weights = p.weights.read_text().splitlines()
     assert weights[0] == "#Channel Weight" and weights[3] == "2 0"
 
@@ -192,7 +194,7 @@ def test_arrakis_names_and_linmos_axis_order(tmp_path):
     assert names == [f"image.restored.{s}.RACS_1234-56.contcube.beam03.conv.fits" for s in "iqu"]
     q = next(p for p in products if p.stokes == "Q")
     assert q.weights.name == "weights.restored.q.RACS_1234-56.contcube.beam03.conv.txt"
-    assert q.beamlog.name == "beamlog.image.restored.q.RACS_1234-56.contcube.beam03.conv.txt"
+    assert q.beamlog.name == "beamlog.image.restored.q.RACS_1234-56.contcube.beam03.conv.ecsv"
     h, cube = fits.getheader(q.path), fits.getdata(q.path)
     assert (h["CTYPE3"], h["NAXIS3"], h["CRVAL3"], h["CTYPE4"], h["NAXIS4"]) == ("STOKES", 1, 2.0, "FREQ", 3)
     assert cube.shape == (3, 1, 96, 96)
@@ -243,6 +245,7 @@ def test_receptor_angle_is_carried_into_the_cube_header(tmp_path):
 
 def test_pol_axis_comes_from_a_fixms_d_measurement_set(tmp_path):
     from fixms.fix_ms_corrs import fix_ms_corrs
+
     from mpimager.reduce.receptor import pol_axis_from_ms
     from mpimager.testing.synth import make_ms
 

@@ -38,7 +38,9 @@ def test_a_full_table_is_accepted():
     ({"threads": 0}, "c.toml: [reduce] threads: expected a positive integer, got 0"),
     ({"psf_cutof": 30}, "c.toml: [reduce] unknown key 'psf_cutof' (did you mean 'psf_cutoff'?)"),
     ({"beam": [20, 30, 0]}, "c.toml: [reduce] beam: expected BMAJ >= BMIN > 0, got [20, 30, 0]"),
-    ({"beam": [30, 20, 0], "resolution": "natural"}, "c.toml: [reduce] beam: a fixed target beam needs"),
+    ({"ref_chan": "middle"}, "c.toml: [reduce] ref_chan: expected 'first', 'last', 'mid' or a plane index"),
+    ({"psf_outlier": 0.5}, "c.toml: [reduce] psf_outlier: expected a number >= 1, got 0.5"),
+    ({"circularise": 1}, "c.toml: [reduce] circularise: expected true or false, got 1"),
 ])
 def test_bad_values_name_the_key_and_what_was_expected(table, message):
     with pytest.raises(ConfigError) as exc:
@@ -47,10 +49,30 @@ def test_bad_values_name_the_key_and_what_was_expected(table, message):
     assert "\n" not in str(exc.value)
 
 
+def test_beamcon_3d_options_have_mpimager_names():
+    o = ReduceOptions.from_mapping({"resolution": "natural", "beam": [30, 20, 0], "circularise": True,
+                                    "ref_chan": "mid", "use_beamlogs": True, "psf_outlier": 0}, where="[reduce]")
+    assert (o.beam, o.circularise, o.ref_chan, o.use_beamlogs, o.psf_outlier) == \
+        ((30.0, 20.0, 0.0), True, "mid", True, None)
+    assert ReduceOptions().psf_outlier == 3.0
+    assert ReduceOptions.from_mapping({"ref_freq": 8e8}).ref_freq == 8e8
+
+
+def test_the_config_file_reduce_section_takes_the_new_keys(tmp_path):
+    from mpimager.config.load import load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[reduce]\nresolution = 'natural'\ncircularise = true\nref_chan = 'first'\n"
+                   "use_beamlogs = true\npsf_outlier = 4\nbeam = [30, 30, 0]\n")
+    r = load_config(cfg).reduce
+    assert (r.resolution, r.circularise, r.ref_chan, r.use_beamlogs, r.psf_outlier, r.beam) == \
+        ("natural", True, "first", True, 4.0, (30.0, 30.0, 0.0))
+
+
 def test_options_are_frozen_and_checked_when_built_in_code():
     o = ReduceOptions(cubes=["residual"])
     assert o.cubes == ("residual",)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
         o.purge = True
     with pytest.raises(ConfigError):
         ReduceOptions(resolution="fine")

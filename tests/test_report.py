@@ -137,7 +137,7 @@ def test_a_large_image_is_block_averaged_and_its_sources_stay_where_they_are(tmp
 def test_the_cube_quicklook_reads_beams_noise_and_the_spectrum_at_the_brightest_source(demo_run, tmp_path):
     run_dir, _ = demo_run
     cube = run_dir / "images" / "image.RACS_1347-37A.contcube.beam00.I-I-restored.cube.fits"
-    beamlog = cube.with_name(cube.name[:-5] + ".beamlog.txt")
+    beamlog = cube.with_name(cube.name[:-5] + ".beamlog.ecsv")
     weights = cube.with_name(cube.name[:-5] + ".weights.txt")
     look = cube_quicklook(str(cube), str(tmp_path / "c.png"), str(beamlog), str(weights))
     log = read_beamlog(str(beamlog))

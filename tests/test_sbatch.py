@@ -12,8 +12,8 @@ import pytest
 
 from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, snapshot, write_config
-from mpimager.plan import sbatch as slurm
-from mpimager.plan.jobs import Job
+from mpimager.planner import sbatch as slurm
+from mpimager.planner.jobs import Job
 
 TEMPLATE = ROOT / "slurm" / "mpimager.sbatch"
 TEMPLATE_MP = ROOT / "slurm" / "mpimager-nodes-mpi.sbatch"
@@ -289,7 +289,9 @@ def test_bad_options_are_one_line_refusals_with_exit_2_and_nothing_written(setup
     tmp, config, data = setup
     before = snapshot(tmp, data)
     if extra[0] == "--partition":
-        message = (f"mpimager: error: {TEMPLATE}: #SBATCH --partition: the value 'a b' cannot go in a directive "
+        from mpimager.cli.sbatch import TEMPLATE as rendered  # the packaged template (slurm/ in a checkout)
+
+        message = (f"mpimager: error: {rendered}: #SBATCH --partition: the value 'a b' cannot go in a directive "
                    "(whitespace, quotes, '#' or '\\')")
 
     r = run_cli("sbatch", config, data, "--submit", *extra, cwd=tmp)

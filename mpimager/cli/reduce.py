@@ -1,12 +1,16 @@
-"""Make PSF-matched spectral cubes from channel images (WSClean's or others'), over MPI ranks if launched so.
+"""Make PSF-matched spectral cubes from channel images and cubes, over MPI ranks if launched so.
 
-`mpimager reduce [options] --out OUT CHANNEL_IMAGES...`: the gather step of a run, standalone. Channel
-images are grouped by imaging prefix, Stokes and product from WSClean's names (P-0000-I-image.fits,
+`mpimager reduce [options] --out OUT IMAGES...`: the gather step of a run, standalone. Channel images
+are grouped by imaging prefix, Stokes and product from WSClean's names (P-0000-I-image.fits,
 P-0000-image.fits, P-0001-Q-residual.fits; MFS, psf, model and dirty files are skipped); other names
-form one group. OUT ending in .fits names the one cube; otherwise it is a directory and cubes are named
-PREFIX-S-KIND.cube.fits (KIND restored, residual or unconvolved) with PREFIX-S-KIND.cube.beamlog.txt and
+form one group. A cube (FREQ and STOKES axes in either order, or no STOKES axis) is read plane by plane,
+each Stokes its own product, named by the cube (PREFIX-S-KIND.cube.fits and Arrakis names are read
+back), its beams from its BEAMS table, else its header beam, else a beam log beside it (--use-beamlogs:
+the log before the header beam). Cubes and channel images of one prefix merge where their grids agree.
+OUT ending in .fits names the one cube; otherwise it is a directory and cubes are named
+PREFIX-S-KIND.cube.fits (KIND restored, residual or unconvolved) with PREFIX-S-KIND.cube.beamlog.ecsv and
 .weights.txt beside them, or with --names arrakis image.restored.s.REST.conv.fits,
-beamlog.image.restored.s.REST.conv.txt and weights.restored.s.REST.conv.txt for a prefix
+beamlog.image.restored.s.REST.conv.ecsv and weights.restored.s.REST.conv.txt for a prefix
 image.REST. Under mpirun every rank runs this command and the planes are spread over the ranks.
 """
 
@@ -21,8 +25,8 @@ from mpimager.reduce.options import AXIS_ORDERS, NAME_STYLES, RESOLUTIONS, Reduc
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = __doc__.split("\n", 2)[2].strip()
-    parser.add_argument("images", nargs="+", metavar="CHANNEL_IMAGES", type=Path,
-                        help="channel images (FITS, one plane each)")
+    parser.add_argument("images", nargs="+", metavar="IMAGES", type=Path,
+                        help="channel images (FITS, one plane each) and/or cubes")
     parser.add_argument("--out", required=True, type=Path, metavar="OUT",
                         help="OUT.fits for a single cube, else an output directory (made if missing)")
     parser.add_argument("--psf-cutoff", type=float, metavar="ARCSEC",
@@ -30,7 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", choices=RESOLUTIONS, default="total",
                         help="total: one beam for the band; natural: one common beam per channel (default total)")
     parser.add_argument("--scope", choices=("prefix", "observation"), default="prefix",
-                        help="channels sharing a common beam: each imaging prefix, or all inputs (default prefix)")
+                        help="channels sharing a common beam: each imaging prefix (or cube), or all inputs, "
+                             "e.g. a field's beams (default prefix)")
+    parser.add_argument("--circularise", action="store_true", help="make the target beam circular")
+    parser.add_argument("--psf-outlier", type=float, default=3.0, metavar="F",
+                        help="without --psf-cutoff: blank channels whose BMAJ exceeds F x the median or a quarter "
+                             "of the image (0: keep them; default 3)")
+    ref = parser.add_mutually_exclusive_group()
+    ref.add_argument("--ref-chan", metavar="first|last|mid|N",
+                     help="natural mode: the plane whose beam is written in the header")
+    ref.add_argument("--ref-freq", type=float, metavar="HZ",
+                     help="natural mode: the plane nearest this frequency gives the header beam")
+    parser.add_argument("--use-beamlogs", action="store_true",
+                        help="input cubes: a beam log beside the cube before its header beam")
     parser.add_argument("--cubes", default="restored", metavar="KINDS",
                         help="comma-separated: restored, residual, unconvolved (default restored)")
     parser.add_argument("--purge", action="store_true",
@@ -71,7 +87,9 @@ def options_from_args(args) -> ReduceOptions:
              "cubes": [c.strip() for c in args.cubes.split(",") if c.strip()], "purge": args.purge,
              "axis_order": args.axis_order, "names": args.names, "round_up": args.round_up,
              "beam": list(args.beam) if args.beam else None, "threads": args.threads,
-             "min_weight": args.min_weight}
+             "min_weight": args.min_weight, "circularise": args.circularise, "psf_outlier": args.psf_outlier,
+             "ref_chan": int(args.ref_chan) if (args.ref_chan or "").isdigit() else args.ref_chan,
+             "ref_freq": args.ref_freq, "use_beamlogs": args.use_beamlogs}
     return ReduceOptions.from_mapping(table, where="mpimager reduce:")
 
 

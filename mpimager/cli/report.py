@@ -9,6 +9,10 @@ going on or killed too. Quick-looks need matplotlib: `pip install mpimager[repor
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 
 def add_arguments(parser):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the --run-dir of a run")
@@ -25,8 +29,8 @@ def run(args) -> int:
     r = write_report(args.run_dir, max_px=args.max_px)
     made = f"{r.images} MFS image{'s' * (r.images != 1)}, {r.cubes} cube{'s' * (r.cubes != 1)}"
     if r.missing:
-        print(f"report: {r.path} ({made}; no quick-looks: {r.missing})", flush=True)
+        log.info(f"report: {r.path} ({made}; no quick-looks: {r.missing})")
     else:
-        print(f"report: {r.path} ({made}: {r.drawn} drawn, {r.reused} unchanged"
-              f"{f', {r.failed} could not be drawn' if r.failed else ''}; {r.seconds:.1f} s)", flush=True)
+        log.info(f"report: {r.path} ({made}: {r.drawn} drawn, {r.reused} unchanged"
+                 f"{f', {r.failed} could not be drawn' if r.failed else ''}; {r.seconds:.1f} s)")
     return 0

@@ -42,6 +42,12 @@ def request_from(args) -> RunRequest:
 
 
 def run(args) -> int:
-    from mpimager.pipeline import session
+    request = request_from(args)
+    if request.dry_run:  # rank 0 prints the plan
+        from mpimager.pipeline import session
 
-    return session.main(request_from(args))
+        return session.main(request)
+    from mpimager import api
+
+    return api.run(request.config, request.inputs, run_dir=request.run_dir, mode=request.mode,
+                   nodes_mpi=request.nodes_mpi, force=request.force).exit_code

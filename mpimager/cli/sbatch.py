@@ -3,7 +3,7 @@
 Checks the config and inputs exactly as a run does (bad input: exit 2, one line, nothing written), plans,
 and renders `slurm/mpimager.sbatch` (or `slurm/mpimager-nodes-mpi.sbatch` with --nodes-mpi, or --template)
 with nodes, tasks per node (`[worker] max_concurrent`), CPUs per task (WSClean's -j), memory and a time limit
-estimated from the jobs' costs (mpimager.plan.sbatch), and with CONFIG, INPUTS and the run options as the script's
+estimated from the jobs' costs (mpimager.planner.sbatch), and with CONFIG, INPUTS and the run options as the script's
 default arguments. Prints the script, writes it (--output FILE), or with --submit writes it (to --output, else
 RUN_DIR/mpimager.sbatch) and runs `sbatch` on it, printing the job id.
 """
@@ -18,11 +18,11 @@ from pathlib import Path
 
 from mpimager.atomic import write_text_atomic
 from mpimager.errors import InputError, JobError
+from mpimager.resources import template as packaged_template
 from mpimager.rundir import layout
 
-SLURM_DIR = Path(__file__).resolve().parents[2] / "slurm"
-TEMPLATE = SLURM_DIR / "mpimager.sbatch"
-TEMPLATE_NODES_MPI = SLURM_DIR / "mpimager-nodes-mpi.sbatch"
+TEMPLATE = packaged_template("mpimager.sbatch")
+TEMPLATE_NODES_MPI = packaged_template("mpimager-nodes-mpi.sbatch")
 
 
 def add_arguments(parser):
@@ -68,7 +68,7 @@ def script_arguments(args) -> list[str]:
 
 def check_options(args) -> None:
     """The batch options' own checks, before anything is read."""
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     for name, value in (("--nodes", args.nodes), ("--cpus-per-task", args.cpus_per_task)):
         if value is not None and value < 1:
@@ -83,11 +83,12 @@ def check_options(args) -> None:
 
 
 def script_values(args, prepared) -> dict[str, str]:
-    """The template's values: sized from the plan (mpimager.plan.sbatch.size_from_plan), then the options given."""
-    from mpimager.plan import sbatch as slurm
+    """The template's values: sized from the plan (mpimager.planner.sbatch.size_from_plan), then the options given."""
+    from mpimager.pipeline.prepare import default_threads
+    from mpimager.planner import sbatch as slurm
 
     config = prepared.config
-    cpus = args.cpus_per_task or config.worker.threads or max(1, (os.cpu_count() or 1) // config.worker.max_concurrent)
+    cpus = args.cpus_per_task or default_threads(config)
     values = slurm.size_from_plan(prepared.jobs, config.worker.max_concurrent, cpus, nodes=args.nodes,
                                   nodes_mpi=args.nodes_mpi)
     if args.time is not None:
@@ -106,7 +107,7 @@ def script_values(args, prepared) -> dict[str, str]:
 
 
 def render_script(args, values: dict[str, str]) -> str:
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     template = Path(args.template) if args.template else TEMPLATE_NODES_MPI if args.nodes_mpi else TEMPLATE
     try:
@@ -148,7 +149,7 @@ def submit(script: Path, cwd: Path, extra=()) -> str:
 def run(args) -> int:
     from mpimager.cli.run import request_from
     from mpimager.pipeline.prepare import prepare
-    from mpimager.plan import sbatch as slurm
+    from mpimager.planner import sbatch as slurm
 
     check_options(args)
     prepared = prepare(request_from(args))

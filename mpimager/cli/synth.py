@@ -23,16 +23,18 @@ def add_arguments(parser):
 
 def synthesise(directory: Path, *, beams: int = 6, plain: int | None = None, antennas: int = 16, times: int = 16,
                channels: int = 8, spws: int = 1, noise: float = 0.0) -> list[Path]:
+    from mpimager.runtime.environment import measures_warning_once
     from mpimager.testing import synth
 
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     shape = dict(n_ant=antennas, n_times=times, n_chan=channels, n_spw=spws, noise_jy=noise)
-    if plain:
-        paths = [synth.make_ms(directory / f"plain{i:02d}.ms", telescope="SYNTH", seed=i, **shape)
-                 for i in range(plain)]
-    else:
-        paths = synth.make_askap_observation(directory, beams, **shape)
+    with measures_warning_once():
+        if plain:
+            paths = [synth.make_ms(directory / f"plain{i:02d}.ms", telescope="SYNTH", seed=i, **shape)
+                     for i in range(plain)]
+        else:
+            paths = synth.make_askap_observation(directory, beams, **shape)
     return paths
 
 

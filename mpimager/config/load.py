@@ -49,15 +49,25 @@ class WorkerOptions:
     """How jobs run: per-host concurrency, threads, environment, retries, placement."""
 
     max_concurrent: int = 1
+    """WSClean jobs at once per host (worker ranks per node in a Slurm script)."""
     threads: int | None = None
+    """WSClean's -j; default SLURM_CPUS_PER_TASK, else the usable CPUs (affinity mask) / max_concurrent."""
     env_file: Path | None = None
+    """A file bash sources before each job (module loads, site set-up); a failing source fails the job."""
     dry_run: bool = False
+    """Same as --dry-run: print the plan, run and write nothing."""
     run_on_file_host: bool = False
+    """Run each job on the host that holds its MS (the host is read from the path, run_on_file_host_pattern)."""
     run_on_file_host_pattern: str = r"/net/(node\d{3})"
+    """A regular expression whose (group) is the host name in an MS path."""
     retries: int = 1
+    """Extra attempts of a failed WSClean job (divergence: -mgain halved; I/O errors and kills: the same)."""
     timeout: float | None = None
+    """Per attempt: seconds, or a string such as "90m", "12h", "2d"; none by default."""
     nodes_mpi: int = 1
+    """More than 1: each WSClean job runs as wsclean-mp over that many hosts (as --nodes-mpi)."""
     temp_dir: Path | None = None
+    """Base of each job's own -temp-dir (e.g. node-local scratch); default RUN_DIR/tmp."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,11 @@ class InputsOptions:
     """How inputs become MeasurementSets."""
 
     ms_glob_pattern: str = "*.ms"
+    """The MSs searched for in directory inputs (Arrakis: 'scienceData*_averaged_cal.leakage.ms')."""
     num_beams: int | None = None
+    """The number of MSs expected: any other count is an error listing what was found."""
     data_column: str | None = None
+    """The column WSClean images (-data-column), checked to exist in every MS."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,9 @@ class DataHandlerOptions:
     """Where obs_id patterns are resolved (see mpimager.inputs.datahandler)."""
 
     config_file: Path | None = None
+    """A TOML file mapping data level, obs_id and spectral window to MS paths or globs (for obs_id inputs)."""
     data_level: str | None = None
+    """The data level (table) of config_file to read, e.g. "L2"."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +97,13 @@ class FixMSSettings:
     """Whether and how FixMS runs on each MS before imaging it."""
 
     enabled: bool | str = "auto"
+    """true, false or "auto" (only MSs whose TELESCOPE_NAME is ASKAP)."""
     data_column: str = "DATA"
+    """The column FixMS reads."""
     corrected_data_column: str = "CORRECTED_DATA"
+    """The column FixMS writes and WSClean then images; an existing one FixMS did not make is an error."""
     fix_stokes_factor: bool = True
+    """Apply ASKAP's factor-of-two Stokes convention correction."""
 
     def applies_to(self, telescope: str) -> bool:
         if self.enabled == "auto":
@@ -425,8 +444,35 @@ def load_config(path: str | os.PathLike) -> Config:
     """Load, merge and validate the config at `path` (raises ConfigError with one line)."""
     path = Path(path)
     files = _layer_files(path)
+    return _load_layers(files, [read_toml(f) for f in files])
+
+
+def load_config_mapping(data: Mapping[str, Any], base: str | os.PathLike | None = None) -> Config:
+    """A config given as a mapping (what a TOML file would hold), layered on the defaults like a file.
+
+    `data`: the tables (and an optional `default_settings` path); `base`: the directory its relative paths
+    resolve against (default: the current directory). Errors name it as `BASE/<mapping>`."""
+    base = Path(base if base is not None else os.getcwd()).absolute()
+    where = base / "<mapping>"
+    parent = data.get("default_settings")
+    if parent is not None and not isinstance(parent, str):
+        raise ConfigError(f"{where}: default_settings: expected a path string, got {parent!r}")
+    files = _layer_files(resolve_path(parent, base, f"{where}: default_settings")) if parent else [DEFAULTS]
+    return _load_layers(files + [where], [read_toml(f) for f in files] + [dict(data)])
+
+
+def as_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
+    """`config` as a loaded Config: a Config as it is, a mapping layered like a file, else a path to load."""
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return load_config_mapping(config)
+    return load_config(config)
+
+
+def _load_layers(files: list[Path], datas: list[dict]) -> Config:
     problems = _Problems()
-    layers = [_normalise_layer(f, read_toml(f), problems) for f in files]
+    layers = [_normalise_layer(f, d, problems) for f, d in zip(files, datas)]
     problems.raise_if_any()
     merged, origins = merge_layers(layers, files)
     user = files[-1]

@@ -60,7 +60,9 @@ def read_all(paths: Sequence[str]) -> list[MSInfo]:
     """Metadata of every MS, in order; many MSs are read by one forked process per core.
 
     The first failing MS (in input order) raises its MSError, as reading them one by one would."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from mpimager.runtime.environment import usable_cpus
+
+    cores = usable_cpus()
     if len(paths) < PARALLEL_FROM or cores < 2:
         return [read_msinfo(p) for p in paths]
     import multiprocessing

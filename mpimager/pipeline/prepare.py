@@ -11,12 +11,12 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Mapping
 from pathlib import Path
 
-from mpimager.config.load import Config, load_config, wsclean_keys
+from mpimager.config.load import Config, as_config, wsclean_keys
 from mpimager.errors import InputError
-from mpimager.plan.jobs import Job, PlanSettings, plan_jobs
+from mpimager.planner.jobs import Job, PlanSettings, plan_jobs
 
 
 Mode = Literal["single", "combine", "combine-obs-ids"]
@@ -26,7 +26,7 @@ Mode = Literal["single", "combine", "combine-obs-ids"]
 class RunRequest:
     """What a run is asked to do: the contract between the CLI (or the Python API) and the pipeline."""
 
-    config: str | os.PathLike
+    config: str | os.PathLike | Mapping[str, Any] | Config  # a file, its tables, or a loaded config
     inputs: tuple[str, ...] = ()
     mode: Mode = "single"
     nodes_mpi: int | None = None
@@ -47,11 +47,10 @@ class Prepared:
 
 
 def default_threads(config: Config) -> int:
-    if config.worker.threads:
-        return config.worker.threads
-    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, (os.cpu_count() or 1) // config.worker.max_concurrent)
+    """WSClean's -j for this config on this machine (mpimager.runtime.environment.default_threads)."""
+    from mpimager.runtime.environment import default_threads as threads
+
+    return threads(config.worker.threads, config.worker.max_concurrent)
 
 
 def prepare(request: RunRequest) -> Prepared:
@@ -61,12 +60,12 @@ def prepare(request: RunRequest) -> Prepared:
     from mpimager.inputs.discover import discover
     from mpimager.wsclean.options import check_options, known_options
 
-    config = load_config(request.config)
+    config = as_config(request.config)
     if request.nodes_mpi is not None and request.nodes_mpi < 1:
         raise InputError(f"--nodes-mpi: expected an integer >= 1, got {request.nodes_mpi}")
     runtime = make_runtime(config.container)
     runtime.prepare()
-    check_options(wsclean_keys(config), known_options(runtime))
+    check_options(wsclean_keys(config), known_options(runtime, cache=not request.dry_run))
     inputs = discover(request.inputs, config)
     run_dir = Path(request.run_dir).absolute()
     settings = PlanSettings(run_dir=run_dir, mode=request.mode, threads=default_threads(config),

@@ -21,6 +21,7 @@ left. No estimate before the first job ends.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -29,6 +30,8 @@ from collections import Counter
 from typing import Callable, Iterable, Mapping, Sequence
 
 from mpimager.rundir.status import format_duration
+
+log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 60.0
 ENV_INTERVAL = "MPIMAGER_PROGRESS_INTERVAL"
@@ -134,8 +137,12 @@ class Progress:
             out = self._stream()
             if self._bar_shown:
                 out.write("\r\033[K")
-            stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
-            out.write(f"[{stamp}] {message}\n")
+            if self._out is None:  # the run's own lines: through logging (the CLI's handler prints them)
+                out.flush()
+                log.info(message)
+            else:
+                stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
+                out.write(f"[{stamp}] {message}\n")
             if self.tty and not self._stop.is_set():
                 out.write(self.bar())
                 self._bar_shown = True

@@ -12,6 +12,7 @@ a different exit code) and the exit code. A bad input ends every rank with the s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -27,10 +28,14 @@ from mpimager.pipeline.progress import Progress
 from mpimager.rundir import layout
 from mpimager.rundir.layout import log_path
 from mpimager.runtime.runner import JobResult, RunContext, run_job
+from mpimager.log import SUMMARY, run_log
+
+log = logging.getLogger(__name__)
 
 
-def main(request: RunRequest) -> int:
-    comm = mpiqueue.world()
+def main(request: RunRequest, comm=None) -> int:
+    """Run `request` over the ranks of `comm` (default: COMM_WORLD under a launcher, else serially): the exit code."""
+    comm = comm if comm is not None else mpiqueue.world()
     is_root = comm.Get_rank() == 0
     try:
         started = mpiqueue.root_first(lambda: _prepare(request), comm)
@@ -47,7 +52,8 @@ def main(request: RunRequest) -> int:
         mpiqueue.run_tasks([], _execute, comm=comm)
         return comm.bcast(EXIT_OK, root=0)
     try:
-        code = Coordinator(prepared, request.force, comm).run()
+        with run_log(prepared.run_dir):
+            code = Coordinator(prepared, request.force, comm).run()
     finally:
         lock.release()
     return comm.bcast(code, root=0) if comm.Get_size() > 1 else code
@@ -133,7 +139,7 @@ class Coordinator:
         if self.progress is not None:
             self.progress.say(message)
         else:
-            print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+            log.info(message)
 
     def record_provenance(self) -> None:
         """Versions (WSClean's asked once, here), config as resolved and argv: into the journal now (a killed
@@ -227,7 +233,7 @@ class Coordinator:
         if busy:
             lines.append("busy fraction per rank: " + ", ".join(f"rank {r} {t / max(wall, 1e-9):.0%}"
                                                               for r, t in sorted(busy.items())))
-        print("\n".join(lines), flush=True)
+        logging.getLogger(SUMMARY).info("\n".join(lines))
 
     def write_manifest(self, outcomes, skip, wall) -> Path:
         from mpimager.rundir.journal import finished_jobs

@@ -1,15 +1,17 @@
-"""The gather step: channel images -> common beam -> PSF-matched, frequency-stacked cubes.
+"""The gather step: channel images and cubes -> common beam -> PSF-matched, frequency-stacked cubes.
 
 Modules: options (ReduceOptions), beams (beam algebra, common beam), kernel (uv-plane Gaussian, NaN-aware
-convolution), fitsio (channel headers and planes), plan (grouping into cubes, per-plane decisions),
-cube (cube files and side files), run (orchestration over ranks), receptor (pol axis from an MS), cli.
+convolution), fitsio (channel images and cubes' planes: headers, beams, one plane at a time), plan
+(grouping into cubes, per-plane decisions), cube (cube files and side files), beamlog (the ECSV beam
+log; reading ours and RACS-tools'), names (file names), run (orchestration over ranks), receptor (pol
+axis from an MS), cli.
 
 Importing this package is cheap (the config loader imports ReduceOptions); the rest loads on use.
 """
 
 from mpimager.reduce.options import ReduceOptions
 
-__all__ = ["ReduceOptions", "Product", "reduce_images", "pol_axis_from_ms", "Beam"]
+__all__ = ["Beam", "Product", "ReduceOptions", "pol_axis_from_ms", "reduce_images"]
 
 
 def __getattr__(name):

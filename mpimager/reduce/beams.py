@@ -13,8 +13,8 @@ second of start-up). Beams that are zero, absent or not finite never reach the s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 #: relative tolerance on beam variances for "encloses" and "equal" (float32 header values)
 RTOL = 2e-6
@@ -47,7 +47,7 @@ class Beam:
         return (va * s * s + vb * c * c, (va - vb) * s * c, va * c * c + vb * s * s)
 
     @classmethod
-    def from_cov(cls, cov: tuple[float, float, float]) -> "Beam":
+    def from_cov(cls, cov: tuple[float, float, float]) -> Beam:
         ee, en, nn = cov
         half_trace = 0.5 * (ee + nn)
         root = math.hypot(0.5 * (nn - ee), en)
@@ -70,8 +70,28 @@ def _wrap_pa(pa: float) -> float:
     return pa
 
 
+#: arcsec: a beam axis below this is no beam but a marker (RACS-tools writes float32's minimum, 1.2e-38,
+#: for a "NaN PSF"; in degrees in a header that is 4e-35 arcsec). VLBI beams are ~1e-3 arcsec.
+TINY = 1e-6
+
+
+def beam_from_values(bmaj: float, bmin: float, bpa: float) -> tuple[Beam | None, str | None]:
+    """A beam from BMAJ, BMIN (arcsec) and BPA (deg), or (None, why it is no beam: zero, tiny, not finite)."""
+    if bmaj == 0.0:
+        return None, "zero beam (BMAJ=0: no PSF fit; WSClean writes this when niter = 0 or its fit failed)"
+    if not all(math.isfinite(v) for v in (bmaj, bmin, bpa)):
+        return None, "beam is not finite (NaN PSF)"
+    if bmaj < 0 or bmin <= 0:
+        return None, f"beam axes not positive (BMAJ={bmaj:g}\", BMIN={bmin:g}\")"
+    if min(bmaj, bmin) < TINY:
+        return None, f"tiny beam (BMAJ={bmaj:.3g}\", BMIN={bmin:.3g}\": the float32-minimum 'NaN PSF' marker)"
+    if bmin > bmaj:
+        bmaj, bmin, bpa = bmin, bmaj, bpa + 90.0
+    return Beam(bmaj, bmin, _wrap_pa(bpa)), None
+
+
 def beam_from_header(header: Mapping) -> tuple[Beam | None, str | None]:
-    """The restoring beam of a channel image header, or (None, why it is unusable)."""
+    """The restoring beam of an image header (BMAJ, BMIN in degrees), or (None, why it is unusable)."""
     if "BMAJ" not in header:
         return None, "no beam in header (BMAJ absent)"
     try:
@@ -80,17 +100,9 @@ def beam_from_header(header: Mapping) -> tuple[Beam | None, str | None]:
         bpa = float(header.get("BPA", 0.0))
     except (TypeError, ValueError):
         return None, "beam keywords are not numbers"
-    if bmaj == 0.0:
-        return None, "zero beam (BMAJ=0: the PSF fit failed)"
-    if "BMIN" not in header:
+    if bmaj != 0.0 and "BMIN" not in header:
         return None, "no BMIN in header"
-    if not all(math.isfinite(v) for v in (bmaj, bmin, bpa)):
-        return None, "beam is not finite"
-    if bmaj < 0 or bmin <= 0:
-        return None, f"beam axes not positive (BMAJ={bmaj:g}, BMIN={bmin:g})"
-    if bmin > bmaj:
-        bmaj, bmin, bpa = bmin, bmaj, bpa + 90.0
-    return Beam(bmaj * _DEG, bmin * _DEG, _wrap_pa(bpa)), None
+    return beam_from_values(bmaj * _DEG, bmin * _DEG, bpa)
 
 
 def _min_eig(a: tuple[float, float, float]) -> float:
@@ -180,8 +192,8 @@ def common_beam(beams: Sequence[Beam], round_up: float = 0.0, rtol: float = RTOL
 
 def _solve_mve(unique: Sequence[Beam], rtol: float, log) -> Beam:
     """radio-beam's minimum-volume enclosing ellipse; a safe circle if it fails or falls short."""
-    import numpy as np
     import astropy.units as u
+    import numpy as np
     from radio_beam import Beams
     from radio_beam.utils import BeamError
 

@@ -2,11 +2,14 @@
 
 A cube is one primary HDU (RA, DEC, FREQ, STOKES or RA, DEC, STOKES, FREQ; one Stokes, so a plane is
 contiguous whatever the order) and, for cubes with one beam per plane, a CASA `BEAMS` table with
-CASAMBM=T (never CASAMBM without the table). The file is created at full size by one process (header,
-sparse data area, BEAMS table) under a `.partial` name; any process then writes any plane with one
-`pwrite` at its offset; the coordinating process verifies and renames it. Beside it: a beam log
-(per-plane original and target beams, fate and reason) and linmos weights (`#Channel Weight`, 1/sigma^2
-of a robust sigma per plane, 0 for blank planes).
+CASAMBM=T (never CASAMBM without the table; a natural cube also carries a reference beam in
+BMAJ/BMIN/BPA when `ref_chan` or `ref_freq` names one). The header says BUNIT = 'Jy/beam' (for Jy/beam
+inputs), DATE, and ORIGIN = 'mpimager VERSION' with a HISTORY line of what was done. The file is created
+at full size by one process (header, sparse data area, BEAMS table) under a `.partial` name; any process
+then writes any plane with one `pwrite` at its offset; the coordinating process rewrites the BEAMS table
+if planes were blanked while being made (all-NaN or all-zero), verifies and renames it. Beside it: a beam
+log (beamlog.py) and linmos weights (`#Channel Weight`, 1/sigma^2 of a robust sigma per plane, 0 for
+blank planes).
 """
 
 from __future__ import annotations
@@ -47,8 +50,12 @@ def _dropped(key: str) -> bool:
 
 def cube_header(plan: CubePlan, options: ReduceOptions, receptor_angle: float | None = None):
     """The primary header of the cube (astropy Header)."""
-    from astropy.io import fits
+    import datetime
     import warnings
+
+    from astropy.io import fits
+
+    from mpimager import __version__
 
     template = plan.template.header
     ny, nx = plan.shape
@@ -78,12 +85,17 @@ def cube_header(plan: CubePlan, options: ReduceOptions, receptor_angle: float | 
             continue
         h.append(card, end=True)
     for i, _, cards in axes:
-        for key, value, comment in cards:
+        for key, value, _ in cards:
             h[key.format(i)] = value
-    if plan.beam is not None:
-        for key, value in plan.beam.header_values().items():
+    bunit = plan.template.bunit
+    if not bunit or "BEAM" in bunit.upper():
+        h["BUNIT"] = ("Jy/beam", "Jansky per beam")
+    h["DATE"] = (datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC, file written")
+    h["ORIGIN"] = (f"mpimager {__version__}", "PSF matching and cube stacking")
+    if plan.beam is not None or plan.ref_beam is not None:
+        for key, value in (plan.beam or plan.ref_beam).header_values().items():
             h[key] = value
-    else:
+    if plan.beam is None and plan.resolution != "none":
         h["CASAMBM"] = (True, "one beam per plane in the BEAMS table")
     angle = receptor_angle
     if angle is None and RECEPTOR_KEY in template:
@@ -96,9 +108,12 @@ def cube_header(plan: CubePlan, options: ReduceOptions, receptor_angle: float | 
         if card.keyword in ("HISTORY", "COMMENT"):
             h.append(card, end=True)
     what = ("PSF-matched to one beam" if plan.beam is not None else
-            "PSF-matched, one beam per plane" if plan.kind != "unconvolved" else "unconvolved")
-    h.add_history(f"mpimager reduce: {sum(r.source is not None for r in plan.records)} channel images "
-                  f"of {plan.prefix or 'cube'} Stokes {plan.stokes} ({plan.kind}), {what}")
+            "PSF-matched, one beam per plane" if plan.kind != "unconvolved" else
+            "unconvolved" if plan.resolution != "none" else "unconvolved, no restoring beam (niter = 0?)")
+    sources = {r.source for r in plan.records if r.source is not None}
+    h.add_history(f"mpimager {__version__} reduce: {sum(r.source is not None for r in plan.records)} planes "
+                  f"from {len(sources)} file(s) of {plan.prefix or 'cube'} Stokes {plan.stokes} ({plan.kind}), "
+                  f"{what}")
     return h
 
 
@@ -144,6 +159,7 @@ class Layout:
     plane_bytes: int
     nplanes: int
     size: int
+    tail_offset: int  # where the BEAMS table (if any) starts
 
 
 def _reserve(fd: int, size: int) -> None:
@@ -184,7 +200,18 @@ def preallocate(path: Path, header, tail: bytes, nplanes: int, shape: tuple[int,
             pass
         raise InputError(f"{path.parent}: cannot write the cube {path.name.removeprefix('.').removesuffix('.partial')}"
                          f" ({exc.strerror})") from None
-    return Layout(str(path), len(head), plane_bytes, nplanes, data_end + len(tail))
+    return Layout(str(path), len(head), plane_bytes, nplanes, data_end + len(tail), data_end)
+
+
+def rewrite_tail(layout: Layout, tail: bytes) -> None:
+    """Write a new BEAMS table of the same length over the old one (planes blanked while being made)."""
+    if layout.size - layout.tail_offset != len(tail):  # pragma: no cover - fixed-width table
+        raise RuntimeError("the BEAMS table changed length")
+    fd = os.open(layout.path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, tail, layout.tail_offset)
+    finally:
+        os.close(fd)
 
 
 def write_plane(layout: Layout, index: int, plane: np.ndarray | None, with_crc: bool = False) -> int | None:
@@ -253,19 +280,4 @@ def write_weights(path: Path, sigmas: list[float]) -> None:
     for i, s in enumerate(sigmas):
         w = 1.0 / (s * s) if (s == s and s > 0) else 0.0
         lines.append(f"{i} {w:.10g}")
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _fmt_beam(b) -> str:
-    return "- - -" if b is None else f"{b.major:.4f} {b.minor:.4f} {b.pa:.3f}"
-
-
-def write_beamlog(path: Path, plan: CubePlan, sigmas: list[float]) -> None:
-    """Per-plane original and target beams (arcsec, arcsec, deg), fate, robust sigma and reason."""
-    lines = [f"# mpimager beam log: {plan.label}",
-             f"# resolution {plan.resolution}" + (f", common beam {plan.beam}" if plan.beam else ""),
-             "#plane freq_Hz bmaj_in bmin_in bpa_in bmaj_out bmin_out bpa_out status sigma source reason"]
-    for r, s in zip(plan.records, sigmas):
-        lines.append(f"{r.index} {r.freq:.6f} {_fmt_beam(r.beam_in)} {_fmt_beam(r.beam_out)} {r.status} "
-                     f"{s:.6g} {r.source if r.source else '-'} {r.reason}".rstrip())
     path.write_text("\n".join(lines) + "\n")

@@ -1,9 +1,16 @@
-"""Reading channel images: the header facts the plan needs, and one plane straight into a buffer.
+"""Reading inputs: channel images and cubes as planes, the header facts the plan needs, one plane at a time.
 
 A channel image is the primary HDU of a FITS file with two celestial axes (1 and 2) and any further
-axes of length 1 (WSClean: FREQ, STOKES). The header is parsed once (astropy), the data offset is
-remembered, and a plane is later read with one `readinto` into a caller's float32 buffer and
-byte-swapped in place: no per-plane astropy machinery, no extra copy.
+axes of length 1 (WSClean: FREQ, STOKES). A cube has a FREQ axis longer than one and maybe a STOKES
+axis, in any order after RA and DEC (or no STOKES axis: Stokes I); each of its planes becomes a
+`ChannelImage` of its own (same header, its frequency, Stokes, beam and byte offset), so the plan treats
+cubes and channel images alike. A cube's per-plane beams come, in this order of trust, from its CASA
+BEAMS table (CASAMBM = T), its header beam (one for every plane), or a beam log beside it (mpimager's
+ECSV or RACS-tools' `beamlog.NAME.txt`); `use_beamlogs` puts the beam log before the header beam. Where
+each plane's beam came from is kept (`beam_from`) and written into the cube's beam log.
+
+The header is parsed once (astropy), the data offset is remembered, and a plane is later read with one
+`preadv` into a caller's float32 buffer and byte-swapped in place: never a whole cube, no extra copy.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mpimager.errors import InputError
-from mpimager.reduce.beams import Beam, beam_from_header
+from mpimager.reduce.beams import Beam, beam_from_header, beam_from_values
 
 BLOCK = 2880
 STOKES_CODES = {1: "I", 2: "Q", 3: "U", 4: "V", -1: "RR", -2: "LL", -3: "RL", -4: "LR",
@@ -59,6 +66,18 @@ class ChannelImage:
     grid: tuple
     pixel_matrix: tuple[tuple[float, float], tuple[float, float]]
     bunit: str
+    origin: PlaneOrigin | None = None  # set for a plane of a cube
+    beam_from: str = "header"
+
+
+@dataclass(frozen=True)
+class PlaneOrigin:
+    """Where a cube's plane comes from: the cube's name parts and the plane's channel along FREQ."""
+
+    prefix: str
+    kind: str  # image | residual
+    chan: int
+    cube_planes: int
 
 
 def read_header_bytes(path: Path) -> tuple[bytes, int]:
@@ -90,8 +109,9 @@ def read_header_bytes(path: Path) -> tuple[bytes, int]:
 
 
 def parse_header(raw: bytes, path: Path):
-    from astropy.io import fits
     import warnings
+
+    from astropy.io import fits
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -154,9 +174,8 @@ def pixel_matrix(header, path) -> tuple[tuple[float, float], tuple[float, float]
     return (m[0][0], m[0][1]), (m[1][0], m[1][1])
 
 
-def read_channel(path: Path) -> ChannelImage:
-    """Header facts of one channel image; InputError (one line, naming the file) when it is unusable."""
-    path = Path(path).absolute()
+def _open(path: Path):
+    """(header, data offset) of an image file, checked: BITPIX, celestial axes 1-2, data all there."""
     raw, offset = read_header_bytes(path)
     header = parse_header(raw, path)
     bitpix = int(header.get("BITPIX", 0))
@@ -165,29 +184,156 @@ def read_channel(path: Path) -> ChannelImage:
     naxis = int(header.get("NAXIS", 0))
     if naxis < 2:
         raise InputError(f"{path}: not an image (NAXIS={naxis})")
-    extra = [int(header.get(f"NAXIS{i}", 1)) for i in range(3, naxis + 1)]
-    if any(n != 1 for n in extra):
-        raise InputError(f"{path}: is a cube (NAXIS3..={extra}); give one channel image per file")
     ctype1, ctype2 = str(header.get("CTYPE1", "")).upper(), str(header.get("CTYPE2", "")).upper()
     if not (ctype1[:4] in ("RA--", "GLON", "ELON") and ctype2[:4] in ("DEC-", "GLAT", "ELAT")):
         raise InputError(f"{path}: axes 1 and 2 are not celestial (CTYPE1={ctype1!r}, CTYPE2={ctype2!r})")
-    nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
-    nbytes = nx * ny * abs(bitpix) // 8
+    nbytes = abs(bitpix) // 8
+    for i in range(1, naxis + 1):
+        nbytes *= int(header.get(f"NAXIS{i}", 1))
     try:
         size = os.stat(path).st_size
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror}") from None
     if size < offset + nbytes:
         raise InputError(f"{path}: truncated FITS data ({size} bytes, need {offset + nbytes})")
+    return header, offset
+
+
+def _image(path: Path, header, offset: int, **plane) -> ChannelImage:
+    bitpix = int(header["BITPIX"])
+    nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
     blank = header.get("BLANK") if bitpix > 0 else None
     read = ReadSpec(str(path), offset, bitpix, (ny, nx), float(header.get("BSCALE", 1.0)),
                     float(header.get("BZERO", 0.0)), None if blank is None else int(blank))
-    freq, width = frequency(header)
-    beam, problem = beam_from_header(header)
-    grid = tuple((k, header.get(k)) for k in GRID_KEYS)
-    return ChannelImage(path=path, read=read, header=header, freq=freq, width=width, stokes=stokes(header),
-                        beam=beam, beam_problem=problem, grid=grid, pixel_matrix=pixel_matrix(header, path),
-                        bunit=str(header.get("BUNIT", "")).strip())
+    return ChannelImage(path=path, read=read, header=header, grid=tuple((k, header.get(k)) for k in GRID_KEYS),
+                        pixel_matrix=pixel_matrix(header, path), bunit=str(header.get("BUNIT", "")).strip(),
+                        **plane)
+
+
+def read_channel(path: Path) -> ChannelImage:
+    """Header facts of one channel image; InputError (one line, naming the file) when it is unusable."""
+    [image] = read_inputs(path, allow_cubes=False)
+    return image
+
+
+def read_inputs(path: Path, allow_cubes: bool = True, use_beamlogs: bool = False) -> list[ChannelImage]:
+    """The planes of one input file: [the channel image], or every (channel, Stokes) plane of a cube.
+
+    path: a FITS image. allow_cubes: False refuses cubes. use_beamlogs: a beam log beside a cube is
+    trusted before its header beam. InputError (one line, naming the file) when it is unusable.
+    """
+    path = Path(path).absolute()
+    header, offset = _open(path)
+    naxis = int(header["NAXIS"])
+    extra = [int(header.get(f"NAXIS{i}", 1)) for i in range(3, naxis + 1)]
+    if all(n == 1 for n in extra):
+        freq, width = frequency(header)
+        beam, problem = beam_from_header(header)
+        return [_image(path, header, offset, freq=freq, width=width, stokes=stokes(header), beam=beam,
+                       beam_problem=problem)]
+    if not allow_cubes:
+        raise InputError(f"{path}: is a cube (NAXIS3..={extra}); give one channel image per file")
+    return _cube_planes(path, header, offset, use_beamlogs)
+
+
+def _axis_values(header, i: int) -> list[float]:
+    crval, crpix = float(header.get(f"CRVAL{i}", 0.0)), float(header.get(f"CRPIX{i}", 1.0))
+    cdelt = float(header.get(f"CDELT{i}", 1.0))
+    return [crval + (k + 1 - crpix) * cdelt for k in range(int(header.get(f"NAXIS{i}", 1)))]
+
+
+def _cube_planes(path: Path, header, offset: int, use_beamlogs: bool) -> list[ChannelImage]:
+    from mpimager.reduce.names import cube_name_parts
+
+    naxis = int(header["NAXIS"])
+    f_axis, s_axis = _find_axis(header, "FREQ"), _find_axis(header, "STOKES")
+    for i in range(3, naxis + 1):
+        n = int(header.get(f"NAXIS{i}", 1))
+        if n > 1 and i not in (f_axis, s_axis):
+            raise InputError(f"{path}: cube axis {i} ({header.get(f'CTYPE{i}', '?')!r}, {n} long) is neither "
+                             f"FREQ nor STOKES")
+    if f_axis is None:
+        raise InputError(f"{path}: cube without a FREQ axis (CTYPE3..: "
+                         f"{[header.get(f'CTYPE{i}') for i in range(3, naxis + 1)]})")
+    unit = _FREQ_UNITS.get(str(header.get(f"CUNIT{f_axis}", "Hz")).strip().upper(), 1.0)
+    freqs = [v * unit for v in _axis_values(header, f_axis)]
+    width = abs(float(header.get(f"CDELT{f_axis}", 0.0))) * unit or None
+    pols = ([STOKES_CODES.get(round(v)) for v in _axis_values(header, s_axis)] if s_axis else [None])
+    if s_axis and None in pols:
+        raise InputError(f"{path}: unknown STOKES value on axis {s_axis}")
+    strides, step = {}, 1
+    for i in range(3, naxis + 1):
+        strides[i] = step
+        step *= int(header.get(f"NAXIS{i}", 1))
+    beams = _cube_beams(path, header, len(freqs), len(pols), use_beamlogs)
+    name = cube_name_parts(path)
+    nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
+    plane_bytes = nx * ny * abs(int(header["BITPIX"])) // 8
+    out = []
+    for p, pol in enumerate(pols):
+        for c, freq in enumerate(freqs):
+            index = c * strides[f_axis] + (p * strides[s_axis] if s_axis else 0)
+            beam, problem, beam_from = beams(c, p)
+            out.append(_image(path, header, offset + index * plane_bytes, freq=freq, width=width,
+                              stokes=pol or name.stokes, beam=beam, beam_problem=problem, beam_from=beam_from,
+                              origin=PlaneOrigin(name.prefix, name.kind, c, len(freqs))))
+    return out
+
+
+def _cube_beams(path: Path, header, nchan: int, npol: int, use_beamlogs: bool):
+    """A function (channel, pol index) -> (beam, problem, where from), by the order of trust."""
+    from mpimager.reduce.beamlog import read_beams
+    from mpimager.reduce.names import beamlog_candidates
+
+    table = _beams_table(path) if header.get("CASAMBM", False) else None
+    if table is not None:
+        def from_table(c, p):
+            values = table.get((c, p))
+            if values is None:
+                return None, f"no row for channel {c} in the BEAMS table", "BEAMS table"
+            return (*beam_from_values(*values), "BEAMS table")
+        return from_table
+    header_beam, header_problem = beam_from_header(header)
+    logs = [p for p in beamlog_candidates(path) if p.is_file()]
+    if logs and (use_beamlogs or "BMAJ" not in header):
+        values = read_beams(logs[0])
+        if len(values) != nchan:
+            raise InputError(f"{logs[0]}: {len(values)} channels in the beam log, {nchan} in the cube {path.name}")
+        where = f"beam log {logs[0].name}"
+        return lambda c, p: (*beam_from_values(*values[c]), where)
+    where = "header" + (" (CASAMBM=T but no BEAMS table)" if header.get("CASAMBM", False) else "")
+    if header_beam is None and "BMAJ" not in header:
+        header_problem = "no beam: no BEAMS table, no BMAJ in the header, no beam log beside the cube"
+    return lambda c, p: (header_beam, header_problem, where)
+
+
+def _beams_table(path: Path) -> dict[tuple[int, int], tuple[float, float, float]] | None:
+    """{(CHAN, POL): (BMAJ arcsec, BMIN arcsec, BPA deg)} of a cube's BEAMS table, None if it has none.
+
+    Only the table is read (astropy seeks past the cube's data)."""
+    import warnings
+
+    from astropy.io import fits
+
+    scale = {"ARCSEC": 1.0, "DEG": 3600.0, "ARCMIN": 60.0, "RAD": math.degrees(1.0) * 3600.0}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+                hdu = next((h for h in hdul[1:] if str(h.header.get("EXTNAME", "")).upper() == "BEAMS"), None)
+                if hdu is None:
+                    return None
+                data, cols = hdu.data, hdu.columns
+                units = {c.name.upper(): str(c.unit or "").strip().upper() for c in cols}
+                n = len(data)
+                chan = data["CHAN"] if "CHAN" in units else range(n)
+                pol = data["POL"] if "POL" in units else [0] * n
+                f = {k: scale.get(units.get(k, ""), 1.0) for k in ("BMAJ", "BMIN")}
+                fpa = 1.0 if units.get("BPA", "DEG") in ("DEG", "") else math.degrees(1.0)
+                return {(int(c), int(p)): (float(a) * f["BMAJ"], float(b) * f["BMIN"], float(t) * fpa)
+                        for c, p, a, b, t in zip(chan, pol, data["BMAJ"], data["BMIN"], data["BPA"], strict=True)}
+    except (OSError, KeyError, ValueError, IndexError) as exc:
+        raise InputError(f"{path}: unreadable BEAMS table ({exc})") from None
 
 
 def grid_difference(a: tuple, b: tuple) -> str | None:

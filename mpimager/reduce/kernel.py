@@ -95,6 +95,18 @@ def fft_convolve(plane: np.ndarray, cov: tuple[float, float, float], workers: in
     return plane
 
 
+def empty_plane(plane: np.ndarray) -> str | None:
+    """Why a plane holds no data (every pixel NaN; every finite pixel zero: a fully flagged channel), or None.
+
+    Two reductions that skip NaN (fmax/fmin), no temporary the size of the plane."""
+    hi = np.fmax.reduce(plane, axis=None)
+    if np.isnan(hi):
+        return "all pixels NaN"
+    if hi == 0 and np.fmin.reduce(plane, axis=None) == 0:
+        return "all pixels zero (a fully flagged channel)"
+    return None
+
+
 def convolve_plane(plane: np.ndarray, cov: tuple[float, float, float] | None, scale: float, workers: int = 1,
                    min_weight: float = 1e-3) -> np.ndarray:
     """Convolve a float32 plane in place by the Gaussian of pixel covariance `cov`, scale it; NaN-aware.

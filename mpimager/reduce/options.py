@@ -6,8 +6,9 @@ command builds the same value from its flags, so a run and a standalone reduce b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from mpimager.errors import ConfigError
 
@@ -43,7 +44,20 @@ class ReduceOptions:
     round_up: float = 0.1
     """Arcsec: the common beam's axes are rounded up to a multiple of this (0 turns rounding off)."""
     beam: tuple[float, float, float] | None = None
-    """Target beam (BMAJ arcsec, BMIN arcsec, BPA deg) instead of the computed one ('total' only)."""
+    """Target beam (BMAJ arcsec, BMIN arcsec, BPA deg) for every plane instead of the computed one (either
+    mode; a natural cube then still carries its BEAMS table)."""
+    circularise: bool = False
+    """Make the target beam circular (BMIN = BMAJ, BPA = 0), as beamcon_3D --circularise."""
+    psf_outlier: float | None = 3.0
+    """Without psf_cutoff: blank channels whose BMAJ exceeds this many times the median BMAJ of their
+    group, or a quarter of the image (absurd fits, e.g. a single baseline's PSF); 0 or None keeps them."""
+    ref_chan: str | int | None = None
+    """Natural cubes: the plane whose beam goes into the header BMAJ/BMIN/BPA ('first', 'last', 'mid' or a
+    plane index), as beamcon_3D --ref_chan; None (and no ref_freq): no header beam, only the BEAMS table."""
+    ref_freq: float | None = None
+    """Natural cubes: like ref_chan, the plane nearest this frequency (Hz); given both, ref_freq counts."""
+    use_beamlogs: bool = False
+    """Cubes given as input: trust a beam log beside the cube before its header beam (BEAMS tables first)."""
     threads: int | None = None
     """Threads per rank for reading, FFTs and writing; None = the cores of the node shared by its ranks."""
     min_weight: float = 1e-3
@@ -55,7 +69,7 @@ class ReduceOptions:
         _check(self, "ReduceOptions")
 
     @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], where: str = "[reduce]") -> "ReduceOptions":
+    def from_mapping(cls, d: Mapping[str, Any], where: str = "[reduce]") -> ReduceOptions:
         """Validate a `[reduce]` TOML table; unknown keys and bad values raise ConfigError naming the key."""
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}
@@ -64,8 +78,6 @@ class ReduceOptions:
                 near = _nearest(key, known)
                 raise ConfigError(f"{where} unknown key '{key}'{near}")
             values[key] = _coerce(key, value, where)
-        if values.get("beam") is not None and values.get("resolution", "total") != "total":
-            raise ConfigError(f"{where} beam: a fixed target beam needs resolution = 'total'")
         return cls(**values)
 
     def to_mapping(self) -> dict[str, Any]:
@@ -100,7 +112,7 @@ def _number(where, key, value, minimum=0.0, strict=False):
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
-    if key in ("enabled", "purge"):
+    if key in ("enabled", "purge", "circularise", "use_beamlogs"):
         if not isinstance(value, bool):
             raise _expect(where, key, "true or false", value)
         return value
@@ -124,6 +136,22 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             if item not in CUBE_KINDS:
                 raise _expect(where, key, "a list of " + ", ".join(repr(c) for c in CUBE_KINDS), value)
         return tuple(dict.fromkeys(items))
+    if key == "psf_outlier":
+        if value is False or value is None or value == 0:
+            return None
+        v = _number(where, key, value, 1.0)
+        return v
+    if key == "ref_chan":
+        if value is None:
+            return None
+        if value in ("first", "last", "mid") or (isinstance(value, int) and not isinstance(value, bool)
+                                                  and value >= 0):
+            return value
+        raise _expect(where, key, "'first', 'last', 'mid' or a plane index >= 0", value)
+    if key == "ref_freq":
+        if value is None or value is False:
+            return None
+        return _number(where, key, value, 0.0, strict=True)
     if key == "round_up":
         return _number(where, key, value, 0.0)
     if key == "min_weight":
@@ -157,5 +185,3 @@ def _check(opts: ReduceOptions, where: str) -> None:
                           where)
         if coerced != value:
             object.__setattr__(opts, f.name, coerced)
-    if opts.beam is not None and opts.resolution != "total":
-        raise ConfigError(f"{where} beam: a fixed target beam needs resolution = 'total'")

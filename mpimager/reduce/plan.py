@@ -1,15 +1,20 @@
-"""Grouping channel images into cubes and deciding, channel by channel, what each plane becomes.
+"""Grouping channel images (and cubes' planes) into cubes and deciding, plane by plane, what each becomes.
 
-Pure: takes `ChannelImage`s (header facts) and `ReduceOptions`, returns `CubePlan`s (one per prefix,
-Stokes and product) and the products that cannot be made, each with its reason. No file is touched.
+Pure: takes `ChannelImage`s (header facts; a cube's planes are ChannelImages too, named by the cube) and
+`ReduceOptions`, returns `CubePlan`s (one per prefix, Stokes and product) and the products that cannot be
+made, each with its reason. No file is touched.
 
 - Names: WSClean's `P-0000-image.fits`, `P-0000-I-image.fits`, `P-0001-Q-residual.fits`, also with
   `-t0000-` intervals (part of the prefix). `MFS`, psf, model, dirty and `-pb` images are not cube
   channels and are reported as ignored. Files with other names form one loose group (prefix '').
 - Common beams: over a beam group (`scope`: each prefix; 'beam': the prefixes `groups` maps to one name,
   or all inputs without `groups`; 'observation': every prefix) of restored channel images,
-  one beam (`total`) or one per frequency (`natural`), leaving out channels with no, zero or non-finite
-  beam and channels above `psf_cutoff`; those channels are blanked with the reason. Residual planes follow
+  one beam (`total`) or one per frequency (`natural`), or the fixed target `beam` (either mode), optionally
+  circularised, leaving out channels with no, zero, tiny or non-finite beam, channels above `psf_cutoff`
+  and, without a cutoff, absurd PSF fits (`psf_outlier`: BMAJ above that many times the group's median,
+  or wider than a quarter of the image: a single-baseline PSF); those channels are blanked with the reason.
+- Dirty-only inputs (niter = 0: BMAJ = 0 in every channel) cannot be PSF-matched: a restored cube of them
+  fails naming that, and a run asks for `unconvolved` cubes of them instead (plan/jobs.py). Residual planes follow
   their restored sibling's beam and fate. Unconvolved cubes keep every plane and its own beam.
 - Spectral axis: channels sorted by frequency on a regular grid (step = channel width when that fits,
   else the smallest spacing); NaN planes fill gaps; an irregular grid or two channels at one frequency
@@ -18,12 +23,14 @@ Stokes and product) and the products that cannot be made, each with its reason. 
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
-from mpimager.reduce.beams import Beam, common_beam, convolving_beam
+from mpimager.reduce.beams import Beam, common_beam, convolving_beam, round_up_beam
 from mpimager.reduce.fitsio import ChannelImage, ReadSpec, grid_difference
 from mpimager.reduce.kernel import beam_scale, pixel_covariance
 from mpimager.reduce.options import ReduceOptions
@@ -41,6 +48,14 @@ class Name:
     pol: str | None
     kind: str
     note: str | None = None  # why it is not a cube channel, if it is not
+
+
+def image_name(image: ChannelImage) -> Name:
+    """What a channel image's name says, or, for a cube's plane, what its cube's name and plane say."""
+    o = image.origin
+    if o is not None:
+        return Name(o.prefix, o.chan, image.stokes, o.kind)
+    return parse_name(image.path)
 
 
 def parse_name(path: Path) -> Name:
@@ -65,6 +80,7 @@ class PlaneSpec:
     read: ReadSpec | None  # None: a NaN plane (gap or blanked channel)
     kernel: tuple[float, float, float] | None  # pixel covariance of the convolving Gaussian; None: none
     scale: float = 1.0
+    blank_empty: bool = True  # write NaN if the plane read is all NaN or all zero (unconvolved: keep it)
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ class PlaneRecord:
     beam_out: Beam | None
     status: str  # convolved | copied | blanked | gap
     reason: str = ""
+    beam_from: str = ""  # where beam_in came from: header, BEAMS table, beam log NAME
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,7 @@ class CubePlan:
     prefix: str
     stokes: str
     kind: str  # restored | residual | unconvolved
-    resolution: str  # total | natural (unconvolved cubes: natural, one beam per plane)
+    resolution: str  # total | natural (unconvolved cubes: natural, one beam per plane) | none (no beam at all)
     template: ChannelImage  # its header is the cube header's starting point
     freq0: float
     step: float
@@ -95,6 +112,7 @@ class CubePlan:
     planes: tuple[PlaneSpec, ...]
     beam: Beam | None  # the one beam of a 'total' cube
     shape: tuple[int, int]
+    ref_beam: Beam | None = None  # natural cubes: the header beam (ref_chan / ref_freq), else none
 
     @property
     def sources(self) -> tuple[Path, ...]:
@@ -131,7 +149,9 @@ class _Chan:
 
     @property
     def key(self):
-        return (self.name.prefix, self.stokes, self.name.chan if self.name.chan is not None else self.image.freq)
+        """(prefix, Stokes, channel): a restored plane and its residual share it (by frequency if known)."""
+        f = self.image.freq
+        return (self.name.prefix, self.stokes, self.name.chan if f is None else round(f, 1))
 
 
 def plan_cubes(images: Sequence[ChannelImage], options: ReduceOptions,
@@ -140,7 +160,7 @@ def plan_cubes(images: Sequence[ChannelImage], options: ReduceOptions,
     result = PlanResult()
     chans: list[_Chan] = []
     for image in images:
-        name = parse_name(image.path)
+        name = image_name(image)
         if name.note:
             result.ignored.setdefault(name.note, []).append(image.path)
             continue
@@ -195,30 +215,20 @@ def _beam_decisions(restored: list[_Chan], options: ReduceOptions, groups: Mappi
     for c in restored:
         by_group[group_of(c)].append(c)
 
-    cutoff = options.psf_cutoff
-    for group, members in by_group.items():
-        usable, excluded = [], {}
-        for c in members:
-            b = c.image.beam
-            if b is None:
-                excluded[c.key] = c.image.beam_problem or "no beam"
-            elif cutoff is not None and b.major > cutoff:
-                excluded[c.key] = f'BMAJ {b.major:.2f}" > psf_cutoff {cutoff:g}"'
-            else:
-                usable.append(c)
+    for members in by_group.values():
+        usable, excluded = _usable(members, options)
         if options.beam is not None:
-            fixed = Beam(*options.beam)
+            fixed = _target(Beam(*options.beam), options)
             targets = {c.key: fixed for c in usable}
         elif options.resolution == "total":
+            targets = {}
             if usable:
-                cb = common_beam([c.image.beam for c in usable], options.round_up, log=log)
+                cb = _target(common_beam([c.image.beam for c in usable], options.round_up, log=log), options)
                 targets = {c.key: cb for c in usable}
-            else:
-                targets = {}
         else:  # natural: one beam per frequency across the group
             targets = {}
             for cluster in _frequency_clusters(usable):
-                cb = common_beam([c.image.beam for c in cluster], options.round_up, log=log)
+                cb = _target(common_beam([c.image.beam for c in cluster], options.round_up, log=log), options)
                 targets.update({c.key: cb for c in cluster})
         for c in members:
             if c.key in excluded:
@@ -232,6 +242,46 @@ def _beam_decisions(restored: list[_Chan], options: ReduceOptions, groups: Mappi
             else:
                 decisions[c.key] = _Decision(target, "")
     return decisions
+
+
+def _usable(members: list[_Chan], options: ReduceOptions) -> tuple[list[_Chan], dict]:
+    """The channels whose beams may set the common beam, and why each other one is blanked."""
+    usable, excluded = [], {}
+    cutoff = options.psf_cutoff
+    for c in members:
+        b = c.image.beam
+        if b is None:
+            excluded[c.key] = c.image.beam_problem or "no beam"
+        elif cutoff is not None and b.major > cutoff:
+            excluded[c.key] = f'BMAJ {b.major:.2f}" > psf_cutoff {cutoff:g}"'
+        elif cutoff is None and options.psf_outlier and b.major > _image_width(c.image) / 4:
+            excluded[c.key] = (f'absurd PSF fit: BMAJ {b.major:.1f}" is wider than a quarter of the image '
+                               f'({_image_width(c.image):.0f}"); set psf_cutoff to choose')
+        else:
+            usable.append(c)
+    if cutoff is None and options.psf_outlier and len(usable) > 2:
+        median = statistics.median(c.image.beam.major for c in usable)
+        limit = options.psf_outlier * median
+        for c in [c for c in usable if c.image.beam.major > limit]:
+            excluded[c.key] = (f'outlier PSF fit: BMAJ {c.image.beam.major:.2f}" > psf_outlier {options.psf_outlier:g}'
+                               f' x the median {median:.2f}"; set psf_cutoff, or psf_outlier = 0 to keep it')
+            usable.remove(c)
+    return usable, excluded
+
+
+def _image_width(image: ChannelImage) -> float:
+    """Arcsec: the smaller side of the image."""
+    (a, b), (c, d) = image.pixel_matrix
+    ny, nx = image.read.shape
+    return 3600.0 * min(nx * math.hypot(a, c), ny * math.hypot(b, d))
+
+
+def _target(beam: Beam, options: ReduceOptions) -> Beam:
+    """The common beam, circularised if asked (a circle every channel's beam fits in, rounded up)."""
+    if not options.circularise:
+        return beam
+    circle = Beam(beam.major, beam.major, 0.0)
+    return round_up_beam(circle, options.round_up)
 
 
 def _frequency_clusters(chans: list[_Chan]) -> list[list[_Chan]]:
@@ -303,33 +353,55 @@ def _plan_cube(prefix, stokes, kind, members: list[_Chan], options: ReduceOption
         img = c.image
         if not convolve:
             records.append(PlaneRecord(p, freq, img.path, img.beam, img.beam, "copied",
-                                       img.beam_problem or ""))
-            planes.append(PlaneSpec(p, img.read, None))
+                                       img.beam_problem or "", img.beam_from))
+            planes.append(PlaneSpec(p, img.read, None, blank_empty=False))
             usable += 1
             continue
         carrier = carriers[c.key].image
         decision = decisions[c.key]
-        beam_in = carrier.beam
+        beam_in, beam_from = carrier.beam, carrier.beam_from
         if decision.target is None:
-            records.append(PlaneRecord(p, freq, img.path, beam_in, None, "blanked", decision.reason))
+            records.append(PlaneRecord(p, freq, img.path, beam_in, None, "blanked", decision.reason, beam_from))
             planes.append(PlaneSpec(p, None, None))
             continue
         kbeam = convolving_beam(decision.target, beam_in)
         scale = beam_scale(decision.target, beam_in, img.bunit)
         if kbeam.major == 0.0:
-            records.append(PlaneRecord(p, freq, img.path, beam_in, decision.target, "copied"))
+            records.append(PlaneRecord(p, freq, img.path, beam_in, decision.target, "copied", "", beam_from))
             planes.append(PlaneSpec(p, img.read, None, scale))
         else:
-            records.append(PlaneRecord(p, freq, img.path, beam_in, decision.target, "convolved"))
+            records.append(PlaneRecord(p, freq, img.path, beam_in, decision.target, "convolved", "", beam_from))
             planes.append(PlaneSpec(p, img.read, pixel_covariance(kbeam, img.pixel_matrix), scale))
         usable += 1
     if usable == 0:
         reasons = sorted({r.reason for r in records if r.status == "blanked"})
-        raise _ProductError(f"{label}: no channel left to make a cube from ({'; '.join(reasons)})")
+        hint = ""
+        if all(r.reason.startswith("zero beam") for r in records if r.status == "blanked"):
+            hint = ("; no channel has a restoring beam, as after a dirty-only run (niter = 0): "
+                    "ask for unconvolved cubes to stack them as they are")
+        raise _ProductError(f"{label}: no channel left to make a cube from ({'; '.join(reasons)}){hint}")
     resolution = options.resolution if convolve else "natural"
     cube_beam = None
     if resolution == "total":
         cube_beam = next(r.beam_out for r in records if r.beam_out is not None)
+    elif all(r.beam_out is None for r in records):  # unconvolved planes without any beam (niter = 0)
+        resolution = "none"
     return CubePlan(prefix=prefix, stokes=stokes, kind=kind, resolution=resolution, template=first,
                     freq0=freq0, step=step, records=tuple(records), planes=tuple(planes), beam=cube_beam,
-                    shape=first.read.shape)
+                    shape=first.read.shape, ref_beam=_reference_beam(records, options) if resolution == "natural"
+                    else None)
+
+
+def _reference_beam(records: list[PlaneRecord], options: ReduceOptions) -> Beam | None:
+    """The header beam of a natural cube: the plane `ref_chan` names or the one nearest `ref_freq`
+    (the nearest plane with a beam to it); None without either."""
+    ref = options.ref_chan
+    if ref is None and options.ref_freq is None:
+        return None
+    with_beam = [r for r in records if r.beam_out is not None]
+    if not with_beam:
+        return None
+    if options.ref_freq is not None:
+        return min(with_beam, key=lambda r: abs(r.freq - options.ref_freq)).beam_out
+    index = {"first": 0, "last": len(records) - 1, "mid": len(records) // 2}.get(str(ref), ref)
+    return min(with_beam, key=lambda r: abs(r.index - int(index))).beam_out

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from mpimager.errors import InputError, JobError, MpimagerError
 from mpimager.reduce.beams import Beam
@@ -67,15 +67,15 @@ class _Done:
     crc: int | None
     error: str | None
     seconds: float
+    blank: str | None = None  # why a plane read from its file was written as NaN (all NaN, all zero)
 
 
 def default_threads(comm=None) -> int:
     """Cores of this node divided among the ranks on it."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        cores = os.cpu_count() or 1
     from mpimager.queue.mpiqueue import ranks_on_node
+    from mpimager.runtime.environment import usable_cpus
+
+    cores = usable_cpus()
 
     return max(1, cores // ranks_on_node(comm))
 
@@ -111,9 +111,9 @@ def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path,
                   log: Callable[[str], None] | None = print, *, out_file: Path | None = None,
                   groups: Mapping[str, str] | None = None,
                   receptor_angles: Mapping[str, float] | None = None) -> list[Product]:
-    """PSF-matched cubes from channel images; collective over `comm` (None = this process alone).
+    """PSF-matched cubes from channel images and cubes; collective over `comm` (None = this process alone).
 
-    images: channel image paths (MFS, psf, model, dirty files are skipped and reported).
+    images: channel image and cube paths (MFS, psf, model, dirty files are skipped and reported).
     out_dir: where cubes and side files go (made if missing). out_file: one cube's exact path instead
     (an error if the inputs make more than one cube). groups: prefix -> beam group for scope 'prefix'
     (e.g. map a beam's I and QU prefixes to one group). receptor_angles: prefix -> degrees written as
@@ -177,13 +177,16 @@ def _reduce(images, options, out_dir, comm, log, threads, out_file, groups, rece
 
 def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
     from mpimager.reduce import cube as cubeio
+    from mpimager.reduce.fitsio import read_inputs
     from mpimager.reduce.names import cube_paths
-    from mpimager.reduce.fitsio import read_channel
     from mpimager.reduce.plan import plan_cubes
 
     if not images:
         raise InputError("reduce: no channel images given")
-    channels = [read_channel(p) for p in images]
+    channels = [plane for p in images for plane in read_inputs(p, use_beamlogs=options.use_beamlogs)]
+    ncubes = len({c.path for c in channels if c.origin is not None})
+    if ncubes:
+        say(f"reduce: {len(channels)} planes from {ncubes} cube(s) and {len(images) - ncubes} channel image(s)")
     planned = plan_cubes(channels, options, groups, log=say)
     for why, paths in planned.ignored.items():
         say(f"reduce: ignored {len(paths)} file(s): {why} (e.g. {paths[0].name})")
@@ -224,7 +227,7 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
     for ci, (plan, paths) in enumerate(zip(planned.cubes, all_paths)):
         angle = angles.get(plan.prefix, angles.get("*"))
         header = cubeio.cube_header(plan, options, angle)
-        tail = cubeio.beams_table_bytes(plan) if plan.beam is None else b""
+        tail = cubeio.beams_table_bytes(plan) if plan.beam is None and plan.resolution != "none" else b""
         try:
             layout = cubeio.preallocate(paths.partial, header, tail, len(plan.planes), plan.shape)
         except InputError:
@@ -248,9 +251,10 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
 
 def _process(task: _Task, layout, min_weight: float, fft_workers: int, with_crc: bool) -> _Done:
     import numpy as np
+
     from mpimager.reduce.cube import robust_sigma, write_plane
     from mpimager.reduce.fitsio import read_plane
-    from mpimager.reduce.kernel import convolve_plane
+    from mpimager.reduce.kernel import convolve_plane, empty_plane
 
     t0 = time.perf_counter()
     spec = task.spec
@@ -259,6 +263,10 @@ def _process(task: _Task, layout, min_weight: float, fft_workers: int, with_crc:
             crc = write_plane(layout, spec.index, None, with_crc)
             return _Done(task.cube, spec.index, float("nan"), crc, None, time.perf_counter() - t0)
         plane = read_plane(spec.read, np.empty(spec.read.shape, dtype=np.float32))
+        blank = empty_plane(plane) if spec.blank_empty else None
+        if blank is not None:
+            crc = write_plane(layout, spec.index, None, with_crc)
+            return _Done(task.cube, spec.index, float("nan"), crc, None, time.perf_counter() - t0, blank)
         convolve_plane(plane, spec.kernel, spec.scale, workers=fft_workers, min_weight=min_weight)
         sigma = robust_sigma(plane)
         crc = write_plane(layout, spec.index, plane, with_crc)
@@ -280,8 +288,32 @@ def _run_tasks(tasks: list[_Task], layouts, threads: int, min_weight: float, wit
         return list(pool.map(lambda t: _process(t, layouts[t.cube], min_weight, fft_workers, with_crc), tasks))
 
 
-def _finish(setup, done: list[_Done], options: ReduceOptions, say) -> list[Product]:
+def _blank_empty(plan, results: list[_Done], layout, say):
+    """The plan with planes found all-NaN or all-zero while being made marked blanked (BEAMS table too)."""
+    import dataclasses
+
     from mpimager.reduce import cube as cubeio
+
+    why = {d.index: d.blank for d in results if d.blank}
+    if not why:
+        return plan
+    records = []
+    for r in plan.records:
+        if r.index in why:
+            say(f"reduce: {plan.label}: plane {r.index} ({r.freq / 1e6:.3f} MHz, "
+                f"{r.source.name if r.source else '-'}) blanked: {why[r.index]}")
+            r = dataclasses.replace(r, beam_out=None, status="blanked", reason=why[r.index])
+        records.append(r)
+    plan = dataclasses.replace(plan, records=tuple(records))
+    if plan.beam is None and plan.resolution != "none":
+        cubeio.rewrite_tail(layout, cubeio.beams_table_bytes(plan))
+    return plan
+
+
+def _finish(setup, done: list[_Done], options: ReduceOptions, say) -> list[Product]:
+    from mpimager import __version__
+    from mpimager.reduce import cube as cubeio
+    from mpimager.reduce.beamlog import write_beamlog
 
     by_cube: dict[int, list[_Done]] = {}
     for d in done:
@@ -299,9 +331,10 @@ def _finish(setup, done: list[_Done], options: ReduceOptions, say) -> list[Produ
             problem = f"{plan.label}: {errors[0]}"
         else:
             sigmas = [d.sigma for d in results]
+            plan = _blank_empty(plan, results, layout, say)
             problem = cubeio.verify(layout, {d.index: d.crc for d in results} if setup["with_crc"] else None)
             if problem is None:
-                cubeio.write_beamlog(paths.beamlog, plan, sigmas)
+                write_beamlog(paths.beamlog, plan, sigmas, __version__)
                 cubeio.write_weights(paths.weights, sigmas)
                 os.replace(layout.path, paths.cube)
         if problem is not None:
@@ -311,6 +344,7 @@ def _finish(setup, done: list[_Done], options: ReduceOptions, say) -> list[Produ
                 pass
             say(f"reduce: FAILED {problem}")
         verified.append(problem is None)
+        setup["entries"][ci] = (plan, paths)
         products.append(_product(plan, paths if problem is None else None, problem))
     for f in setup["failures"]:
         products.append(Product(path=None, prefix=f.prefix, stokes=f.stokes, kind=f.kind, error=f.error,

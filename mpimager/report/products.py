@@ -6,8 +6,9 @@ for jobs that ended well (this run or, for jobs skipped as done, an earlier one)
   `PREFIX-MFS-Q-image.fits`, or `PREFIX-image.fits` / `PREFIX-Q-image.fits` of a single-channel job; or a
   mosaic's `NAME.mosaic.mfs.fits` (drawn with its beam centres).
 - A cube is a `.fits` output of a `reduce` job, or any output named `*.cube.fits` or Arrakis' `*.conv.fits`.
-- A cube's beam log and weights sit beside it: `STEM.beamlog.txt` / `STEM.weights.txt` (mpimager names),
-  or `beamlog.image.REST.txt` / `weights.REST.txt` for an Arrakis-named `image.REST.fits`.
+- A cube's beam log and weights sit beside it: `STEM.beamlog.ecsv` / `STEM.weights.txt` (mpimager names),
+  or `beamlog.image.REST.ecsv` / `weights.REST.txt` for an Arrakis-named `image.REST.fits` (`.txt` beam
+  logs: earlier mpimager versions and RACS-tools).
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ def side_file_candidates(cube: str) -> tuple[list[str], list[str]]:
     """(beam log, weights) paths where a cube's side files may be, most likely first."""
     d, name = os.path.split(cube)
     stem = name[:-5] if name.endswith(".fits") else name
-    beamlogs, weights = [os.path.join(d, f"{stem}.beamlog.txt")], [os.path.join(d, f"{stem}.weights.txt")]
+    beamlogs = [os.path.join(d, f"{stem}.beamlog.{ext}") for ext in ("ecsv", "txt")]
+    weights = [os.path.join(d, f"{stem}.weights.txt")]
     if stem.startswith("image."):
         rest = stem[len("image."):]
-        beamlogs.append(os.path.join(d, f"beamlog.image.{rest}.txt"))
+        beamlogs += [os.path.join(d, f"beamlog.image.{rest}.{ext}") for ext in ("ecsv", "txt")]
         weights.append(os.path.join(d, f"weights.{rest}.txt"))
     return beamlogs, weights
 

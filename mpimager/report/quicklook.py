@@ -277,8 +277,27 @@ class BeamLog:
     status: tuple[str, ...]
 
 
+def _read_ecsv_beamlog(path: str) -> BeamLog:
+    """mpimager's ECSV beam log (mpimager.reduce.beamlog)."""
+    from astropy.table import Table
+
+    t = Table.read(path, format="ascii.ecsv")
+
+    def beam(row, prefix=""):
+        v = tuple(float(row[f"{prefix}{k}"]) for k in ("BMAJ", "BMIN", "BPA"))
+        return None if any(x != x for x in v) else v
+
+    beams = tuple(beam(r) for r in t)
+    outs = [beam(r, "Target ") for r in t]
+    return BeamLog(tuple(float(f) for f in t["FREQ"]), beams, next((b for b in outs if b), None),
+                   tuple(float(s) for s in t["sigma"]), tuple(str(s) for s in t["status"]))
+
+
 def read_beamlog(path: str) -> BeamLog:
-    """mpimager's beam log (`#plane freq_Hz bmaj_in ...`) or RACS-tools' (`#Channel BMAJ[arcsec] ...`)."""
+    """mpimager's beam log (ECSV; before it `#plane freq_Hz bmaj_in ...`) or RACS-tools' (`#Channel BMAJ[arcsec]`)."""
+    with open(path) as f:
+        if f.readline().startswith("# %ECSV"):
+            return _read_ecsv_beamlog(path)
     freqs, beams, sigmas, status, common = [], [], [], [], None
     ours = True
     with open(path) as f:

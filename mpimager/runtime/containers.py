@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from mpimager.errors import ConfigError, InputError, JobError
+from mpimager.runtime.environment import cache_dir
 
 RUNTIMES = ("native", "singularity", "apptainer")
 PULL_SCHEMES = ("docker://", "library://", "oras://", "shub://", "https://")
-DEFAULT_CACHE_DIR = "~/.cache/mpimager/images"
 # Binding any of these would hide the image's own system directories.
 _SYSTEM_DIRS = frozenset({"/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/var", "/proc",
                           "/sys", "/dev", "/boot", "/run", "/opt", "/srv"})
@@ -61,7 +61,7 @@ class ContainerOptions:
     wsclean_mp: str = "wsclean-mp"
     """WSClean's MPI build, for --nodes-mpi runs: on PATH natively, or inside the image."""
     cache_dir: Optional[str] = None
-    """Where URI images are pulled to; default ~/.cache/mpimager/images."""
+    """Where URI images are pulled to; default $APPTAINER_CACHEDIR/mpimager, else $XDG_CACHE_HOME/mpimager/images."""
 
     @classmethod
     def from_mapping(cls, d: Mapping, where: str) -> "ContainerOptions":
@@ -307,7 +307,7 @@ class ContainerRuntime(Runtime):
             raise ConfigError(f"[container] image: required when runtime = {options.runtime!r}")
         self.binary = options.binary or options.runtime
         self.uri = options.image if options.image.startswith(PULL_SCHEMES) else None
-        cache = options.cache_dir or os.path.expanduser(DEFAULT_CACHE_DIR)
+        cache = options.cache_dir or str(cache_dir("images"))
         self.image = str(pulled_image_path(self.uri, cache)) if self.uri else options.image
         self.cache_dir = cache
 

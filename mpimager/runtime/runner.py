@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpimager.errors import JobError
-from mpimager.plan.jobs import Job
+from mpimager.planner.jobs import Job
 from mpimager.rundir import layout
 from mpimager.rundir.layout import log_path
 from mpimager.states import Retry
@@ -64,9 +64,10 @@ def job_env(env_file: str | None, base: dict | None = None) -> dict:
     file, or a file whose last command fails, as `source` reports it) is a JobError naming the file and
     bash's last error line. A command failing in the middle of the file is not an error (site environment
     files are rarely written to stop on errors)."""
+    from mpimager.runtime.environment import without_casacore_defaults
     from mpimager.runtime.process import mpi_clean_env
 
-    env = mpi_clean_env(dict(os.environ if base is None else base))
+    env = without_casacore_defaults(mpi_clean_env(dict(os.environ if base is None else base)))
     env.setdefault("HOME", os.path.expanduser("~"))
     if not env_file:
         return env

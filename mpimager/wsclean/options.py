@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from mpimager.atomic import write_text_atomic
@@ -106,25 +104,27 @@ def parse_help(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mpimager"
+def known_options(runtime, cache: bool = True) -> frozenset[str]:
+    """The option names of the WSClean `runtime` runs, parsed from its --help once per binary/image identity
+    and kept in the cache directory (mpimager.runtime.environment.cache_dir); `cache=False` (a dry run) reads
+    the cache but writes nothing."""
+    from mpimager.runtime.environment import cache_dir
 
-
-def known_options(runtime) -> frozenset[str]:
-    """The option names of the WSClean `runtime` runs, parsed from its --help once per binary/image identity."""
     key = hashlib.sha256(runtime.identity().encode()).hexdigest()[:20]
-    cache = _cache_dir() / f"wsclean-options-{key}.json"
+    path = cache_dir("wsclean") / f"wsclean-options-{key}.json"
     try:
-        return frozenset(json.loads(cache.read_text())["options"])
+        return frozenset(json.loads(path.read_text())["options"])
     except (OSError, ValueError, KeyError):
         pass
     names = parse_help(runtime.help_text())
     if len(names) < 20:
         raise WSCleanOptionError(f"could not read WSClean's option list from {runtime.describe()} "
                                  f"(its --help printed {len(names)} options)")
+    if not cache:
+        return names
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(cache, json.dumps({"identity": runtime.identity(), "options": sorted(names)}))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"identity": runtime.identity(), "options": sorted(names)}))
     except OSError:
         pass  # a read-only home only costs a --help per run
     return names

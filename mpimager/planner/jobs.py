@@ -251,19 +251,24 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
     wanted = {{"restored": "image", "residual": "residual", "unconvolved": "image"}[k] for k in r.cubes}
     jobs = []
     for unit in _reduce_units(config, imaging):
-        images = [o for j in unit for o in j.outputs
-                  if (n := parse_image_name(os.path.basename(o))) and n.is_channel and n.kind in wanted]
+        found = [(n.kind, o) for j in unit for o in j.outputs
+                 if (n := parse_image_name(os.path.basename(o))) and n.is_channel]
+        images = [o for kind, o in found if kind in wanted]
         if not images:
             continue  # one output channel: nothing to stack
+        # a dirty-only pass (niter = 0: no residuals, BMAJ = 0 in every image) has no restoring beam to
+        # match: its gather stacks the images as they are (unconvolved cubes) instead of failing
+        dirty_only = all(kind != "residual" for kind, _ in found)
+        cubes = ("unconvolved",) if dirty_only else r.cubes
         out_dir = _unit_out_dir(unit)
         # the [reduce] options travel whole (one JSON value): the unit already is the scope's group
         options = replace(r, scope="prefix" if r.scope == "prefix" else "observation",
-                          threads=r.threads or settings.threads)
+                          threads=r.threads or settings.threads, cubes=cubes)
         argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--quiet",
                 "--options", json.dumps(options.to_mapping(), sort_keys=True, separators=(",", ":"))]
         unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
         argv += ["--ms", unit_ms[0]] if unit_ms[0] in fixed else []  # its receptor angle goes in the header
-        outputs = [str(p) for j in unit for _, _, paths in _job_cubes(r, j, out_dir)
+        outputs = [str(p) for j in unit for _, _, paths in _job_cubes(r, j, out_dir, cubes)
                    for p in (paths.cube, paths.beamlog, paths.weights)]
         name = unit[0].id.split(":", 1)[1] if len(unit) == 1 else (
             os.path.basename(os.path.commonprefix([j.prefix for j in unit])).rstrip(".-_") or "all")
@@ -278,12 +283,12 @@ def _unit_out_dir(unit: Sequence[Job]) -> str:
     return os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
 
 
-def _job_cubes(r, job: Job, out_dir: str) -> list[tuple[str, str, object]]:
-    """(Stokes, kind, CubePaths) of every cube the gather step makes from imaging job `job`'s channels."""
+def _job_cubes(r, job: Job, out_dir: str, kinds: Sequence[str]) -> list[tuple[str, str, object]]:
+    """(Stokes, kind, CubePaths) of every cube of `kinds` the gather step makes from imaging job `job`'s channels."""
     from mpimager.reduce.names import cube_paths
 
     return [(stokes, kind, cube_paths(_CubeName(os.path.basename(job.prefix), stokes, kind), r, Path(out_dir)))
-            for kind in r.cubes for stokes in job.pols]
+            for kind in kinds for stokes in job.pols]
 
 
 def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
@@ -308,7 +313,9 @@ def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         if rj is None:
             continue
         field = dict(j.tags).get("field") or "field"
-        for stokes, kind, paths in _job_cubes(r, j, cube_dirs[rj.id]):
+        for stokes, kind, paths in _job_cubes(r, j, cube_dirs[rj.id], r.cubes):
+            if str(paths.cube) not in rj.outputs:
+                continue  # not gathered (a dirty-only pass is stacked unconvolved: no common beam to mosaic)
             units[(field, j.pass_name, stokes, kind)].append((j, rj, str(paths.cube)))
     out_dir = wsclean.substitute(m.out_dir, {"run_dir": str(settings.run_dir.absolute())}, "[mosaic] out_dir") \
         if m.out_dir else str(settings.run_dir.absolute() / "mosaics")

@@ -20,9 +20,9 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 
-from mpimager.plan.jobs import Job
+from mpimager.planner.jobs import Job
 
-# Wall seconds per cost unit of a job on one thread (mpimager.plan.jobs: cost ~ MB of data x polarisations x 2 when
+# Wall seconds per cost unit of a job on one thread (mpimager.planner.jobs: cost ~ MB of data x polarisations x 2 when
 # cleaning + image megapixels x output channels x polarisations), measured on the project's 2-core machine from
 # the journal of `configs/demo.toml` runs under `mpirun -n 3` (2 workers, `-j 1`), taking the largest ratio seen
 # on jobs big enough that process start-up does not dominate (92 MB beams, 36 antennas, 150 times, 16 channels):
