@@ -19,6 +19,7 @@ out-dir = "$run_dir$/images"
 size = "64 64"
 scale = "20asec"
 channels-out = 2
+niter = 10                 # a dirty-only pass is gathered unconvolved: no restoring beam to mosaic
 [passes.I]
 pol = "I"
 [passes.QU]
