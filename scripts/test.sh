@@ -72,7 +72,7 @@ if [[ " $jobs " == *" suite "* ]]; then
   echo "test.sh: mypy over the typed public modules"
   "$work/venv/bin/python" -m pip install -q mypy 2>&1 | grep -v "^WARNING: Location" || true
   (cd "$work" && "$work/venv/bin/python" -m mypy --ignore-missing-imports --follow-imports=silent \
-     -m mpimager.api -m mpimager.log -m mpimager.resources -m mpimager.runtime.environment \
+     -m mpimager.api -m mpimager.log -m mpimager.resources -m mpimager.environment \
      -m mpimager.config.reference -m mpimager.cli.init -m mpimager.cli.config -m mpimager) || status=$?
 fi
 if [[ " $jobs " == *" floors "* ]]; then

@@ -69,6 +69,6 @@ def wsclean_rootfs(singularity_standin_path) -> Path:
 @pytest.fixture
 def container_options(wsclean_rootfs, singularity_standin):
     """[container] options: runtime singularity, the stand-in as binary, the rootfs as image."""
-    from mpimager.runtime.containers import ContainerOptions
+    from mpimager.config.container import ContainerOptions
 
     return ContainerOptions(runtime="singularity", image=str(wsclean_rootfs), binary=singularity_standin)

@@ -7,7 +7,7 @@ import sys
 
 from conftest import run_cli, snapshot, write_config
 
-from mpimager.runtime.environment import cache_dir, without_casacore_defaults
+from mpimager.environment import cache_dir, without_casacore_defaults
 
 
 def test_default_threads_follow_the_affinity_mask(tmp_path, tiny_ms_dir):

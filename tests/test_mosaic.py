@@ -12,8 +12,8 @@ from astropy.wcs import WCS
 from conftest import run_cli, snapshot
 from reproject import reproject_interp
 
+from mpimager.config.mosaic import MosaicOptions
 from mpimager.errors import InputError
-from mpimager.mosaic.options import MosaicOptions
 from mpimager.mosaic.run import mosaic_cubes
 
 SKY = [Sky(206.75, -37.0, 1.0), Sky(207.2, -36.6, 0.5), Sky(206.3, -37.4, 0.3)]

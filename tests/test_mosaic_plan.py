@@ -9,8 +9,8 @@ import pytest
 from conftest import run_cli, write_config
 
 from mpimager.config.load import load_config
+from mpimager.config.mosaic import MosaicOptions
 from mpimager.errors import ConfigError
-from mpimager.mosaic.options import MosaicOptions
 
 PASSES = """
 [wsclean]

@@ -189,7 +189,7 @@ def gather_options(job):
 def test_every_reduce_key_reaches_the_gather_job_whole(tmp_path):
     from dataclasses import fields, replace
 
-    from mpimager.reduce.options import ReduceOptions
+    from mpimager.config.reduce import ReduceOptions
 
     assert set(REDUCE_ALL) == {f.name for f in fields(ReduceOptions)} - {"enabled"}, "a [reduce] key is untested"
     table = "\n".join(f"{k} = {v!r}".replace("True", "true").replace("'", '"') for k, v in REDUCE_ALL.items())

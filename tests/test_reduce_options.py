@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mpimager.errors import ConfigError
-from mpimager.reduce.options import ReduceOptions
+from mpimager.config.reduce import ReduceOptions
 from mpimager.reduce.plan import parse_name
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mpimager.config.mosaic import INTERPOLATIONS, TELESCOPES, MosaicOptions
 from mpimager.errors import MpimagerError
-from mpimager.mosaic.options import INTERPOLATIONS, TELESCOPES, MosaicOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

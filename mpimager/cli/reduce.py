@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from mpimager.errors import InputError, JobError, MpimagerError
-from mpimager.reduce.options import AXIS_ORDERS, NAME_STYLES, RESOLUTIONS, ReduceOptions
+from mpimager.config.reduce import AXIS_ORDERS, NAME_STYLES, RESOLUTIONS, ReduceOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

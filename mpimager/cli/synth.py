@@ -23,7 +23,7 @@ def add_arguments(parser):
 
 def synthesise(directory: Path, *, beams: int = 6, plain: int | None = None, antennas: int = 16, times: int = 16,
                channels: int = 8, spws: int = 1, noise: float = 0.0) -> list[Path]:
-    from mpimager.runtime.environment import measures_warning_once
+    from mpimager.environment import measures_warning_once
     from mpimager.testing import synth
 
     directory = Path(directory).absolute()

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from mpimager.config.container import ContainerOptions
+from mpimager.config.mosaic import MosaicOptions
+from mpimager.config.reduce import ReduceOptions
 from mpimager.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -138,12 +141,12 @@ class Config:
     inputs: InputsOptions
     data_handler: DataHandlerOptions
     fixms: FixMSSettings
-    container: Any  # mpimager.runtime.containers.ContainerOptions
-    reduce: Any  # mpimager.reduce.ReduceOptions
+    container: ContainerOptions
+    reduce: ReduceOptions
     passes: tuple[ImagingPass, ...]
     resolved: Mapping[str, Any] = field(default_factory=dict, compare=False)  # merged tables, for provenance
     origins: Mapping[str, Path] = field(default_factory=dict, compare=False)  # "table key" -> file that set it
-    mosaic: Any = None  # mpimager.mosaic.MosaicOptions
+    mosaic: MosaicOptions = MosaicOptions()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -476,10 +479,6 @@ def _load_layers(files: list[Path], datas: list[dict]) -> Config:
     problems.raise_if_any()
     merged, origins = merge_layers(layers, files)
     user = files[-1]
-
-    from mpimager.mosaic.options import MosaicOptions
-    from mpimager.runtime.containers import ContainerOptions
-    from mpimager.reduce.options import ReduceOptions
 
     def build(cls, table, **fields):
         return cls(**{**table, **fields})

@@ -60,7 +60,7 @@ def read_all(paths: Sequence[str]) -> list[MSInfo]:
     """Metadata of every MS, in order; many MSs are read by one forked process per core.
 
     The first failing MS (in input order) raises its MSError, as reading them one by one would."""
-    from mpimager.runtime.environment import usable_cpus
+    from mpimager.environment import usable_cpus
 
     cores = usable_cpus()
     if len(paths) < PARALLEL_FROM or cores < 2:

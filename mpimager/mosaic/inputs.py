@@ -183,7 +183,7 @@ def _beams_table(path: Path, nchan: int) -> tuple[Beam | None, ...]:
 def read_cube(path: Path, beam_id: int | None = None, weights: Path | None = None) -> BeamCube:
     """Header facts of one beam's cube at `path`; `beam_id` (default: the digits after 'beam' in its name);
     `weights`: its weights file (default: the one the gather step wrote beside it)."""
-    from mpimager.reduce.names import side_files
+    from mpimager.planner.products import side_files
 
     path = Path(path).absolute()
     raw, offset = read_header_bytes(path)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mpimager.config.mosaic import MosaicOptions
 from mpimager.errors import InputError, JobError
 from mpimager.mosaic.grid import Box, FieldGrid, field_grid
 from mpimager.mosaic.inputs import BeamCube, check_compatible, read_cubes
-from mpimager.mosaic.options import MosaicOptions
 from mpimager.mosaic.products import MosaicPaths, mosaic_paths
 
 log_ = logging.getLogger(__name__)

@@ -47,8 +47,8 @@ class Prepared:
 
 
 def default_threads(config: Config) -> int:
-    """WSClean's -j for this config on this machine (mpimager.runtime.environment.default_threads)."""
-    from mpimager.runtime.environment import default_threads as threads
+    """WSClean's -j for this config on this machine (mpimager.environment.default_threads)."""
+    from mpimager.environment import default_threads as threads
 
     return threads(config.worker.threads, config.worker.max_concurrent)
 

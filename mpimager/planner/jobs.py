@@ -285,7 +285,7 @@ def _unit_out_dir(unit: Sequence[Job]) -> str:
 
 def _job_cubes(r, job: Job, out_dir: str, kinds: Sequence[str]) -> list[tuple[str, str, object]]:
     """(Stokes, kind, CubePaths) of every cube of `kinds` the gather step makes from imaging job `job`'s channels."""
-    from mpimager.reduce.names import cube_paths
+    from mpimager.planner.products import cube_paths
 
     return [(stokes, kind, cube_paths(_CubeName(os.path.basename(job.prefix), stokes, kind), r, Path(out_dir)))
             for kind in kinds for stokes in job.pols]

@@ -1,15 +1,16 @@
 """The gather step: channel images and cubes -> common beam -> PSF-matched, frequency-stacked cubes.
 
-Modules: options (ReduceOptions), beams (beam algebra, common beam), kernel (uv-plane Gaussian, NaN-aware
+Modules: beams (beam algebra, common beam), kernel (uv-plane Gaussian, NaN-aware
 convolution), fitsio (channel images and cubes' planes: headers, beams, one plane at a time), plan
 (grouping into cubes, per-plane decisions), cube (cube files and side files), beamlog (the ECSV beam
-log; reading ours and RACS-tools'), names (file names), run (orchestration over ranks), receptor (pol
+log; reading ours and RACS-tools'), run (orchestration over ranks), receptor (pol
 axis from an MS), cli.
 
-Importing this package is cheap (the config loader imports ReduceOptions); the rest loads on use.
+Its options are `config.reduce.ReduceOptions` and its file names `planner.products`. Importing this package is cheap;
+the rest loads on use.
 """
 
-from mpimager.reduce.options import ReduceOptions
+from mpimager.config.reduce import ReduceOptions
 
 __all__ = ["Beam", "Product", "ReduceOptions", "pol_axis_from_ms", "reduce_images"]
 

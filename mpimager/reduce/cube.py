@@ -14,6 +14,7 @@ blank planes).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -26,7 +27,7 @@ import numpy as np
 
 from mpimager.errors import InputError
 from mpimager.reduce.fitsio import BLOCK, STOKES_VALUES, parse_header, read_header_bytes
-from mpimager.reduce.options import ReduceOptions
+from mpimager.config.reduce import ReduceOptions
 from mpimager.reduce.plan import CubePlan
 
 _AXIS_KEY = re.compile(r"^(CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CNAME|CRDER|CSYER|CPERI|CZPHS)([3-9])$")
@@ -92,8 +93,9 @@ def cube_header(plan: CubePlan, options: ReduceOptions, receptor_angle: float | 
         h["BUNIT"] = ("Jy/beam", "Jansky per beam")
     h["DATE"] = (datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC, file written")
     h["ORIGIN"] = (f"mpimager {__version__}", "PSF matching and cube stacking")
-    if plan.beam is not None or plan.ref_beam is not None:
-        for key, value in (plan.beam or plan.ref_beam).header_values().items():
+    header_beam = plan.beam or plan.ref_beam
+    if header_beam is not None:
+        for key, value in header_beam.header_values().items():
             h[key] = value
     if plan.beam is None and plan.resolution != "none":
         h["CASAMBM"] = (True, "one beam per plane in the BEAMS table")
@@ -194,10 +196,8 @@ def preallocate(path: Path, header, tail: bytes, nplanes: int, shape: tuple[int,
             f.seek(data_end)
             f.write(tail)
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             path.unlink()
-        except OSError:
-            pass
         raise InputError(f"{path.parent}: cannot write the cube {path.name.removeprefix('.').removesuffix('.partial')}"
                          f" ({exc.strerror})") from None
     return Layout(str(path), len(head), plane_bytes, nplanes, data_end + len(tail), data_end)
@@ -222,7 +222,7 @@ def write_plane(layout: Layout, index: int, plane: np.ndarray | None, with_crc: 
         plane = np.ascontiguousarray(plane, dtype=np.float32)
     if sys.byteorder == "little":
         plane.byteswap(inplace=True)
-    view = memoryview(plane).cast("B")
+    view = plane.data.cast("B")
     offset = layout.data_offset + index * layout.plane_bytes
     fd = os.open(layout.path, os.O_WRONLY)
     try:

@@ -20,11 +20,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mpimager.errors import InputError
 from mpimager.reduce.beams import Beam, beam_from_header, beam_from_values
+
+if TYPE_CHECKING:
+    from astropy.io.fits import Header
 
 BLOCK = 2880
 STOKES_CODES = {1: "I", 2: "Q", 3: "U", 4: "V", -1: "RR", -2: "LL", -3: "RL", -4: "LR",
@@ -57,7 +61,7 @@ class ChannelImage:
 
     path: Path
     read: ReadSpec
-    header: object  # astropy.io.fits.Header
+    header: Header
     freq: float | None
     width: float | None
     stokes: str | None
@@ -84,7 +88,7 @@ def read_header_bytes(path: Path) -> tuple[bytes, int]:
     """The primary header's raw bytes and the data offset; InputError if this is not FITS."""
     try:
         with open(path, "rb") as f:
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 block = f.read(BLOCK)
                 if len(block) < BLOCK:
@@ -149,7 +153,7 @@ def stokes(header) -> str | None:
     i = _find_axis(header, "STOKES")
     if i is None:
         return None
-    return STOKES_CODES.get(int(round(_axis_value(header, i))))
+    return STOKES_CODES.get(round(_axis_value(header, i)))
 
 
 def pixel_matrix(header, path) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -243,7 +247,7 @@ def _axis_values(header, i: int) -> list[float]:
 
 
 def _cube_planes(path: Path, header, offset: int, use_beamlogs: bool) -> list[ChannelImage]:
-    from mpimager.reduce.names import cube_name_parts
+    from mpimager.planner.products import cube_name_parts
 
     naxis = int(header["NAXIS"])
     f_axis, s_axis = _find_axis(header, "FREQ"), _find_axis(header, "STOKES")
@@ -283,7 +287,7 @@ def _cube_planes(path: Path, header, offset: int, use_beamlogs: bool) -> list[Ch
 def _cube_beams(path: Path, header, nchan: int, npol: int, use_beamlogs: bool):
     """A function (channel, pol index) -> (beam, problem, where from), by the order of trust."""
     from mpimager.reduce.beamlog import read_beams
-    from mpimager.reduce.names import beamlog_candidates
+    from mpimager.planner.products import beamlog_candidates
 
     table = _beams_table(path) if header.get("CASAMBM", False) else None
     if table is not None:
@@ -338,12 +342,12 @@ def _beams_table(path: Path) -> dict[tuple[int, int], tuple[float, float, float]
 
 def grid_difference(a: tuple, b: tuple) -> str | None:
     """The first grid key on which two channel images differ ('CRVAL1 187.5 != 187.6'), or None."""
-    for (key, va), (_, vb) in zip(a, b):
+    for (key, va), (_, vb) in zip(a, b, strict=True):  # both GRID_KEYS long
         if va == vb:
             continue
-        if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool):
-            if math.isclose(float(va), float(vb), rel_tol=1e-9, abs_tol=1e-12):
-                continue
+        if (isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool)
+                and math.isclose(float(va), float(vb), rel_tol=1e-9, abs_tol=1e-12)):
+            continue
         if isinstance(va, str) and isinstance(vb, str) and va.strip() == vb.strip():
             continue
         return f"{key} {va!r} != {vb!r}"
@@ -364,13 +368,13 @@ def read_plane(spec: ReadSpec, out: np.ndarray) -> np.ndarray:
     fd = os.open(spec.path, os.O_RDONLY)
     try:
         if spec.bitpix == -32:
-            _read_exact(fd, memoryview(out).cast("B"), spec.offset, spec.path)
+            _read_exact(fd, out.data.cast("B"), spec.offset, spec.path)
             if sys.byteorder == "little":
                 out.byteswap(inplace=True)
             raw = None
         else:
             raw = np.empty(spec.shape, dtype=_BITPIX[spec.bitpix])
-            _read_exact(fd, memoryview(raw).cast("B"), spec.offset, spec.path)
+            _read_exact(fd, raw.data.cast("B"), spec.offset, spec.path)
     finally:
         os.close(fd)
     if raw is not None:

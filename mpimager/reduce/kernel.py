@@ -86,7 +86,7 @@ def fft_convolve(plane: np.ndarray, cov: tuple[float, float, float], workers: in
     Two 1-D passes each way (real rows, complex columns): faster here than rfft2/irfft2, and the
     inverse writes straight back into `plane`, so a plane costs about twice its size in memory.
     """
-    ny, nx = plane.shape
+    nx = plane.shape[1]
     spec = scipy.fft.rfft(plane, axis=1, workers=workers)
     spec = scipy.fft.fft(spec, axis=0, overwrite_x=True, workers=workers)
     apply_taper(spec, cov, plane.shape)

@@ -14,7 +14,7 @@ made, each with its reason. No file is touched.
   and, without a cutoff, absurd PSF fits (`psf_outlier`: BMAJ above that many times the group's median,
   or wider than a quarter of the image: a single-baseline PSF); those channels are blanked with the reason.
 - Dirty-only inputs (niter = 0: BMAJ = 0 in every channel) cannot be PSF-matched: a restored cube of them
-  fails naming that, and a run asks for `unconvolved` cubes of them instead (plan/jobs.py). Residual planes follow
+  fails naming that, and a run asks for `unconvolved` cubes of them instead (planner/jobs.py). Residual planes follow
   their restored sibling's beam and fate. Unconvolved cubes keep every plane and its own beam.
 - Spectral axis: channels sorted by frequency on a regular grid (step = channel width when that fits,
   else the smallest spacing); NaN planes fill gaps; an irregular grid or two channels at one frequency
@@ -23,20 +23,24 @@ made, each with its reason. No file is touched.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 from mpimager.reduce.beams import Beam, common_beam, convolving_beam, round_up_beam
 from mpimager.reduce.fitsio import ChannelImage, ReadSpec, grid_difference
 from mpimager.reduce.kernel import beam_scale, pixel_covariance
-from mpimager.reduce.options import ReduceOptions
+from mpimager.config.reduce import ReduceOptions
 from mpimager.wsclean.names import parse_image_name
 
 CUBE_SOURCE = {"restored": "image", "residual": "residual", "unconvolved": "image"}
+#: (prefix, Stokes, channel number or frequency rounded to 0.1 Hz): a restored plane and its residual share it
+_Key: TypeAlias = tuple[str, str, float | None]
 
 
 @dataclass(frozen=True)
@@ -148,15 +152,26 @@ class _Chan:
     stokes: str
 
     @property
-    def key(self):
+    def key(self) -> _Key:
         """(prefix, Stokes, channel): a restored plane and its residual share it (by frequency if known)."""
         f = self.image.freq
         return (self.name.prefix, self.stokes, self.name.chan if f is None else round(f, 1))
 
+    @property
+    def known_beam(self) -> Beam:
+        """The beam of a channel `_usable` kept (only channels with a beam are kept)."""
+        beam = self.image.beam
+        assert beam is not None, f"{self.image.path}: a channel without a beam among the usable ones"
+        return beam
+
 
 def plan_cubes(images: Sequence[ChannelImage], options: ReduceOptions,
-               groups: Mapping[str, str] | None = None, log=None) -> PlanResult:
-    """Every cube of `options.cubes` the channel images make, with per-plane decisions."""
+               groups: Mapping[str, str] | None = None, log: Callable[[str], None] | None = None) -> PlanResult:
+    """Every cube of `options.cubes` the channel images make, with per-plane decisions.
+
+    images: the channel images and cubes' planes. options: the [reduce] options. groups: prefix -> beam
+    group (scope 'beam'). log: where the common beam solver's notes go (None: nowhere).
+    """
     result = PlanResult()
     chans: list[_Chan] = []
     for image in images:
@@ -172,7 +187,7 @@ def plan_cubes(images: Sequence[ChannelImage], options: ReduceOptions,
         by_product[(c.name.prefix, c.stokes, c.name.kind)].append(c)
     # the channel that carries the beam of a (prefix, Stokes, channel): the restored image, else the
     # residual (a residual's beam is its restored image's)
-    carriers: dict = {}
+    carriers: dict[_Key, _Chan] = {}
     for c in sorted(chans, key=lambda c: c.name.kind != "image"):
         carriers.setdefault(c.key, c)
 
@@ -199,14 +214,29 @@ class _ProductError(Exception):
 
 
 @dataclass(frozen=True)
-class _Decision:
-    target: Beam | None
-    reason: str  # why blanked ('' if not)
+class _Match:
+    """A restored channel to PSF-match: its beam, the target, and the Gaussian between them (zero: copy)."""
+
+    beam: Beam
+    target: Beam
+    kernel: Beam
 
 
-def _beam_decisions(restored: list[_Chan], options: ReduceOptions, groups: Mapping[str, str], log):
+@dataclass(frozen=True)
+class _Blank:
+    """A restored channel to blank, and why."""
+
+    reason: str
+
+
+_Decision: TypeAlias = _Match | _Blank
+
+
+def _beam_decisions(restored: list[_Chan], options: ReduceOptions, groups: Mapping[str, str],
+                    log: Callable[[str], None] | None) -> dict[_Key, _Decision]:
     """Target beam (or blanking reason) for every restored channel, keyed by channel key."""
-    decisions: dict = {}
+    decisions: dict[_Key, _Decision] = {}
+    group_of: Callable[[_Chan], str]
     if options.scope == "observation" or (options.scope == "beam" and not groups):
         group_of = lambda c: "*"  # noqa: E731  (scope 'beam' without groups: the inputs are one beam's)
     else:
@@ -223,30 +253,31 @@ def _beam_decisions(restored: list[_Chan], options: ReduceOptions, groups: Mappi
         elif options.resolution == "total":
             targets = {}
             if usable:
-                cb = _target(common_beam([c.image.beam for c in usable], options.round_up, log=log), options)
+                cb = _target(common_beam([c.known_beam for c in usable], options.round_up, log=log), options)
                 targets = {c.key: cb for c in usable}
         else:  # natural: one beam per frequency across the group
             targets = {}
             for cluster in _frequency_clusters(usable):
-                cb = _target(common_beam([c.image.beam for c in cluster], options.round_up, log=log), options)
+                cb = _target(common_beam([c.known_beam for c in cluster], options.round_up, log=log), options)
                 targets.update({c.key: cb for c in cluster})
         for c in members:
             if c.key in excluded:
-                decisions[c.key] = _Decision(None, excluded[c.key])
+                decisions[c.key] = _Blank(excluded[c.key])
                 continue
             target = targets[c.key]
-            if convolving_beam(target, c.image.beam) is None:
-                decisions[c.key] = _Decision(
-                    None, f"beam {c.image.beam} cannot be convolved to {target} "
-                          f"(the target is smaller along some axis)")
+            kernel = convolving_beam(target, c.known_beam)
+            if kernel is None:
+                decisions[c.key] = _Blank(f"beam {c.image.beam} cannot be convolved to {target} "
+                                          f"(the target is smaller along some axis)")
             else:
-                decisions[c.key] = _Decision(target, "")
+                decisions[c.key] = _Match(c.known_beam, target, kernel)
     return decisions
 
 
-def _usable(members: list[_Chan], options: ReduceOptions) -> tuple[list[_Chan], dict]:
+def _usable(members: list[_Chan], options: ReduceOptions) -> tuple[list[_Chan], dict[_Key, str]]:
     """The channels whose beams may set the common beam, and why each other one is blanked."""
-    usable, excluded = [], {}
+    usable: list[_Chan] = []
+    excluded: dict[_Key, str] = {}
     cutoff = options.psf_cutoff
     for c in members:
         b = c.image.beam
@@ -260,10 +291,10 @@ def _usable(members: list[_Chan], options: ReduceOptions) -> tuple[list[_Chan], 
         else:
             usable.append(c)
     if cutoff is None and options.psf_outlier and len(usable) > 2:
-        median = statistics.median(c.image.beam.major for c in usable)
+        median = statistics.median(c.known_beam.major for c in usable)
         limit = options.psf_outlier * median
-        for c in [c for c in usable if c.image.beam.major > limit]:
-            excluded[c.key] = (f'outlier PSF fit: BMAJ {c.image.beam.major:.2f}" > psf_outlier {options.psf_outlier:g}'
+        for c in [c for c in usable if c.known_beam.major > limit]:
+            excluded[c.key] = (f'outlier PSF fit: BMAJ {c.known_beam.major:.2f}" > psf_outlier {options.psf_outlier:g}'
                                f' x the median {median:.2f}"; set psf_cutoff, or psf_outlier = 0 to keep it')
             usable.remove(c)
     return usable, excluded
@@ -286,33 +317,36 @@ def _target(beam: Beam, options: ReduceOptions) -> Beam:
 
 def _frequency_clusters(chans: list[_Chan]) -> list[list[_Chan]]:
     """Channels grouped by frequency (within 1e-6 relative): 'the same channel' across prefixes."""
-    known = sorted((c for c in chans if c.image.freq is not None), key=lambda c: c.image.freq)
+    known = sorted(((c.image.freq, c) for c in chans if c.image.freq is not None), key=lambda fc: fc[0])
     clusters: list[list[_Chan]] = []
-    for c in known:
-        if clusters and abs(c.image.freq - clusters[-1][-1].image.freq) <= 1e-6 * abs(c.image.freq):
+    last = 0.0  # the frequency of the last channel clustered
+    for f, c in known:
+        if clusters and abs(f - last) <= 1e-6 * abs(f):
             clusters[-1].append(c)
         else:
             clusters.append([c])
+        last = f
     clusters.extend([c] for c in chans if c.image.freq is None)
     return clusters
 
 
 def _frequency_grid(members: list[_Chan], label: str) -> tuple[float, float, list[int]]:
     """(first frequency, step, plane index of each member in order) of a regular grid."""
-    freqs = [c.image.freq for c in members]
-    missing = [c.image.path for c, f in zip(members, freqs) if f is None]
-    if missing:
-        raise _ProductError(f"{label}: {missing[0]} has no frequency (no FREQ axis)")
+    freqs: list[float] = []
+    for c in members:
+        if c.image.freq is None:
+            raise _ProductError(f"{label}: {c.image.path} has no frequency (no FREQ axis)")
+        freqs.append(c.image.freq)
     order = sorted(range(len(members)), key=lambda i: freqs[i])
     fs = [freqs[i] for i in order]
-    for a, b in zip(order, order[1:]):
+    for a, b in itertools.pairwise(order):
         if abs(freqs[b] - freqs[a]) <= 1e-9 * abs(freqs[a]):
             raise _ProductError(f"{label}: two channel images at {freqs[a]:.6g} Hz: "
                                 f"{members[a].image.path} and {members[b].image.path}")
     if len(fs) == 1:
         step = members[0].image.width or 1.0
         return fs[0], step, [0]
-    spacing = min(b - a for a, b in zip(fs, fs[1:]))
+    spacing = min(b - a for a, b in itertools.pairwise(fs))
     widths = {round(c.image.width, 3) for c in members if c.image.width}
     candidates = ([min(widths)] if len(widths) == 1 and min(widths) < spacing * (1 - 1e-6) else []) + [spacing]
     for step in candidates:
@@ -328,11 +362,11 @@ def _frequency_grid(members: list[_Chan], label: str) -> tuple[float, float, lis
                         f" WSClean's are regular when -channels-out divides the number of MS channels)")
 
 
-def _plan_cube(prefix, stokes, kind, members: list[_Chan], options: ReduceOptions, decisions,
-               carriers) -> CubePlan:
+def _plan_cube(prefix: str, stokes: str, kind: str, members: list[_Chan], options: ReduceOptions,
+               decisions: Mapping[_Key, _Decision], carriers: Mapping[_Key, _Chan]) -> CubePlan:
     label = f"{prefix or 'cube'} Stokes {stokes} {kind}"
     freq0, step, index = _frequency_grid(members, label)
-    by_plane = {i: c for i, c in zip(index, members)}
+    by_plane = dict(zip(index, members, strict=True))
     first = by_plane[0].image
     for c in members:
         diff = grid_difference(first.grid, c.image.grid)
@@ -341,31 +375,32 @@ def _plan_cube(prefix, stokes, kind, members: list[_Chan], options: ReduceOption
                                 f"{first.path} ({diff})")
     nplanes = max(index) + 1
     convolve = kind != "unconvolved"
-    records, planes = [], []
+    records: list[PlaneRecord] = []
+    planes: list[PlaneSpec] = []
     usable = 0
     for p in range(nplanes):
         freq = freq0 + p * step
-        c = by_plane.get(p)
-        if c is None:
+        member = by_plane.get(p)
+        if member is None:
             records.append(PlaneRecord(p, freq, None, None, None, "gap", "no channel image at this frequency"))
             planes.append(PlaneSpec(p, None, None))
             continue
-        img = c.image
+        img = member.image
         if not convolve:
             records.append(PlaneRecord(p, freq, img.path, img.beam, img.beam, "copied",
                                        img.beam_problem or "", img.beam_from))
             planes.append(PlaneSpec(p, img.read, None, blank_empty=False))
             usable += 1
             continue
-        carrier = carriers[c.key].image
-        decision = decisions[c.key]
+        carrier = carriers[member.key].image
+        decision = decisions[member.key]
         beam_in, beam_from = carrier.beam, carrier.beam_from
-        if decision.target is None:
+        if isinstance(decision, _Blank):
             records.append(PlaneRecord(p, freq, img.path, beam_in, None, "blanked", decision.reason, beam_from))
             planes.append(PlaneSpec(p, None, None))
             continue
-        kbeam = convolving_beam(decision.target, beam_in)
-        scale = beam_scale(decision.target, beam_in, img.bunit)
+        kbeam = decision.kernel  # the carrier's beam (decision.beam) to the target
+        scale = beam_scale(decision.target, decision.beam, img.bunit)
         if kbeam.major == 0.0:
             records.append(PlaneRecord(p, freq, img.path, beam_in, decision.target, "copied", "", beam_from))
             planes.append(PlaneSpec(p, img.read, None, scale))
@@ -395,13 +430,14 @@ def _plan_cube(prefix, stokes, kind, members: list[_Chan], options: ReduceOption
 def _reference_beam(records: list[PlaneRecord], options: ReduceOptions) -> Beam | None:
     """The header beam of a natural cube: the plane `ref_chan` names or the one nearest `ref_freq`
     (the nearest plane with a beam to it); None without either."""
-    ref = options.ref_chan
-    if ref is None and options.ref_freq is None:
-        return None
+    ref, ref_freq = options.ref_chan, options.ref_freq
     with_beam = [r for r in records if r.beam_out is not None]
     if not with_beam:
         return None
-    if options.ref_freq is not None:
-        return min(with_beam, key=lambda r: abs(r.freq - options.ref_freq)).beam_out
-    index = {"first": 0, "last": len(records) - 1, "mid": len(records) // 2}.get(str(ref), ref)
-    return min(with_beam, key=lambda r: abs(r.index - int(index))).beam_out
+    if ref_freq is not None:
+        return min(with_beam, key=lambda r: abs(r.freq - ref_freq)).beam_out
+    if ref is None:
+        return None
+    # ReduceOptions allows 'first', 'last', 'mid' or a plane index
+    index = ref if isinstance(ref, int) else {"first": 0, "last": len(records) - 1, "mid": len(records) // 2}[ref]
+    return min(with_beam, key=lambda r: abs(r.index - index)).beam_out

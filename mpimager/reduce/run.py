@@ -17,16 +17,25 @@ before any cube is written. A product that cannot be made while others can is re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from mpimager.errors import InputError, JobError, MpimagerError
 from mpimager.reduce.beams import Beam
-from mpimager.reduce.options import ReduceOptions
+from mpimager.config.reduce import ReduceOptions
+
+if TYPE_CHECKING:
+    from mpimager.reduce.cube import Layout
+    from mpimager.planner.products import CubePaths
+    from mpimager.reduce.plan import CubePlan, Failure, PlaneSpec
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ class Product:
 @dataclass(frozen=True)
 class _Task:
     cube: int
-    spec: object  # plan.PlaneSpec
+    spec: PlaneSpec
 
 
 @dataclass(frozen=True)
@@ -70,10 +79,25 @@ class _Done:
     blank: str | None = None  # why a plane read from its file was written as NaN (all NaN, all zero)
 
 
+class _Shared(TypedDict):
+    """What rank 0 sends every rank after planning: the planes to make and the files they go to."""
+
+    tasks: list[_Task]
+    layouts: list[Layout]
+    with_crc: bool
+
+
+class _Setup(_Shared):
+    """Rank 0's plan of the whole step: also each cube's plan and paths, and the products that failed."""
+
+    entries: list[tuple[CubePlan, CubePaths]]
+    failures: list[Failure]
+
+
 def default_threads(comm=None) -> int:
     """Cores of this node divided among the ranks on it."""
     from mpimager.queue.mpiqueue import ranks_on_node
-    from mpimager.runtime.environment import usable_cpus
+    from mpimager.environment import usable_cpus
 
     cores = usable_cpus()
 
@@ -92,7 +116,7 @@ def _recv_sleeping(comm, source: int):
     return comm.recv(source=source, tag=_TAG)
 
 
-def _bcast(comm, obj):
+def _bcast(comm, obj: _T) -> _T:
     if comm.Get_rank() == 0:
         for r in range(1, comm.Get_size()):
             comm.send(obj, dest=r, tag=_TAG)
@@ -100,7 +124,7 @@ def _bcast(comm, obj):
     return _recv_sleeping(comm, 0)
 
 
-def _gather(comm, obj):
+def _gather(comm, obj: _T) -> list[_T] | None:
     if comm.Get_rank() != 0:
         comm.send(obj, dest=0, tag=_TAG)
         return None
@@ -130,38 +154,42 @@ def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path,
                    groups, receptor_angles)
 
 
-def _reduce(images, options, out_dir, comm, log, threads, out_file, groups, receptor_angles) -> list[Product]:
+def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm, log: Callable[[str], None] | None,
+            threads: int, out_file: Path | None, groups: Mapping[str, str] | None,
+            receptor_angles: Mapping[str, float] | None) -> list[Product]:
     rank = comm.Get_rank() if comm is not None else 0
     size = comm.Get_size() if comm is not None else 1
-    say = log if (log is not None and rank == 0) else (lambda msg: None)
+    say: Callable[[str], None] = log if (log is not None and rank == 0) else (lambda msg: None)
     t0 = time.perf_counter()
 
-    setup = None
+    setup: _Setup | None = None  # rank 0's
+    shared: _Shared | MpimagerError | None = None
     if rank == 0:
         try:
             setup = _setup([Path(p) for p in images], options, Path(out_dir).absolute(),
                            None if out_file is None else Path(out_file).absolute(), groups, receptor_angles, say)
+            # headers stay on rank 0
+            shared = _Shared(tasks=setup["tasks"], layouts=setup["layouts"], with_crc=setup["with_crc"])
         except MpimagerError as exc:
-            setup = exc
+            shared = exc
         except Exception as exc:  # a bug must not leave the other ranks waiting
-            setup = JobError(f"reduce: {type(exc).__name__}: {exc}")
-    shared = setup
-    if rank == 0 and not isinstance(setup, BaseException):
-        shared = {k: setup[k] for k in ("tasks", "layouts", "with_crc")}  # headers stay on rank 0
+            shared = JobError(f"reduce: {type(exc).__name__}: {exc}")
     if comm is not None:
         shared = _bcast(comm, shared)
     if isinstance(shared, BaseException):
         raise shared
+    assert shared is not None, "reduce: no plan received from rank 0"
     tasks, layouts, with_crc = shared["tasks"], shared["layouts"], shared["with_crc"]
 
     mine = tasks[rank::size]
     done = _run_tasks(mine, layouts, threads, options.min_weight, with_crc)
     if comm is not None:
         gathered = _gather(comm, done)
-        done = [d for part in gathered for d in part] if rank == 0 else []
+        done = [d for part in gathered for d in part] if gathered is not None else []
 
-    products = None
+    products: list[Product] | MpimagerError | None = None
     if rank == 0:
+        assert setup is not None, "reduce: rank 0 without its plan"  # it raised above otherwise
         try:
             products = _finish(setup, done, options, say)
         except Exception as exc:  # pragma: no cover - keep ranks in step
@@ -172,13 +200,16 @@ def _reduce(images, options, out_dir, comm, log, threads, out_file, groups, rece
         products = _bcast(comm, products)
     if isinstance(products, BaseException):
         raise products
+    assert products is not None, "reduce: no products received from rank 0"
     return products
 
 
-def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
+def _setup(images: list[Path], options: ReduceOptions, out_dir: Path, out_file: Path | None,
+           groups: Mapping[str, str] | None, receptor_angles: Mapping[str, float] | None,
+           say: Callable[[str], None]) -> _Setup:
     from mpimager.reduce import cube as cubeio
     from mpimager.reduce.fitsio import read_inputs
-    from mpimager.reduce.names import cube_paths
+    from mpimager.planner.products import cube_paths
     from mpimager.reduce.plan import plan_cubes
 
     if not images:
@@ -188,8 +219,8 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
     if ncubes:
         say(f"reduce: {len(channels)} planes from {ncubes} cube(s) and {len(images) - ncubes} channel image(s)")
     planned = plan_cubes(channels, options, groups, log=say)
-    for why, paths in planned.ignored.items():
-        say(f"reduce: ignored {len(paths)} file(s): {why} (e.g. {paths[0].name})")
+    for why, skipped in planned.ignored.items():
+        say(f"reduce: ignored {len(skipped)} file(s): {why} (e.g. {skipped[0].name})")
     for note in planned.notes:
         say(f"reduce: {note}")
     total = len(planned.cubes) + len(planned.failures)
@@ -215,7 +246,7 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
     all_paths = [cube_paths(plan, options, out_dir, out_file) for plan in planned.cubes]
     seen: dict[Path, str] = {}
     inputs = {Path(p).absolute() for p in images}
-    for plan, paths in zip(planned.cubes, all_paths):
+    for plan, paths in zip(planned.cubes, all_paths, strict=True):
         if paths.cube in seen:
             raise InputError(f"{paths.cube}: both {seen[paths.cube]} and {plan.label} would be written here")
         if paths.cube in inputs:
@@ -223,8 +254,10 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
         seen[paths.cube] = plan.label
 
     angles = dict(receptor_angles or {})
-    tasks, layouts, entries = [], [], []
-    for ci, (plan, paths) in enumerate(zip(planned.cubes, all_paths)):
+    tasks: list[_Task] = []
+    layouts: list[Layout] = []
+    entries: list[tuple[CubePlan, CubePaths]] = []
+    for ci, (plan, paths) in enumerate(zip(planned.cubes, all_paths, strict=True)):
         angle = angles.get(plan.prefix, angles.get("*"))
         header = cubeio.cube_header(plan, options, angle)
         tail = cubeio.beams_table_bytes(plan) if plan.beam is None and plan.resolution != "none" else b""
@@ -249,7 +282,7 @@ def _setup(images, options, out_dir, out_file, groups, receptor_angles, say):
             "failures": planned.failures}
 
 
-def _process(task: _Task, layout, min_weight: float, fft_workers: int, with_crc: bool) -> _Done:
+def _process(task: _Task, layout: Layout, min_weight: float, fft_workers: int, with_crc: bool) -> _Done:
     import numpy as np
 
     from mpimager.reduce.cube import robust_sigma, write_plane
@@ -277,7 +310,8 @@ def _process(task: _Task, layout, min_weight: float, fft_workers: int, with_crc:
                      f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
 
 
-def _run_tasks(tasks: list[_Task], layouts, threads: int, min_weight: float, with_crc: bool) -> list[_Done]:
+def _run_tasks(tasks: list[_Task], layouts: Sequence[Layout], threads: int, min_weight: float,
+               with_crc: bool) -> list[_Done]:
     if not tasks:
         return []
     concurrency = max(1, min(threads, len(tasks)))
@@ -288,7 +322,7 @@ def _run_tasks(tasks: list[_Task], layouts, threads: int, min_weight: float, wit
         return list(pool.map(lambda t: _process(t, layouts[t.cube], min_weight, fft_workers, with_crc), tasks))
 
 
-def _blank_empty(plan, results: list[_Done], layout, say):
+def _blank_empty(plan: CubePlan, results: list[_Done], layout: Layout, say: Callable[[str], None]) -> CubePlan:
     """The plan with planes found all-NaN or all-zero while being made marked blanked (BEAMS table too)."""
     import dataclasses
 
@@ -310,7 +344,7 @@ def _blank_empty(plan, results: list[_Done], layout, say):
     return plan
 
 
-def _finish(setup, done: list[_Done], options: ReduceOptions, say) -> list[Product]:
+def _finish(setup: _Setup, done: list[_Done], options: ReduceOptions, say: Callable[[str], None]) -> list[Product]:
     from mpimager import __version__
     from mpimager.reduce import cube as cubeio
     from mpimager.reduce.beamlog import write_beamlog
@@ -332,16 +366,14 @@ def _finish(setup, done: list[_Done], options: ReduceOptions, say) -> list[Produ
         else:
             sigmas = [d.sigma for d in results]
             plan = _blank_empty(plan, results, layout, say)
-            problem = cubeio.verify(layout, {d.index: d.crc for d in results} if setup["with_crc"] else None)
+            problem = cubeio.verify(layout, _written_crcs(results) if setup["with_crc"] else None)
             if problem is None:
                 write_beamlog(paths.beamlog, plan, sigmas, __version__)
                 cubeio.write_weights(paths.weights, sigmas)
                 os.replace(layout.path, paths.cube)
         if problem is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(layout.path)
-            except OSError:
-                pass
             say(f"reduce: FAILED {problem}")
         verified.append(problem is None)
         setup["entries"][ci] = (plan, paths)
@@ -355,7 +387,14 @@ def _finish(setup, done: list[_Done], options: ReduceOptions, say) -> list[Produ
     return products
 
 
-def _product(plan, paths, error) -> Product:
+def _written_crcs(results: list[_Done]) -> dict[int, int]:
+    """{plane: CRC} of a cube's planes written with a CRC (all of them: `_process` was asked for CRCs)."""
+    crcs = {d.index: d.crc for d in results if d.crc is not None}
+    assert len(crcs) == len(results), "reduce: a plane was written without its CRC"
+    return crcs
+
+
+def _product(plan: CubePlan, paths: CubePaths | None, error: str | None) -> Product:
     return Product(
         path=paths.cube if paths else None, prefix=plan.prefix, stokes=plan.stokes, kind=plan.kind,
         resolution=plan.resolution, beam=plan.beam, beams=tuple(r.beam_out for r in plan.records),
@@ -365,10 +404,10 @@ def _product(plan, paths, error) -> Product:
         error_kind="run" if error else None)
 
 
-def _purge(entries, verified: list[bool], say) -> None:
+def _purge(entries: list[tuple[CubePlan, CubePaths]], verified: list[bool], say: Callable[[str], None]) -> None:
     """Delete channel images whose every cube was written and verified."""
     users: dict[Path, list[bool]] = {}
-    for (plan, _), ok in zip(entries, verified):
+    for (plan, _), ok in zip(entries, verified, strict=True):
         for src in plan.sources:
             users.setdefault(src, []).append(ok)
     removed = kept = 0

@@ -28,113 +28,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
+from mpimager.config.container import PULL_SCHEMES, SYSTEM_DIRS, SYSTEM_TREES, ContainerOptions, parse_bind
 from mpimager.errors import ConfigError, InputError, JobError
-from mpimager.runtime.environment import cache_dir
+from mpimager.environment import cache_dir
 
-RUNTIMES = ("native", "singularity", "apptainer")
-PULL_SCHEMES = ("docker://", "library://", "oras://", "shub://", "https://")
-# Binding any of these would hide the image's own system directories.
-_SYSTEM_DIRS = frozenset({"/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/var", "/proc",
-                          "/sys", "/dev", "/boot", "/run", "/opt", "/srv"})
-_SYSTEM_TREES = ("/usr/", "/etc/", "/proc/", "/sys/", "/dev/", "/boot/")
 HELP_TIMEOUT_S = 300.0
-
-
-@dataclass(frozen=True)
-class ContainerOptions:
-    """How WSClean is run: the `[container]` table of the config."""
-
-    runtime: str = "native"
-    """"native" (WSClean on PATH), "singularity" or "apptainer"."""
-    image: Optional[str] = None
-    """Local SIF file or sandbox directory (absolute path), or a docker:// (library://, oras://) URI."""
-    binds: tuple[str, ...] = ()
-    """Extra bind mounts "SRC[:DST[:ro|rw]]" besides the ones every job gets (MSs, outputs, temp, $HOME, /tmp, cwd)."""
-    binary: Optional[str] = None
-    """The runtime executable, a name on PATH or a path; default: the runtime's name."""
-    wsclean: str = "wsclean"
-    """The WSClean executable: on PATH natively, or inside the image."""
-    wsclean_mp: str = "wsclean-mp"
-    """WSClean's MPI build, for --nodes-mpi runs: on PATH natively, or inside the image."""
-    cache_dir: Optional[str] = None
-    """Where URI images are pulled to; default $APPTAINER_CACHEDIR/mpimager, else $XDG_CACHE_HOME/mpimager/images."""
-
-    @classmethod
-    def from_mapping(cls, d: Mapping, where: str) -> "ContainerOptions":
-        """Validate a `[container]` table; every problem at once, one line, naming `where` and the key."""
-        known = {f.name for f in fields(cls)}
-        problems = []
-
-        def bad(key, msg):
-            problems.append(f"{where} {key}: {msg}")
-
-        for key in d:
-            if key not in known:
-                bad(key, f"unknown key (known: {', '.join(sorted(known))})")
-        values = {}
-        runtime = d.get("runtime", "native")
-        if runtime not in RUNTIMES:
-            bad("runtime", f"expected one of {', '.join(repr(r) for r in RUNTIMES)}, got {runtime!r}")
-        values["runtime"] = runtime
-        for key in ("image", "binary", "cache_dir"):
-            v = d.get(key)
-            if v is None:
-                continue
-            if not isinstance(v, str) or not v.strip():
-                bad(key, f"expected a non-empty string, got {v!r}")
-                continue
-            v = os.path.expanduser(v)
-            if key == "image" and "://" in v:
-                if not v.startswith(PULL_SCHEMES):
-                    bad(key, f"unsupported URI {v!r} (use {', '.join(PULL_SCHEMES)} or a local path)")
-            elif key != "binary" and not os.path.isabs(v):
-                bad(key, f"expected an absolute path{' or a docker:// URI' if key == 'image' else ''}, got {v!r}")
-            values[key] = v
-        for key, default in (("wsclean", "wsclean"), ("wsclean_mp", "wsclean-mp")):
-            v = d.get(key, default)
-            if not isinstance(v, str) or not v.strip():
-                bad(key, f"expected the executable's name or path, got {v!r}")
-            values[key] = v
-        binds = d.get("binds", ())
-        if not isinstance(binds, (list, tuple)) or not all(isinstance(b, str) for b in binds):
-            bad("binds", f"expected a list of \"SRC[:DST[:ro]]\" strings, got {binds!r}")
-            binds = ()
-        for b in binds:
-            try:
-                parse_bind(b)
-            except ValueError as exc:
-                bad("binds", str(exc))
-        values["binds"] = tuple(binds)
-        if runtime in RUNTIMES[1:] and not values.get("image"):
-            bad("image", f"required when runtime = {runtime!r} (a SIF file, sandbox directory or docker:// URI)")
-        if problems:
-            raise ConfigError("; ".join(problems))
-        return cls(**values)
 
 
 # --- binds (pure) ---------------------------------------------------------------------------------
 
-
-def parse_bind(spec: str) -> tuple[str, str, bool]:
-    """"SRC[:DST[:ro|rw]]" -> (src, dst, read_only); ValueError with a one-line reason."""
-    parts = spec.split(":")
-    if len(parts) > 3 or not parts[0] or "," in spec:
-        raise ValueError(f"bind {spec!r}: expected SRC[:DST[:ro|rw]] (no ',' inside one bind)")
-    src = parts[0]
-    dst = parts[1] if len(parts) > 1 and parts[1] else src
-    mode = parts[2] if len(parts) > 2 else "rw"
-    if mode not in ("ro", "rw"):
-        raise ValueError(f"bind {spec!r}: mount option must be ro or rw, got {mode!r}")
-    for p in (src, dst):
-        if not os.path.isabs(p):
-            raise ValueError(f"bind {spec!r}: {p!r} is not an absolute path")
-    if os.path.normpath(dst) in _SYSTEM_DIRS:
-        raise ValueError(f"bind {spec!r}: would hide the image's {os.path.normpath(dst)}")
-    return os.path.normpath(src), os.path.normpath(dst), mode == "ro"
 
 
 def _under(path: str, parent: str) -> bool:
@@ -154,7 +59,7 @@ def collapse_binds(job_paths: Iterable, defaults: Iterable, extra: Iterable[str]
         if p is None or str(p) == "":
             continue
         p = os.path.normpath(os.path.abspath(os.fspath(p)))
-        if p in _SYSTEM_DIRS or (is_default and p.startswith(_SYSTEM_TREES)):
+        if p in SYSTEM_DIRS or (is_default and p.startswith(SYSTEM_TREES)):
             continue
         if ":" in p or "," in p:
             raise InputError(f"path {p} contains ':' or ',' which a container --bind cannot express")

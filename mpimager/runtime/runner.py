@@ -64,7 +64,7 @@ def job_env(env_file: str | None, base: dict | None = None) -> dict:
     file, or a file whose last command fails, as `source` reports it) is a JobError naming the file and
     bash's last error line. A command failing in the middle of the file is not an error (site environment
     files are rarely written to stop on errors)."""
-    from mpimager.runtime.environment import without_casacore_defaults
+    from mpimager.environment import without_casacore_defaults
     from mpimager.runtime.process import mpi_clean_env
 
     env = without_casacore_defaults(mpi_clean_env(dict(os.environ if base is None else base)))

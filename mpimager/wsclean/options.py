@@ -106,9 +106,9 @@ def parse_help(text: str) -> frozenset[str]:
 
 def known_options(runtime, cache: bool = True) -> frozenset[str]:
     """The option names of the WSClean `runtime` runs, parsed from its --help once per binary/image identity
-    and kept in the cache directory (mpimager.runtime.environment.cache_dir); `cache=False` (a dry run) reads
+    and kept in the cache directory (mpimager.environment.cache_dir); `cache=False` (a dry run) reads
     the cache but writes nothing."""
-    from mpimager.runtime.environment import cache_dir
+    from mpimager.environment import cache_dir
 
     key = hashlib.sha256(runtime.identity().encode()).hexdigest()[:20]
     path = cache_dir("wsclean") / f"wsclean-options-{key}.json"

@@ -1,4 +1,4 @@
-"""Where a cube and its side files go, and what a cube's own name says: pure naming, light to import.
+"""The names of the gather step's products (a cube and its side files) and what a cube's own name says: pure.
 
 mpimager names: PREFIX-S-KIND.cube.fits with .beamlog.ecsv and .weights.txt beside it; Arrakis names
 (`names = "arrakis"`, for a prefix image.REST): image.restored.s.REST.conv.fits,
@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mpimager.reduce.options import ReduceOptions
+from mpimager.config.reduce import ReduceOptions
 
 _OURS = re.compile(r"^(?P<prefix>.+)-(?P<pol>I|Q|U|V|XX|XY|YX|YY|RR|RL|LR|LL)-"
                    r"(?P<kind>restored|residual|unconvolved)\.cube\.fits$")
