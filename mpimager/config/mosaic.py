@@ -1,4 +1,4 @@
-"""The `[mosaic]` options (mpimager.mosaic): one frozen value, validated from a TOML table with messages naming the key.
+"""The `[mosaic]` options of mpimager.mosaic: one frozen value, validated from a TOML table naming the key.
 
 Pure and light to import (the config loader imports it). `MosaicOptions.from_mapping` is what the loader
 calls; `mpimager mosaic` builds the same value from its flags, so a run and a standalone mosaic agree.
