@@ -48,7 +48,7 @@ def stack_cube(files: list[Path], out: Path) -> Path:
     import io
 
     import numpy as np
-    from _reduce_fixtures import beams_hdu
+    from fixtures.reduce import beams_hdu
     from astropy.io import fits
 
     if out.exists():
@@ -81,7 +81,7 @@ def stack_cube(files: list[Path], out: Path) -> Path:
 def make_data(cache: Path, nchan: int, size: int, nsrc: int, prefix: str = "bench",
               beams: list | None = None) -> tuple[Path, list]:
     """WSClean-like channel images PREFIX-000N-image.fits in a cached directory; (directory, sources)."""
-    from _reduce_fixtures import make_channels, point_sources
+    from fixtures.reduce import make_channels, point_sources
 
     d = cache / f"in-{prefix}-{nchan}x{size}-{nsrc}"
     stamp = d / "done"
@@ -230,7 +230,7 @@ def _cleanup(work: Path) -> None:
 
 def suite_field(args, work: Path) -> None:
     """(a) A field of 10 beams x 36 channels: cubes in (BEAMS tables), one common beam across the field."""
-    from _reduce_fixtures import varying_beams
+    from fixtures.reduce import varying_beams
 
     size, nbeam, nchan = args.field_size, 10, 36
     groups, cubes, sources = [], [], None

@@ -15,8 +15,11 @@ from enum import Enum
 class StrEnum(str, Enum):
     """An Enum member that is its value: `==`, f-strings, `json.dumps` and sorting see the plain string."""
 
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
 
 
 class JobKind(StrEnum):

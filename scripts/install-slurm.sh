@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Slurm (slurmctld, slurmd, client tools), munge and the PMIx support `srun --mpi=pmix`
-# needs, from Debian bookworm, for the tests' one-node local cluster (tests/_slurm_fixtures.py).
+# needs, from Debian bookworm, for the tests' one-node local cluster (tests/fixtures.slurm.py).
 # Idempotent and quick when everything is installed. Starts no daemon: the tests do that.
 # Run as root.
 set -euo pipefail

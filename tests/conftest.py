@@ -17,8 +17,7 @@ os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
 os.environ.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
 
-pytest_plugins = [p for p in ("tests._synth_fixtures", "tests._container_fixtures", "tests._slurm_fixtures",
-                              "tests._reduce_fixtures") if (ROOT / (p.replace(".", "/") + ".py")).exists()]
+pytest_plugins = ["fixtures.synth", "fixtures.containers", "fixtures.slurm", "fixtures.reduce"]
 
 
 def run_cli(*args, cwd=None, timeout=300, env=None, mpi: int | None = None) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
+from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, write_config
 from mpimager.testing import synth
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
+from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, write_config
 from mpimager.errors import JobError
 from mpimager.runtime.runner import job_env

@@ -20,7 +20,7 @@ from mpimager.testing import synth
 from mpimager.errors import JobError
 from mpimager.runtime.fixms import MARKER_NAME, RECORD_NAME, FixMSOptions, fixms_state, run_fixms
 
-from _synth_fixtures import copy_ms, flux_tolerance, source_peak, wsclean_image
+from fixtures.synth import copy_ms, flux_tolerance, source_peak, wsclean_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
 

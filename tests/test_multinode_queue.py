@@ -1,5 +1,5 @@
 """The MPI work queue over real distinct hosts: ranks started by `srun --mpi=pmix` on the two nodes of the
-multi-node test cluster (tests/_slurm_fixtures.py), each reporting its own host (n1 or n2).
+multi-node test cluster (tests/fixtures.slurm.py), each reporting its own host (n1 or n2).
 
 The queue driver (tests/mpi_scripts/queue_driver.py) runs a task list; rank 0 prints the outcomes as JSON.
 Which host each rank runs on is set by SLURM_HOSTFILE (srun --distribution=arbitrary), rank 0 first.

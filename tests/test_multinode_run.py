@@ -1,4 +1,4 @@
-"""mpimager on a real two-node Slurm cluster (tests/_slurm_fixtures.py `slurm_multinode`: nodes n1 and n2 with
+"""mpimager on a real two-node Slurm cluster (tests/fixtures.slurm.py `slurm_multinode`: nodes n1 and n2 with
 their own host names and private /tmp and /dev/shm, the rest shared) through the slurm/ templates with
 --nodes=2: jobs on the host that holds their data, node-local temp directories, `--nodes-mpi 2` as one
 wsclean-mp job step over both nodes, and what ends a multi-node job whose ranks cannot start, fail or hang."""

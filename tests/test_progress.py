@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from _report_fixtures import TINY_CONFIG, launch
+from fixtures.report import TINY_CONFIG, launch
 from conftest import write_config
 from mpimager.pipeline.progress import (DEFAULT_INTERVAL_S, ENV_INTERVAL, Progress, estimate_remaining, format_duration,
                                interval_from_env, live_bar_wanted)

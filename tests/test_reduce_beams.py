@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from _reduce_fixtures import beam_cov_pixels, varying_beams
+from fixtures.reduce import beam_cov_pixels, varying_beams
 
 from mpimager.reduce.beams import (
     Beam,

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from _reduce_fixtures import Source, make_channels, point_sources
+from fixtures.reduce import Source, make_channels, point_sources
 from astropy.io import fits
 from conftest import run_cli, snapshot
 
@@ -135,7 +135,7 @@ def test_two_ranks_report_bad_input_once(tmp_path):
 
 
 def test_a_cube_in_under_two_ranks_gives_what_one_rank_gives(channels, tmp_path):
-    from _reduce_fixtures import cube_from_channels
+    from fixtures.reduce import cube_from_channels
 
     cube = cube_from_channels(channels.paths, tmp_path / "obs.fits", order="stokes-freq")  # I and Q
     args = ["--resolution", "natural", "--scope", "observation", "--quiet", cube]

@@ -8,7 +8,7 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 import pytest
-from _reduce_fixtures import Source, make_channels, point_sources, render, varying_beams
+from fixtures.reduce import Source, make_channels, point_sources, render, varying_beams
 from astropy.io import fits
 from astropy.table import Table
 from radio_beam import Beams

@@ -16,7 +16,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from _reduce_fixtures import TINY, Source, beams_hdu, cube_from_channels, make_channels, point_sources, varying_beams
+from fixtures.reduce import TINY, Source, beams_hdu, cube_from_channels, make_channels, point_sources, varying_beams
 from astropy.io import fits
 from astropy.table import Table
 from conftest import run_cli, write_config

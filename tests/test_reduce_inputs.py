@@ -9,7 +9,7 @@ import shutil
 import astropy.units as u
 import numpy as np
 import pytest
-from _reduce_fixtures import cube_from_channels, make_channels, point_sources, render, varying_beams
+from fixtures.reduce import cube_from_channels, make_channels, point_sources, render, varying_beams
 from astropy.io import fits
 from astropy.table import Table
 from radio_beam import Beams

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from _report_fixtures import (TINY_CONFIG, assert_not_blank, chromium, env_without_matplotlib,  # noqa: F401
+from fixtures.report import (TINY_CONFIG, assert_not_blank, chromium, env_without_matplotlib,  # noqa: F401
                               images_loaded, luminance, png_pixels, png_size, screenshot)
 from conftest import ROOT, run_cli, write_config
 from mpimager.testing import synth

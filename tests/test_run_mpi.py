@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from _report_fixtures import kill_session
-from _synth_fixtures import flux_tolerance, source_peak
+from fixtures.report import kill_session
+from fixtures.synth import flux_tolerance, source_peak
 from conftest import run_cli, write_config
 from mpimager.testing import synth
 from mpimager.rundir.journal import read_records

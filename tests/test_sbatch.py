@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
+from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, snapshot, write_config
 from mpimager.planner import sbatch as slurm
 from mpimager.planner.jobs import Job

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
+from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.slurm
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from _report_fixtures import TINY_CONFIG, kill_session, launch, open_jobs, wait_for
+from fixtures.report import TINY_CONFIG, kill_session, launch, open_jobs, wait_for
 from conftest import run_cli, write_config
 from mpimager.testing import synth
 from mpimager.rundir.journal import read_records

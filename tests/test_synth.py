@@ -11,7 +11,7 @@ from fixms.fix_ms_dir import fix_ms_dir
 from mpimager.testing import synth
 from mpimager.errors import InputError
 
-from _synth_fixtures import (  # noqa: F401  (pytest fixtures)
+from fixtures.synth import (  # noqa: F401  (pytest fixtures)
     brightest_pixel_world,
     copy_ms,
     flux_tolerance,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from _slurm_fixtures import slurm_cluster  # noqa: F401  (session fixture)
+from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from mpimager.testing.synth import make_ms
 
 REPO = Path(__file__).resolve().parent.parent

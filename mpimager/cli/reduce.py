@@ -137,7 +137,7 @@ def run(args) -> int:
         if failed:
             more = f" (and {len(failed) - 1} more product(s) failed)" if len(failed) > 1 else ""
             cls = InputError if failed[0].error_kind == "input" else JobError
-            raise cls(failed[0].error + more)
+            raise cls(f"{failed[0].error}{more}")
         return 0
     except MpimagerError as exc:
         if rank != 0:  # rank 0 prints the one line

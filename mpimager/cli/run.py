@@ -33,9 +33,9 @@ def add_arguments(parser):
 
 def request_from(args) -> RunRequest:
     """The typed request of a run from the parsed command line (also used by `mpimager sbatch`)."""
-    from mpimager.pipeline.prepare import RunRequest
+    from mpimager.pipeline.prepare import Mode, RunRequest
 
-    mode = "combine-obs-ids" if args.combine_obs_ids else "combine" if args.combine else "single"
+    mode: Mode = "combine-obs-ids" if args.combine_obs_ids else "combine" if args.combine else "single"
     return RunRequest(config=args.config, inputs=tuple(args.inputs), mode=mode, nodes_mpi=args.nodes_mpi,
                       run_dir=args.run_dir, dry_run=getattr(args, "dry_run", False), json=getattr(args, "json", False),
                       force=args.force)

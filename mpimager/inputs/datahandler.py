@@ -77,7 +77,7 @@ def load_data_handler(file: Path, level: str | None) -> DataHandler:
         level = next(iter(data))
     if level not in data:
         raise ConfigError(f"{file}: no data level [{level}]{suggest(level, data)} (it has {_listing(data)})")
-    observations = {}
+    observations: dict[str, dict[str, list[str]]] = {}
     for obs, windows in data[level].items():
         if not isinstance(windows, dict):
             raise ConfigError(f"{file}: [{level}] {obs}: expected a table of spectral windows")

@@ -87,7 +87,7 @@ def render(template_text: str, values: Mapping[str, str], args: Sequence[str] | 
             continue
         if not args_done and _ARGS.match(body):
             args_done = True
-            out.append('[ "$#" -gt 0 ] || set --' + "".join(" " + shlex.quote(a) for a in args) + nl)
+            out.append('[ "$#" -gt 0 ] || set --' + "".join(" " + shlex.quote(a) for a in args or ()) + nl)
             continue
         out.append(line)
     missing = [k for k in todo if k not in seen]

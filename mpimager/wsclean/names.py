@@ -85,9 +85,9 @@ def predict_outputs(prefix: str, options: Mapping[str, object], channels_out: in
 
     Files WSClean writes only sometimes (`-save-first-residual`) are not listed.
     """
-    niter = int(options.get("niter", 0) or 0)
+    niter = int(str(options.get("niter", 0) or 0))
     pols = _image_pols(parse_pols(str(options.get("pol", "I"))))
-    intervals = int(options.get("intervals-out", 1) or 1)
+    intervals = int(str(options.get("intervals-out", 1) or 1))
     kinds = [] if options.get("no-dirty") else ["dirty"]
     kinds += ["image"] + (["model", "residual"] if niter > 0 else [])
     psf = niter > 0 or bool(options.get("make-psf"))
