@@ -6,10 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
-from _mosaic_fixtures import Sky, angular_distance, gaussian_pb, square_field
 from astropy.io import fits
 from astropy.wcs import WCS
 from conftest import run_cli, snapshot
+from fixtures.mosaic import Sky, angular_distance, gaussian_pb, square_field
 from reproject import reproject_interp
 
 from mpimager.config.mosaic import MosaicOptions
