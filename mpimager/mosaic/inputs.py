@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class BeamCube:
 
     path: Path
     beam_id: int
-    header: object  # astropy Header (the primary header)
+    header: Any  # astropy Header (the primary header)
     shape: tuple[int, int]  # (ny, nx)
     freqs: tuple[float, ...]  # Hz per channel
     width: float | None  # channel width, Hz
@@ -268,8 +269,10 @@ def check_compatible(cubes: Sequence[BeamCube]) -> None:
                              f"{first.path} has {first.cell[0] * 3600:.4f}\" x {first.cell[1] * 3600:.4f}\"")
     for ch in range(first.nchan):
         using = [c for c in cubes if c.usable(ch)]
+        ref = using[0].beams[ch] if using else None
         for c in using[1:]:
-            if not same_beam(c.beams[ch], using[0].beams[ch]):
+            beam = c.beams[ch]
+            if beam is not None and ref is not None and not same_beam(beam, ref):
                 raise InputError(f"{c.path}: channel {ch} ({c.freqs[ch] / 1e6:.4f} MHz) has the restoring beam "
                                  f"{c.beams[ch]}, but {using[0].path} has {using[0].beams[ch]}: the inputs must share "
                                  f"one beam per channel (gather them with [reduce] scope = 'observation')")

@@ -27,6 +27,7 @@ from mpimager.config.mosaic import MosaicOptions
 from mpimager.errors import InputError, JobError
 from mpimager.mosaic.grid import Box, FieldGrid, field_grid
 from mpimager.mosaic.inputs import BeamCube, check_compatible, read_cubes
+from mpimager.mosaic.primarybeam import GaussianBeam, ImageBeam
 from mpimager.mosaic.products import MosaicPaths, mosaic_paths
 
 log_ = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class MosaicPlan:
     """Everything a rank needs to make its planes."""
 
     cubes: tuple[BeamCube, ...]
-    models: tuple[object, ...]  # primarybeam.GaussianBeam | ImageBeam per cube
+    models: tuple[GaussianBeam | ImageBeam, ...]  # one per cube
     grid: FieldGrid
     boxes: tuple[Box, ...]
     paths: MosaicPaths
