@@ -1,6 +1,6 @@
 """The run's vocabularies, each an Enum whose members are also their strings (journal and JSON stay plain).
 
-- `JobKind`: what a planned job does (`plan`): fixms, wsclean, reduce.
+- `JobKind`: what a planned job does (`plan`): fixms, wsclean, reduce, mosaic.
 - `Status`: how the queue says a task ended (`queue`): ok, failed, skipped (a dependency failed).
 - `JobState`: a job as `mpimager status` and the report show it (`rundir.status`).
 - `RunState`: a run directory's current run (`rundir.status`).
@@ -26,6 +26,7 @@ class JobKind(StrEnum):
     FIXMS = "fixms"
     WSCLEAN = "wsclean"
     REDUCE = "reduce"
+    MOSAIC = "mosaic"
 
 
 class Status(StrEnum):

@@ -84,7 +84,8 @@ def print_plan(prepared: Prepared, as_json: bool, out=sys.stdout) -> None:
         return
     width = max((len(j.id) for j in jobs), default=2)
     kinds = ", ".join(f"{sum(j.kind == k for j in jobs)} {name}" for k, name in
-                      (("fixms", "FixMS"), ("wsclean", "WSClean"), ("reduce", "reduce")))
+                      (("fixms", "FixMS"), ("wsclean", "WSClean"), ("reduce", "reduce"), ("mosaic", "mosaic"))
+                      if k != "mosaic" or any(j.kind == k for j in jobs))
     out.write(f"{len(jobs)} jobs ({kinds}); run directory {prepared.run_dir}\n")
     out.write(f"{'id':<{width}}  {'kind':<7}  {'host':<10}  {'cost':>9}  {'outputs':>7}  after\n")
     for j in jobs:

@@ -33,7 +33,7 @@ from mpimager.reduce.beams import Beam
 
 if TYPE_CHECKING:
     from mpimager.reduce.cube import Layout
-    from mpimager.reduce.names import CubePaths
+    from mpimager.planner.products import CubePaths
     from mpimager.reduce.plan import CubePlan, Failure, PlaneSpec
 
 _T = TypeVar("_T")
