@@ -18,6 +18,6 @@ def __getattr__(name):
         from mpimager.mosaic.run import mosaic_cubes
         return mosaic_cubes
     if name == "mosaic_paths":
-        from mpimager.mosaic.products import mosaic_paths
+        from mpimager.planner.products import mosaic_paths
         return mosaic_paths
     raise AttributeError(name)

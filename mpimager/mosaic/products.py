@@ -1,4 +1,4 @@
-"""The mosaic's files: names, headers, the beam-centre and BEAMS tables, the beam log.
+"""The mosaic's files: headers, the beam-centre and BEAMS tables, the beam log (their paths: planner.products).
 
 Names, for a mosaic NAME (in a run: FIELD[.PASS]-STOKES-KIND, e.g. RACS_1347-37A.I-I-restored):
     NAME.mosaic.fits          the cube: RA, DEC, FREQ, STOKES (one plane per channel)
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,28 +27,6 @@ BEAM_TABLE = "BEAMCENTRES"
 #: header keys copied from the first input cube
 _COPIED = ("BUNIT", "BTYPE", "TELESCOP", "INSTRUME", "OBSERVER", "OBJECT", "DATE-OBS", "MJD-OBS", "TIMESYS",
            "SPECSYS", "RESTFRQ", "ORIGIN")
-
-
-@dataclass(frozen=True)
-class MosaicPaths:
-    cube: Path
-    mfs: Path
-    weight: Path
-    beamlog: Path
-
-    @property
-    def fits(self) -> tuple[Path, Path, Path]:
-        return (self.cube, self.mfs, self.weight)
-
-    def all(self) -> tuple[Path, ...]:
-        return (*self.fits, self.beamlog)
-
-
-def mosaic_paths(out_dir: Path, name: str) -> MosaicPaths:
-    """Where the mosaic `name`'s files go in `out_dir`."""
-    d = Path(out_dir)
-    return MosaicPaths(d / f"{name}.mosaic.fits", d / f"{name}.mosaic.mfs.fits", d / f"{name}.mosaic.weight.fits",
-                       d / f"{name}.mosaic.beamlog.txt")
 
 
 def partial(path: Path) -> Path:

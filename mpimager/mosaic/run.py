@@ -28,7 +28,7 @@ from mpimager.errors import InputError, JobError
 from mpimager.mosaic.grid import Box, FieldGrid, field_grid
 from mpimager.mosaic.inputs import BeamCube, check_compatible, read_cubes
 from mpimager.mosaic.primarybeam import GaussianBeam, ImageBeam
-from mpimager.mosaic.products import MosaicPaths, mosaic_paths
+from mpimager.planner.products import MosaicPaths, mosaic_paths
 
 log_ = logging.getLogger(__name__)
 #: the largest field grid made (pixels a side): a misplaced beam must not ask for a terabyte

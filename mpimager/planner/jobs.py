@@ -320,7 +320,7 @@ def _job_cubes(r, job: Job, out_dir: str, kinds: Sequence[str]) -> list[tuple[st
 def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
                  reduce_jobs: Sequence[Job]) -> list[Job]:
     """One `mpimager mosaic` job per field, pass, Stokes and product, after the gather jobs of its cubes."""
-    from mpimager.mosaic.products import mosaic_paths
+    from mpimager.planner.products import mosaic_paths
 
     m = config.mosaic
     if m is None or not m.enabled or not reduce_jobs:

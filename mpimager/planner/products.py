@@ -91,3 +91,28 @@ def side_files(cube: Path) -> CubePaths:
         rest = stem[len("image."):]
         return CubePaths(cube, cube.with_name(f"beamlog.image.{rest}.ecsv"), cube.with_name(f"weights.{rest}.txt"))
     return CubePaths(cube, cube.with_name(f"{stem}.beamlog.ecsv"), cube.with_name(f"{stem}.weights.txt"))
+
+
+# --- the mosaic step's files (mpimager.mosaic.products describes them) ----------------------------------
+
+
+@dataclass(frozen=True)
+class MosaicPaths:
+    cube: Path
+    mfs: Path
+    weight: Path
+    beamlog: Path
+
+    @property
+    def fits(self) -> tuple[Path, Path, Path]:
+        return (self.cube, self.mfs, self.weight)
+
+    def all(self) -> tuple[Path, ...]:
+        return (*self.fits, self.beamlog)
+
+
+def mosaic_paths(out_dir: Path, name: str) -> MosaicPaths:
+    """Where the mosaic `name`'s files go in `out_dir`."""
+    d = Path(out_dir)
+    return MosaicPaths(d / f"{name}.mosaic.fits", d / f"{name}.mosaic.mfs.fits", d / f"{name}.mosaic.weight.fits",
+                       d / f"{name}.mosaic.beamlog.txt")
