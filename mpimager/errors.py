@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 3  # an unexpected exception: a bug to report (under MPI every rank is ended with it)
+EXIT_INTERRUPTED = 4  # stopped early (a signal, the Slurm allocation's end): re-run the same command to resume
 
 
 class MpimagerError(Exception):
@@ -53,6 +54,12 @@ class ReportedElsewhere(MpimagerError):
     def __init__(self, exit_code: int):
         super().__init__(f"exit {exit_code} (reported by rank 0)")
         self.exit_code = exit_code
+
+
+class Interrupted(MpimagerError):
+    """The run was told to stop (SIGTERM, SIGINT, ...): what ran is ended and journaled as interrupted."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class WatchAbort(JobError):

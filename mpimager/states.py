@@ -1,6 +1,6 @@
 """The run's vocabularies, each an Enum whose members are also their strings (journal and JSON stay plain).
 
-- `JobKind`: what a planned job does (`plan`): fixms, wsclean, reduce.
+- `JobKind`: what a planned job does (`plan`): fixms, wsclean, reduce, mosaic.
 - `Status`: how the queue says a task ended (`queue`): ok, failed, skipped (a dependency failed).
 - `JobState`: a job as `mpimager status` and the report show it (`rundir.status`).
 - `RunState`: a run directory's current run (`rundir.status`).
@@ -26,12 +26,14 @@ class JobKind(StrEnum):
     FIXMS = "fixms"
     WSCLEAN = "wsclean"
     REDUCE = "reduce"
+    MOSAIC = "mosaic"
 
 
 class Status(StrEnum):
     OK = "ok"
     FAILED = "failed"
     SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"  # stopped because the run was told to stop (a signal, a full journal)
 
 
 class JobState(StrEnum):
@@ -47,6 +49,7 @@ class RunState(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     DIED = "died"
+    STOPPED = "stopped"  # interrupted, or stopped before the Slurm allocation's end: a re-run resumes
     NONE = "no plan"
 
 

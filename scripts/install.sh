@@ -31,7 +31,7 @@ installed="$(cd / && "$PY" -c 'import mpimager, os; print(os.path.dirname(os.pat
 # MPIMAGER_EDITABLE=no (scripts/test.sh, which tests the built wheel in venvs of its own) leaves it alone
 if [ "${MPIMAGER_EDITABLE:-yes}" = no ]; then
   :
-elif [ "$installed" != "$here" ] || ! (cd / && "$PY" -c "import pytest, pytest_timeout, matplotlib" 2>/dev/null); then
+elif [ "$installed" != "$here" ] || ! (cd / && "$PY" -c "import pytest, pytest_timeout, matplotlib, reproject" 2>/dev/null); then
   echo "install.sh: pip install -e $here[test,report]"
   "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e "$here[test,report]"
 fi

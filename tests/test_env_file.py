@@ -117,8 +117,9 @@ def test_an_env_file_given_with_tilde_or_a_variable_is_sourced_before_each_job(t
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     lines = calls.read_text().splitlines()
     assert len(lines) == 2  # one call per job, each through the wrapper the env file put first on PATH
-    assert sorted(line.split(" -name ")[1].split()[0] for line in lines) == \
-        [str(tmp_path / "run" / "images" / "obs0.I"), str(tmp_path / "run" / "images" / "obs1.I")]
+    names = sorted(Path(line.split(" -name ")[1].split()[0]) for line in lines)  # each job's staging prefix
+    assert [n.name for n in names] == ["obs0.I", "obs1.I"]
+    assert all(n.parent.name == "stage" and tmp_path / "run" / "tmp" in n.parents for n in names)
     assert (tmp_path / "run" / "images" / "obs0.I-image.fits").is_file()
 
 

@@ -16,6 +16,7 @@ from astropy.io import fits
 from fixtures.report import kill_session
 from fixtures.synth import flux_tolerance, source_peak
 from conftest import run_cli, write_config
+from mpimager.inputs.msstate import work_dir
 from mpimager.testing import synth
 from mpimager.rundir.journal import read_records
 
@@ -210,7 +211,7 @@ def test_a_run_killed_during_fixms_ends_with_the_ms_correctly_fixed(tmp_path):
     (ms,) = beams(tmp_path / "data", n=1, n_ant=36, n_times=60, n_chan=16, chan_width_hz=4e6)  # ~1 s of FixMS
     config = write_config(tmp_path / "c.toml", CONFIG.format(fixms="true") + "[reduce]\nenabled = false\n")
     proc = launch(config, [ms], tmp_path / "run", ranks=2)
-    marker = ms / "MPIMAGER_FIXMS.inprogress.json"
+    marker = work_dir(ms)  # the working copy FixMS fixes before swapping it in
     deadline = time.time() + 120
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.002)

@@ -175,3 +175,86 @@ def _separation_deg(a, b):
     ra1, dec1, ra2, dec2 = np.radians([a[0], a[1], b[0], b[1]])
     cos = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
     return float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+
+
+# ---------------------------------------------------------------------------------------------- real ASKAP shapes
+
+
+def test_the_real_askap_shapes(tmp_path):
+    angles = [90.0 - b for b in range(36)]
+    ms = synth.make_ms(tmp_path / "real.ms", raw_askap=True, beam=4, n_ant=6, n_times=5, receptor_angle_deg=angles,
+                       **synth.REAL_ASKAP_KWARGS, **synth.askap_band(8))
+    with ct.table(str(ms / "FEED"), ack=False) as feed:  # every footprint beam for every antenna, antenna-major
+        assert feed.nrows() == 36 * 6
+        assert list(feed.getcol("ANTENNA_ID")) == [a for a in range(6) for _ in range(36)]
+        assert list(feed.getcol("FEED_ID")) == list(range(36)) * 6
+        assert set(feed.getcol("BEAM_ID")) == {0} and set(feed.getcol("TIME")) == {0.0}
+        assert set(feed.getcol("INTERVAL")) == {1e30}
+        receptor = np.degrees(feed.getcol("RECEPTOR_ANGLE"))
+        assert receptor[4, 0] == pytest.approx(angles[4])  # per-beam angles (antenna 0, beam 4)
+        assert receptor[36 + 9, 0] == pytest.approx(angles[9])
+    with ct.table(str(ms), ack=False) as main:
+        assert "WEIGHT_SPECTRUM" not in main.colnames()
+        assert ct.taql("select from $main where ANTENNA1==ANTENNA2").nrows() == 0  # no autocorrelations
+        data, flag, uvw = main.getcol("DATA"), main.getcol("FLAG"), main.getcol("UVW")
+        flag_row = main.getcol("FLAG_ROW")
+    nan = np.isnan(data)
+    assert nan.any() and flag[nan].all()  # NaN only in flagged samples
+    assert flag[:, 1, :].all() and not nan[:, 1, :].all()  # a fully flagged channel (zeros, not NaN)
+    zero = ~uvw.any(axis=1)
+    assert zero.sum() == 5 and flag_row[zero].all() and nan[zero].all()
+    with ct.table(str(ms / "SPECTRAL_WINDOW"), ack=False) as spw:
+        freqs = spw.getcell("CHAN_FREQ", 0)
+        assert freqs[0] == 744e6 and np.allclose(np.diff(freqs), 1e6)
+        assert spw.getcell("REF_FREQUENCY", 0) == freqs[0]
+    assert synth.askap_band()["n_chan"] == 288
+    assert synth.askap_band(survey="emu")["freq_start_hz"] == 800e6
+    with ct.table(str(ms / "POINTING"), ack=False) as pointing:
+        assert pointing.nrows() == 6 * 5
+        assert np.degrees(pointing.getcell("TARGET", 0)[0]) == pytest.approx(synth.DEFAULT_PHASE_CENTRE_DEG)
+    with ct.table(str(ms / "HISTORY"), ack=False) as history:
+        assert history.nrows() == 20
+
+
+def test_a_preprocessed_beam_holds_sky_frame_data_and_the_instrument_data_beside_it(tmp_path):
+    import astropy.units as u
+    from fixms.fix_ms_corrs import convert_correlations
+
+    ms = synth.make_ms(tmp_path / "pre.ms", raw_askap=True, beam=3, askap_state="preprocessed")
+    with ct.table(str(ms), ack=False) as main:
+        assert "CORRECTED_DATA" not in main.colnames()
+        pol_axis = (45.0 - synth.DEFAULT_RECEPTOR_ANGLE_DEG) * u.deg
+        rotated = convert_correlations(main.getcol("INSTRUMENT_DATA"), pol_axis)
+        assert np.allclose(main.getcol("DATA"), rotated, atol=1e-5)  # DATA = INSTRUMENT_DATA fixed
+    with ct.table(str(ms / "FEED"), ack=False) as feed:
+        assert np.degrees(feed.getcol("RECEPTOR_ANGLE")) == pytest.approx(45.0)
+        assert np.degrees(feed.getcol("INSTRUMENT_RECEPTOR_ANGLE")) == pytest.approx(synth.DEFAULT_RECEPTOR_ANGLE_DEG)
+        assert not feed.getcol("BEAM_OFFSET").any()
+    centre = synth.beam_centre(synth.DEFAULT_PHASE_CENTRE_DEG, (0.5, -0.3))
+    with ct.table(str(ms / "FIELD"), ack=False) as field, ct.table(str(ms / "FIELD_OLD"), ack=False) as old:
+        assert np.degrees(field.getcol("PHASE_DIR")[0, 0]) == pytest.approx(centre)
+        assert np.degrees(old.getcol("PHASE_DIR")[0, 0]) == pytest.approx(synth.DEFAULT_PHASE_CENTRE_DEG)
+    prefix = wsclean_image(ms, tmp_path / "pre", "-pol", "IQU", "-join-polarizations")  # right as it is
+    _assert_sources_right(prefix, synth.default_sources(centre))
+
+
+def test_a_beam_split_after_a_fix_has_field_at_the_beam_and_no_field_old(tmp_path):
+    ms = synth.make_ms(tmp_path / "split.ms", raw_askap=True, beam=3, askap_state="split", pointing=True)
+    assert not (ms / "FIELD_OLD").exists()
+    with ct.table(str(ms / "FEED"), ack=False) as feed:
+        assert not feed.getcol("BEAM_OFFSET").any()
+    centre = synth.beam_centre(synth.DEFAULT_PHASE_CENTRE_DEG, (0.5, -0.3))
+    with ct.table(str(ms / "FIELD"), ack=False) as field:
+        assert np.degrees(field.getcol("PHASE_DIR")[0, 0]) == pytest.approx(centre)
+    prefix = wsclean_image(ms, tmp_path / "split", "-pol", "IQU", "-join-polarizations")
+    _assert_sources_right(prefix, synth.default_sources(centre))
+
+
+def test_mpimager_synth_real_writes_real_shaped_beams(tmp_path):
+    from mpimager.cli.synth import synthesise
+
+    paths = synthesise(tmp_path / "obs", beams=2, antennas=5, times=3, channels=4, real=True, state="split")
+    assert len(paths) == 2
+    with ct.table(str(paths[1] / "FEED"), ack=False) as feed:
+        assert feed.nrows() == 36 * 5
+    assert not (paths[1] / "FIELD_OLD").exists()

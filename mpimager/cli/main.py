@@ -24,6 +24,7 @@ from mpimager.log import configure_cli
 SUBCOMMANDS = {
     "run": "mpimager.cli.run",
     "reduce": "mpimager.cli.reduce",
+    "mosaic": "mpimager.cli.mosaic",
     "status": "mpimager.cli.status",
     "report": "mpimager.cli.report",
     "sbatch": "mpimager.cli.sbatch",

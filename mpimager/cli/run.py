@@ -2,7 +2,8 @@
 
 Rank 0 loads the config, checks the WSClean options against the binary that will run, finds and reads
 the MSs, and plans; with --dry-run it prints the plan and stops. Otherwise every rank takes part in
-the run (mpimager.pipeline.session). Exit codes: 0 all jobs done, 1 some job failed, 2 bad input (nothing run).
+the run (mpimager.pipeline.session). Exit codes: 0 all jobs done, 1 some job failed, 2 bad input (nothing run),
+4 stopped early (SIGTERM/SIGINT, SIGUSR1, or the Slurm allocation about to end): run it again to resume.
 """
 
 from __future__ import annotations

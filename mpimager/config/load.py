@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mpimager.config.container import ContainerOptions
+from mpimager.config.mosaic import MosaicOptions
 from mpimager.config.reduce import ReduceOptions
 from mpimager.errors import ConfigError
 
@@ -151,6 +152,7 @@ class Config:
     passes: tuple[ImagingPass, ...]
     resolved: Mapping[str, Any] = field(default_factory=dict, compare=False)  # merged tables, for provenance
     origins: Mapping[str, Path] = field(default_factory=dict, compare=False)  # "table key" -> file that set it
+    mosaic: MosaicOptions = MosaicOptions()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -225,7 +227,7 @@ _FOREIGN_KEYS = {
                          "or Slurm allocation (mpirun -H/--hostfile, srun, or `mpimager sbatch --nodes N`), "
                          "[worker] max_concurrent jobs on each; remove the key",
 }
-_TABLES = ("worker", "inputs", "data_handler", "fixms", "container", "reduce", "wsclean", "passes")
+_TABLES = ("worker", "inputs", "data_handler", "fixms", "container", "reduce", "mosaic", "wsclean", "passes")
 _TOP_KEYS = ("default_settings",)
 
 
@@ -362,7 +364,7 @@ def _normalise_layer(path: Path, data: dict, problems: _Problems) -> dict:
                     problems.add(f"{path}: [passes.{pname}]", "a pass name may hold letters, digits, _ + - only")
                 else:
                     out[key][pname] = _wsclean_table(ptable, base, f"{path}: [passes.{pname}]", problems)
-        else:  # container, reduce: validated by their own modules after merging; paths resolved here
+        else:  # container, reduce, mosaic: validated by their own modules after merging; paths resolved here
             out[key] = _resolve_section_paths(key, value, base, f"{path}: [{key}]", problems)
     return out
 
@@ -378,6 +380,10 @@ def _resolve_section_paths(key: str, value: dict, base: Path, where: str, proble
             table["binds"] = [_resolve_bind(b, base, f"{where} binds") for b in binds]
         for k in ("cache_dir",):
             if isinstance(table.get(k), str):
+                table[k] = str(resolve_path(table[k], base, f"{where} {k}"))
+    if key == "mosaic":
+        for k in ("out_dir", "primary_beams"):
+            if isinstance(table.get(k), str) and table[k] and not table[k].startswith(ABSOLUTE_TOKENS):
                 table[k] = str(resolve_path(table[k], base, f"{where} {k}"))
     return table
 
@@ -446,6 +452,8 @@ def _passes(merged: dict, where: str) -> tuple[ImagingPass, ...]:
             raise ConfigError(f"{pw} name: expected a string (the image name prefix), got {name!r}")
         if not isinstance(out_dir, str):
             raise ConfigError(f"{pw} out-dir: expected a path string, got {out_dir!r}")
+        if name.strip() in ("", ".", ".."):
+            raise ConfigError(f"{pw} name: {name!r} is not a file name (the images would land outside out-dir)")
         options = tuple((k, v) for k, v in opts.items() if v is not False)
         passes.append(ImagingPass(suffix=suffix, name=name, out_dir=out_dir, options=options))
     return tuple(passes)
@@ -488,7 +496,6 @@ def _load_layers(files: list[Path], datas: list[dict]) -> Config:
     merged, origins = merge_layers(layers, files)
     user = files[-1]
 
-
     def build(cls, table, **fields):
         return cls(**{**table, **fields})
 
@@ -496,7 +503,8 @@ def _load_layers(files: list[Path], datas: list[dict]) -> Config:
     for table, cls in (("worker", WorkerOptions), ("inputs", InputsOptions),
                        ("data_handler", DataHandlerOptions), ("fixms", FixMSSettings)):
         sections[table] = build(cls, merged.get(table, {}))
-    for table, cls in (("container", ContainerOptions), ("reduce", ReduceOptions)):  # each raises ConfigError
+    for table, cls in (("container", ContainerOptions), ("reduce", ReduceOptions),  # each raises ConfigError
+                       ("mosaic", MosaicOptions)):
         sections[table] = cls.from_mapping(merged.get(table, {}), where=f"{user}: [{table}]")
     return Config(path=user, layers=tuple(files), passes=_passes(merged, str(user)),
                   resolved=merged, origins=origins, **sections)

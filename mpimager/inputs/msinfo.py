@@ -1,7 +1,8 @@
 """Read-only metadata of a MeasurementSet, read with python-casacore (never opened for writing).
 
 What planning needs: spectral windows and channel frequencies, field name, ASKAP beam (FEED1),
-telescope, antenna mount, columns (CORRECTED_DATA?), whether FixMS already ran, size on disk.
+telescope, antenna mount, columns (CORRECTED_DATA?), whether FixMS already ran, size on disk, and for an
+ASKAP-like MS the evidence its FixMS state is told from (`msstate.Evidence`) and whether FixMS could write it.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from mpimager.errors import MSError
-from mpimager.runtime.fixms import RECORD_NAME
+from mpimager.inputs import msstate
+from mpimager.inputs.msstate import RECORD_NAME
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class MSInfo:
     size_bytes: int  # of the main table (see size_on_disk)
     fixms_record: bool  # mpimager's FixMS completion record is present
     fixms_markers: bool  # FIELD_OLD + FEED.INSTRUMENT_RECEPTOR_ANGLE: FixMS ran (by anyone)
+    fixms_evidence: Optional[msstate.Evidence] = None  # None: not readable as one ASKAP beam (see _error)
+    fixms_evidence_error: Optional[str] = None
+    fixms_write_problem: Optional[str] = None  # why FixMS could not change this MS (read-only), or None
 
     @property
     def n_channels(self) -> int:
@@ -107,9 +113,15 @@ def read_msinfo(path: str | os.PathLike) -> MSInfo:
         raise MSError(f"{p}: not a readable MeasurementSet ({first})") from None
     if not spws:
         raise MSError(f"{p}: the MeasurementSet has no spectral window")
+    evidence, evidence_error = None, None
+    try:
+        evidence = msstate.read_evidence(p)
+    except MSError as exc:
+        evidence_error = str(exc)
     return MSInfo(
         path=str(p), spws=spws, field=field, beam=int(next(iter(feeds))) if len(feeds) == 1 else None,
         telescope=telescope, mount=mount, columns=columns, n_rows=n_rows, size_bytes=size_on_disk(p),
         fixms_record=(p / RECORD_NAME).is_file(),
         fixms_markers=is_table_dir(p / "FIELD_OLD") and "INSTRUMENT_RECEPTOR_ANGLE" in feed_cols,
+        fixms_evidence=evidence, fixms_evidence_error=evidence_error, fixms_write_problem=msstate.write_problem(p),
     )

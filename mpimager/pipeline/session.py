@@ -7,6 +7,16 @@ with an ETA), and ends with a summary table, `manifest.json` (with the run's pro
 config as resolved, argv), `report.html` (mpimager.report; a report that fails is a logged line, never
 a different exit code) and the exit code. A bad input ends every rank with the same one-line error
 (printed once, by rank 0) and exit 2.
+
+Stopping (mpimager.runtime.interrupt): SIGTERM, SIGINT or SIGHUP on any rank (mpirun and srun forward
+them to every rank; Slurm sends SIGTERM at the time limit and on scancel) stops the dispatching, ends every
+running job's process group (its WSClean, FixMS or reduce child and whatever they started), journals those
+jobs as `interrupted`, prints one line and ends every rank with exit code 4 (EXIT_INTERRUPTED; under mpirun
+the launcher itself, once signalled, reports its own code). SIGUSR1 (Slurm's `--signal` warning) starts no
+new job; inside a Slurm allocation, a job whose estimate (mpimager.pipeline.allocation) does not fit in the
+time left is not started either. Then the run ends with exit 4 once the running jobs are done, saying how to
+resume: the same command again (finished jobs are skipped; slurm/mpimager.sbatch resubmits itself).
+A journal that cannot be written (a full disk) stops the run the same way, with one line naming it (exit 1).
 """
 
 from __future__ import annotations
@@ -22,11 +32,14 @@ from mpimager.atomic import write_text_atomic
 from mpimager import __version__
 from mpimager.queue import mpiqueue
 from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
-from mpimager.errors import EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError, ReportedElsewhere
+from mpimager.errors import (EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError,
+                             ReportedElsewhere)
 from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
+from mpimager.pipeline.allocation import Deadline, Estimates, allocation_end
 from mpimager.pipeline.progress import Progress
 from mpimager.rundir import layout
 from mpimager.rundir.layout import log_path
+from mpimager.runtime import interrupt
 from mpimager.runtime.runner import JobResult, RunContext, run_job
 from mpimager.log import SUMMARY, run_log
 
@@ -36,6 +49,15 @@ log = logging.getLogger(__name__)
 def main(request: RunRequest, comm=None) -> int:
     """Run `request` over the ranks of `comm` (default: COMM_WORLD under a launcher, else serially): the exit code."""
     comm = comm if comm is not None else mpiqueue.world()
+    interrupt.install()
+    interrupt.add_poller(lambda: mpiqueue.stop_message(comm))
+    try:
+        return _main(request, comm)
+    finally:
+        interrupt.uninstall()
+
+
+def _main(request: RunRequest, comm) -> int:
     is_root = comm.Get_rank() == 0
     try:
         started = mpiqueue.root_first(lambda: _prepare(request), comm)
@@ -44,19 +66,29 @@ def main(request: RunRequest, comm=None) -> int:
             raise ReportedElsewhere(exc.exit_code) from exc
         raise
     if not is_root:
-        mpiqueue.run_tasks([], _execute, comm=comm)
-        return comm.bcast(None, root=0)
+        try:
+            mpiqueue.run_tasks([], _execute, comm=comm, stop=interrupt.signalled)
+        except MpimagerError as exc:  # rank 0 says it
+            raise ReportedElsewhere(exc.exit_code) from exc
+        return mpiqueue.bcast(EXIT_OK, comm)  # rank 0's exit code; waits asleep while rank 0 reports
     prepared, lock = started
     if lock is None:  # a dry run
         print_plan(prepared, request.json, force=request.force)
         mpiqueue.run_tasks([], _execute, comm=comm)
-        return comm.bcast(EXIT_OK, root=0)
+        return mpiqueue.bcast(EXIT_OK, comm)
+    coordinator = Coordinator(prepared, request.force, comm)
     try:
         with run_log(prepared.run_dir):
-            code = Coordinator(prepared, request.force, comm).run()
+            code = coordinator.run()
+    except MpimagerError as exc:  # e.g. the journal cannot be written: release the workers, same exit code
+        if coordinator.queue != "failed":  # the workers did not leave with the error: they wait for rank 0
+            if coordinator.queue == "not started":
+                mpiqueue.run_tasks([], _execute, comm=comm)
+            mpiqueue.bcast(exc.exit_code, comm)
+        raise
     finally:
         lock.release()
-    return comm.bcast(code, root=0) if comm.Get_size() > 1 else code
+    return mpiqueue.bcast(code, comm)
 
 
 def _prepare(request) -> tuple[Prepared, RunLock | None]:
@@ -66,8 +98,20 @@ def _prepare(request) -> tuple[Prepared, RunLock | None]:
         return prepared, None
     check_writable([prepared.run_dir] + sorted({os.path.dirname(j.prefix) for j in prepared.jobs if j.prefix})
                    + sorted({os.path.dirname(j.temp_dir) for j in prepared.jobs if j.temp_dir}))
+    check_image_size(prepared.config)
+    if not request.force:
+        check_no_foreign_outputs(prepared.jobs, read_records(prepared.run_dir))
     prepared.run_dir.mkdir(parents=True, exist_ok=True)
     return prepared, RunLock(prepared.run_dir)
+
+
+def check_image_size(config) -> None:
+    """Refuse a run whose imaging passes do not set [wsclean] size (an empty config): every job would fail."""
+    for p in config.passes:
+        if p.option("size") is None:
+            where = f"[passes.{p.suffix}]" if p.suffix else "[wsclean]"
+            raise InputError(f"{config.path}: {where} size is not set: WSClean needs the image size in pixels "
+                             f"(for example size = \"1024 1024\" under [wsclean])")
 
 
 def check_writable(paths) -> None:
@@ -75,6 +119,8 @@ def check_writable(paths) -> None:
     for path in paths:
         p = Path(path)
         while not p.exists():
+            if p.is_symlink():
+                raise InputError(f"{path}: {p} is a dangling symbolic link (to {os.readlink(p)})")
             p = p.parent
         if not p.is_dir():
             raise InputError(f"{path}: cannot be created ({p} is not a directory)")
@@ -82,9 +128,38 @@ def check_writable(paths) -> None:
             raise InputError(f"{path}: cannot be written (no write permission on {p})")
 
 
+def check_no_foreign_outputs(jobs, records) -> None:
+    """Refuse (InputError) when a job would replace a file that this run directory's journal did not make.
+
+    `jobs`: the plan; `records`: the run directory's journal. A file may be replaced when the journal recorded
+    it as an output of a successful job, or when it was written after a job that predicts it started here
+    (its end could not be journaled: a full disk, a kill at that moment). Any other file (another run
+    directory's images, a user's file) only with --force."""
+    made = {o["path"] for r in records if r.get("event") == "end" and r.get("status") == "ok"
+            for o in r.get("outputs", ()) if isinstance(o, dict)}
+    started: dict[str, float] = {}
+    for r in records:
+        if r.get("event") == "start" and isinstance(r.get("time"), (int, float)):
+            started[r["job"]] = min(started.get(r["job"], r["time"]), r["time"])
+
+    def foreign(job, path) -> bool:
+        if path in made or not os.path.lexists(path):
+            return False
+        return job.id not in started or os.lstat(path).st_mtime < started[job.id] - 1.0  # clocks of two hosts
+
+    found = [o for j in jobs for o in j.outputs if foreign(j, o)]
+    if found:
+        raise InputError(f"{found[0]}: {len(found)} file{'s' * (len(found) > 1)} in the out-dir that this "
+                         f"run directory did not make would be replaced; move them, choose another out-dir or "
+                         f"name, or use --force to replace them")
+
+
 def _execute(task: mpiqueue.Task, placement: mpiqueue.Placement):
     job, ctx = task.payload
     return run_job(job, ctx, placement)
+
+
+REPORT_TIME_S = 60.0  # the report is not started this close to the end of a Slurm allocation
 
 
 class Coordinator:
@@ -96,6 +171,8 @@ class Coordinator:
         self.jobs = {j.id: j for j in prepared.jobs}
         self.t0 = time.time()
         self.progress = None  # mpimager.pipeline.progress.Progress, while the queue runs
+        self.queue = "not started"  # -> "running" -> "done" | "failed" (the workers left with its error)
+        self.deadline = Deadline(None, Estimates())  # the Slurm allocation's end, read when the run starts
         self.provenance: dict | None = None
 
     def run(self) -> int:
@@ -107,7 +184,9 @@ class Coordinator:
 
     def _run(self) -> int:
         cfg = self.p.config
-        skip = {} if self.force else jobs_to_skip(self.p.jobs, read_records(self.run_dir))
+        records = read_records(self.run_dir)
+        skip = {} if self.force else jobs_to_skip(self.p.jobs, records)
+        self.deadline = Deadline(allocation_end(), Estimates.from_records(records))
         self.journal.write("run", state="start", pid=os.getpid(), ranks=self.comm.Get_size(),
                            config=str(cfg.path), mpimager=__version__, argv=sys.argv)
         self.journal.write("plan", jobs=[j.to_json() for j in self.p.jobs])
@@ -125,17 +204,54 @@ class Coordinator:
                  f"{workers} worker rank{'s' * (workers > 1)}; run directory {self.run_dir}")
         self.progress = Progress([self.jobs[t.id] for t in tasks], workers)
         self.progress.start_timer()
+        self.queue = "running"
         from mpimager.report import LiveReport
 
         live = LiveReport(self.run_dir, self.provenance).start()  # report.html rewritten as the run goes on
         try:
             outcomes = mpiqueue.run_tasks(tasks, _execute, comm=self.comm, max_per_host=cfg.worker.max_concurrent,
-                                          on_event=self.on_event)
+                                          on_event=self.on_event, stop=interrupt.requested, admit=self.admit)
+        except BaseException:
+            self.queue = "failed"
+            raise
         finally:
             live.stop()
             self.progress.stop()
-        self.journal.write("run", state="end", wall=round(time.time() - self.t0, 3))
+        self.queue = "done"
+        ended = {o.task_id for o in outcomes}
+        not_started = [t.id for t in tasks if t.id not in ended]
+        stopped = [o.task_id for o in outcomes if o.status == mpiqueue.INTERRUPTED]
+        reason = interrupt.requested() or next((o.error for o in outcomes if o.status == mpiqueue.INTERRUPTED), None)
+        state = "interrupted" if reason else "stopped" if not_started else "end"
+        self.journal.write("run", state=state, wall=round(time.time() - self.t0, 3),
+                           **({"reason": reason} if reason else {}))
+        if reason or not_started:
+            return self.stop_early(outcomes, skip, reason, stopped, not_started)
         return self.finish(outcomes, skip)
+
+    def admit(self, task: mpiqueue.Task) -> bool:
+        """May `task` start now? Not after SIGUSR1, nor when its estimate ends after the Slurm allocation."""
+        if interrupt.draining():
+            return False
+        job = self.jobs[task.id]
+        return self.deadline.fits(job.id, job.kind, job.cost)
+
+    def stop_early(self, outcomes, skip, reason: str | None, stopped: list[str], not_started: list[str]) -> int:
+        """The end of a run that was interrupted or could not start everything: the manifest and one line."""
+        wall = time.time() - self.t0
+        self.write_manifest(outcomes, skip, wall)
+        if reason:
+            why = f"interrupted ({reason.removeprefix('Interrupted: ')})"
+        elif interrupt.draining():
+            why = f"stopped early ({interrupt.draining()}: no new job started)"
+        else:
+            end = time.strftime("%H:%M:%S", time.localtime(self.deadline.end)) if self.deadline.end else "?"
+            why = f"stopped early (the Slurm allocation ends at {end}: the rest would not finish in time)"
+        failed = sum(o.status == mpiqueue.FAILED for o in outcomes)
+        print(f"mpimager: {why}: {sum(o.status == mpiqueue.OK for o in outcomes)} jobs done, {len(stopped)} "
+              f"stopped, {len(not_started)} not started{f', {failed} failed' if failed else ''}; run the same "
+              f"command again to resume (finished jobs are skipped)", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
     # ------------------------------------------------------------------------------------------------
 
@@ -167,6 +283,9 @@ class Coordinator:
             self.progress.started(ev.task_id, ev.rank, ev.host, ev.time)
         elif ev.kind == "end":
             self._end(ev.outcome)
+            o = ev.outcome
+            if o.status == mpiqueue.OK and o.rank is not None:
+                self.deadline.estimates.ended(self.jobs[o.task_id].kind, self.jobs[o.task_id].cost, o.end - o.start)
 
     def _end(self, o: mpiqueue.Outcome) -> None:
         record = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start, end=o.end,
@@ -177,6 +296,8 @@ class Coordinator:
                           notes=list(r.notes), outputs=[{"path": p, "size": s} for p, s in r.outputs])
         if o.status != mpiqueue.OK:
             record.update(error=o.error, log=self.failure_log(o))
+        if o.status == mpiqueue.INTERRUPTED:
+            record.update(log=log_path(str(self.run_dir), o.task_id))
         self.journal.write("end", **record)
         self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error,
                             notes=r.notes if isinstance(r, JobResult) else ())
@@ -197,7 +318,13 @@ class Coordinator:
         return EXIT_JOB_FAILED if failed else EXIT_OK
 
     def write_report(self) -> None:
-        """RUN_DIR/report.html; any failure is one line in the log, never a different exit code."""
+        """RUN_DIR/report.html; any failure is one line in the log, never a different exit code. Skipped when
+        the Slurm allocation ends within REPORT_TIME_S (`mpimager report RUN_DIR` makes it later)."""
+        left = None if self.deadline.end is None else self.deadline.end - time.time()
+        if left is not None and left < REPORT_TIME_S:
+            self.say(f"report not written: the Slurm allocation ends in {max(left, 0):.0f} s "
+                     f"(`mpimager report {self.run_dir}` writes it)")
+            return
         try:
             from mpimager.report import write_report
 

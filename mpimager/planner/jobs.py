@@ -79,8 +79,9 @@ def plan_jobs(config: Config, inputs: Sequence[InputMS], settings: PlanSettings)
     ]
     _check_unique_prefixes(imaging)
     imaging = _name_jobs(imaging)
-    fixed = {m.info.path for m in inputs if _fixms_applies(config, m)}
-    return fixms_jobs + imaging + _reduce_jobs(config, settings, imaging, fixed)
+    askap = {m.info.path for m in inputs if _fixms_applies(config, m) or m.info.telescope.upper().startswith("ASKAP")}
+    reduce_jobs = _reduce_jobs(config, settings, imaging, askap)
+    return fixms_jobs + imaging + reduce_jobs + _mosaic_jobs(config, settings, imaging, reduce_jobs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,7 +110,30 @@ def _fixms_ids(config: Config, inputs: Sequence[InputMS]) -> dict[str, str]:
     return {p: f"fixms:{name}" for p, name in zip(paths, _short_names(paths))}
 
 
+def _fixms_verdict(config: Config, m: InputMS):
+    """The FixMS state of an MS FixMS applies to (msstate.Verdict); InputError naming the MS and the evidence
+    where it cannot be told, where it is refused, or where FixMS must change an MS it cannot write."""
+    from mpimager.inputs import msstate
+
+    f, info = config.fixms, m.info
+    override = "set [fixms] enabled = false (and [inputs] data_column) to image the MS as it is"
+    if info.fixms_evidence is None:
+        if info.fixms_evidence_error:
+            raise InputError(f"{info.fixms_evidence_error}; FixMS cannot tell its state: {override}")
+        # metadata made without reading the MS (an API caller's MSInfo): the step decides at run time
+        return msstate.Verdict(msstate.MSState.RAW, f.corrected_data_column, "not read by the planner")
+    v = msstate.classify(info.fixms_evidence, f.data_column, f.corrected_data_column, f.fix_stokes_factor)
+    if v.state in msstate.REFUSED:
+        raise InputError(f"{info.path}: FixMS state {v.state}: {v.evidence}; {override}, or set "
+                         f"[fixms] corrected_data_column to another name")
+    if msstate.needs_write(v, info.fixms_evidence) and info.fixms_write_problem:
+        raise InputError(f"{info.path}: FixMS must change this MS ({v.state}) but {info.fixms_write_problem}; "
+                         f"make it writable, or {override}")
+    return v
+
+
 def _fixms_job(config: Config, m: InputMS, job_id: str, python: str) -> Job:
+    _fixms_verdict(config, m)
     f = config.fixms
     argv = [python, "-m", "mpimager.runtime.fixms", "--data-column", f.data_column,
             "--corrected-data-column", f.corrected_data_column]
@@ -172,7 +196,7 @@ def _wsclean_job(config: Config, settings: PlanSettings, group: tuple[InputMS, .
         options["data-column"] = data_column
     temp_base = options.pop("temp-dir", None) or str(config.worker.temp_dir or settings.run_dir.absolute() / layout.TMP)
     temp_dir = os.path.join(temp_base, _safe(name) + "-" + _digest(prefix))
-    options = {"j": settings.threads, **options, "temp-dir": temp_dir}
+    options = {"j": settings.threads, **options, "temp-dir": [temp_dir]}  # a list: a path is never split
     binary = config.container.wsclean_mp if settings.nodes_mpi > 1 else settings.wsclean
     argv = wsclean.command(binary, list(options.items()), prefix, [m.info.path for m in group])
     return Job(id="", kind=JobKind.WSCLEAN, ms=tuple(m.info.path for m in group), argv=tuple(argv),
@@ -211,11 +235,14 @@ def _channels_out(options: dict, group: Sequence[InputMS], where: str) -> int:
 def _data_column(config: Config, group: Sequence[InputMS], options: dict) -> str | None:
     """The column to image: [wsclean] data-column, [inputs] data_column, else FixMS' output when FixMS
     applies, else None (WSClean's choice). It must exist in every MS, or be the column FixMS will write."""
-    fixed = {m.info.path for m in group if _fixms_applies(config, m)}
+    fixed = {m.info.path: _fixms_verdict(config, m).image_column for m in group if _fixms_applies(config, m)}
+    if len(set(fixed.values())) > 1:
+        raise InputError(f"the MSs of one job hold their sky-frame data in different columns after FixMS "
+                         f"({', '.join(f'{p}: {c}' for p, c in fixed.items())}): image them apart")
     column = options.get("data-column") or config.inputs.data_column or \
-        (config.fixms.corrected_data_column if fixed else None)
+        (next(iter(fixed.values())) if fixed else None)
     for m in group if column else ():
-        if not m.info.has_column(column) and not (m.info.path in fixed and column == config.fixms.corrected_data_column):
+        if not m.info.has_column(column) and not (m.info.path in fixed and column == fixed[m.info.path]):
             raise InputError(f"{m.info.path}: has no column {column} to image "
                              f"(columns: {', '.join(sorted(c for c in m.info.columns if 'DATA' in c))})")
     return column
@@ -246,10 +273,8 @@ def _reduce_units(config: Config, imaging: Sequence[Job]) -> list[list[Job]]:
     return [[j] for j in imaging]
 
 
-def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job], fixed: set[str]) -> list[Job]:
+def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job], askap: set[str]) -> list[Job]:
     """One `mpimager reduce` job per unit of [reduce] scope, after the unit's imaging jobs."""
-    from mpimager.planner.products import cube_paths
-
     r = config.reduce
     if not r.enabled:
         return []
@@ -265,25 +290,87 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         # match: its gather stacks the images as they are (unconvolved cubes) instead of failing
         dirty_only = all(kind != "residual" for kind, _ in found)
         cubes = ("unconvolved",) if dirty_only else r.cubes
-        out_dir = os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
+        out_dir = _unit_out_dir(unit)
         # the [reduce] options travel whole (one JSON value): the unit already is the scope's group
         options = replace(r, scope="prefix" if r.scope == "prefix" else "observation",
                           threads=r.threads or settings.threads, cubes=cubes)
         argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--quiet",
                 "--options", json.dumps(options.to_mapping(), sort_keys=True, separators=(",", ":"))]
         unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
-        argv += ["--ms", unit_ms[0]] if unit_ms[0] in fixed else []  # its receptor angle goes in the header
-        outputs = []
-        for j in unit:
-            for kind in cubes:
-                for stokes in j.pols:
-                    paths = cube_paths(_CubeName(os.path.basename(j.prefix), stokes, kind), r, Path(out_dir))
-                    outputs += [str(paths.cube), str(paths.beamlog), str(paths.weights)]
+        argv += ["--ms", unit_ms[0]] if unit_ms[0] in askap else []  # its beam's receptor angle goes in the header
+        outputs = [str(p) for j in unit for _, _, paths in _job_cubes(r, j, out_dir, cubes)
+                   for p in (paths.cube, paths.beamlog, paths.weights)]
         name = unit[0].id.split(":", 1)[1] if len(unit) == 1 else (
             os.path.commonprefix([os.path.basename(j.prefix) for j in unit]).rstrip(".-_") or "all")
         jobs.append(Job(id=f"reduce:{name}", kind=JobKind.REDUCE, ms=tuple(unit_ms), argv=tuple(argv + images),
                         outputs=tuple(outputs), depends_on=tuple(j.id for j in unit), host=unit[0].host,
                         cost=sum(j.cost for j in unit) / 10, tags=unit[0].tags if len(unit) == 1 else ()))
+    return jobs
+
+
+def _unit_out_dir(unit: Sequence[Job]) -> str:
+    """Where the gather job of `unit` writes its cubes."""
+    return os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
+
+
+def _job_cubes(r, job: Job, out_dir: str, kinds: Sequence[str]) -> list[tuple[str, str, object]]:
+    """(Stokes, kind, CubePaths) of every cube of `kinds` the gather step makes from imaging job `job`'s channels."""
+    from mpimager.planner.products import cube_paths
+
+    return [(stokes, kind, cube_paths(_CubeName(os.path.basename(job.prefix), stokes, kind), r, Path(out_dir)))
+            for kind in kinds for stokes in job.pols]
+
+
+def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
+                 reduce_jobs: Sequence[Job]) -> list[Job]:
+    """One `mpimager mosaic` job per field, pass, Stokes and product, after the gather jobs of its cubes."""
+    from mpimager.planner.products import mosaic_paths
+
+    m = config.mosaic
+    if m is None or not m.enabled or not reduce_jobs:
+        return []
+    r = config.reduce
+    if r.scope != "observation" and r.beam is None:
+        raise ConfigError(f"{config.path}: [mosaic] enabled needs one restoring beam per channel across a field's "
+                          f"beams: set [reduce] scope = \"observation\" (or a fixed [reduce] beam); "
+                          f"scope is {r.scope!r}")
+    gathered = {dep: rj for rj in reduce_jobs for dep in rj.depends_on}
+    by_id = {j.id: j for j in imaging}
+    cube_dirs = {rj.id: _unit_out_dir([by_id[d] for d in rj.depends_on]) for rj in reduce_jobs}
+    units: dict[tuple[str, str, str, str], list[tuple[Job, Job, str]]] = defaultdict(list)
+    for j in imaging:
+        rj = gathered.get(j.id)
+        if rj is None:
+            continue
+        field = dict(j.tags).get("field") or "field"
+        for stokes, kind, paths in _job_cubes(r, j, cube_dirs[rj.id], r.cubes):
+            if str(paths.cube) not in rj.outputs:
+                continue  # not gathered (a dirty-only pass is stacked unconvolved: no common beam to mosaic)
+            units[(field, j.pass_name, stokes, kind)].append((j, rj, str(paths.cube)))
+    out_dir = wsclean.substitute(m.out_dir, {"run_dir": str(settings.run_dir.absolute())}, "[mosaic] out_dir") \
+        if m.out_dir else str(settings.run_dir.absolute() / "mosaics")
+    jobs = []
+    for (field, pass_name, stokes, kind), members in units.items():
+        name = _safe(f"{field}.{pass_name}" if pass_name else field) + f"-{stokes}-{kind}"
+        beams = [dict(j.tags).get("beam") for j, _, _ in members]
+        ids = [int(b) for b in beams] if all(b is not None for b in beams) else list(range(len(members)))
+        argv = [settings.python, "-m", "mpimager", "mosaic", "--out", out_dir, "--name", name,
+                "--telescope", m.telescope, "--cutoff", str(m.cutoff), "--interpolation", m.interpolation,
+                "--planes", str(m.planes), "--quiet", "--beam-ids", ",".join(map(str, ids))]
+        argv += ["--dish-diameter", str(m.dish_diameter)] if m.dish_diameter else []
+        argv += ["--fwhm-factor", str(m.fwhm_factor)] if m.fwhm_factor else []
+        argv += ["--centre", *map(str, m.centre)] if m.centre else []
+        for i in ids if m.primary_beams else ():
+            pb = m.primary_beams.replace("$beam$", f"{i:02d}")
+            if not os.path.isfile(pb):
+                raise InputError(f"{config.path}: [mosaic] primary_beams: {pb} (beam {i:02d} of {field}) is not a file")
+            argv += ["--pb", pb]
+        argv += [cube for _, _, cube in members]
+        ms = tuple(dict.fromkeys(x for j, _, _ in members for x in j.ms))
+        jobs.append(Job(id=f"mosaic:{name}", kind=JobKind.MOSAIC, ms=ms,
+                        argv=tuple(argv), outputs=tuple(str(p) for p in mosaic_paths(Path(out_dir), name).all()),
+                        depends_on=tuple(dict.fromkeys(rj.id for _, rj, _ in members)), host=members[0][0].host,
+                        cost=sum(j.cost for j, _, _ in members) / 20, tags=(("field", field),)))
     return jobs
 
 

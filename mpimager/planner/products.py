@@ -81,3 +81,38 @@ def beamlog_candidates(cube: Path) -> list[Path]:
     if stem.startswith("image."):
         ours.append(d / f"beamlog.{stem}.ecsv")
     return [*ours, d / f"beamlog.{stem}.txt"]
+
+
+def side_files(cube: Path) -> CubePaths:
+    """Where the beam log and weights of an existing cube `cube` sit (either naming style, by its name)."""
+    cube = Path(cube)
+    stem = cube.name[:-5] if cube.name.endswith(".fits") else cube.name
+    if stem.startswith("image.") and not stem.endswith(".cube"):  # Arrakis: image.REST.fits
+        rest = stem[len("image."):]
+        return CubePaths(cube, cube.with_name(f"beamlog.image.{rest}.ecsv"), cube.with_name(f"weights.{rest}.txt"))
+    return CubePaths(cube, cube.with_name(f"{stem}.beamlog.ecsv"), cube.with_name(f"{stem}.weights.txt"))
+
+
+# --- the mosaic step's files (mpimager.mosaic.products describes them) ----------------------------------
+
+
+@dataclass(frozen=True)
+class MosaicPaths:
+    cube: Path
+    mfs: Path
+    weight: Path
+    beamlog: Path
+
+    @property
+    def fits(self) -> tuple[Path, Path, Path]:
+        return (self.cube, self.mfs, self.weight)
+
+    def all(self) -> tuple[Path, ...]:
+        return (*self.fits, self.beamlog)
+
+
+def mosaic_paths(out_dir: Path, name: str) -> MosaicPaths:
+    """Where the mosaic `name`'s files go in `out_dir`."""
+    d = Path(out_dir)
+    return MosaicPaths(d / f"{name}.mosaic.fits", d / f"{name}.mosaic.mfs.fits", d / f"{name}.mosaic.weight.fits",
+                       d / f"{name}.mosaic.beamlog.txt")

@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence, TypeVar
 
-from mpimager.errors import JobError, MpimagerError
+from mpimager.errors import Interrupted, JobError, MpimagerError
 from mpimager.states import Status
 
 T = TypeVar("T")
@@ -50,12 +50,13 @@ TAG_START = 0x6D70  # root_first: rank 0 -> workers: None (go on) or _Failure
 TAG_HELLO = 0x6D71  # run_tasks: worker -> rank 0: host name
 TAG_TASK = 0x6D72   # run_tasks: rank 0 -> worker: (Task, Placement), None (stop) or _Failure
 TAG_REPLY = 0x6D73  # run_tasks: worker -> rank 0: Reply
+TAG_STOP = 0x6D74   # run_tasks: a stop request (its reason, a str): rank 0 -> workers, or a worker -> rank 0
 
 _MAX_SLEEP = 0.05   # longest sleep between two probes, seconds
 _SLEEP_FRACTION = 0.125  # a sleep is at most this fraction of the time waited so far
 _YIELD_FOR = 1e-4   # for the first 0.1 ms of a wait, poll again at once (a quick reply is common)
 
-OK, FAILED, SKIPPED = Status.OK, Status.FAILED, Status.SKIPPED
+OK, FAILED, SKIPPED, INTERRUPTED = Status.OK, Status.FAILED, Status.SKIPPED, Status.INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class Reply(NamedTuple):
     traceback: str
     start: float
     end: float
+    interrupted: bool = False  # the task was stopped because the run was told to stop
 
 
 # ---------------------------------------------------------------------------------------------- MPI helpers
@@ -252,6 +254,30 @@ def barrier(comm=None) -> None:
     _wait(lambda: True if request.Test() else None)
 
 
+TAG_COLLECTIVE = 0x6D76  # bcast/gather below: point-to-point messages on the caller's communicator
+
+
+def bcast(obj: T, comm, root: int = 0) -> T:
+    """`comm.bcast` whose waiting ranks sleep (Open MPI's blocking collectives spin a core at 100%, e.g. while
+    rank 0 writes the report); the same back-off as every other wait here."""
+    if comm.Get_size() == 1:
+        return obj
+    if comm.Get_rank() == root:
+        for r in range(comm.Get_size()):
+            if r != root:
+                comm.send(obj, dest=r, tag=TAG_COLLECTIVE)
+        return obj
+    return _recv(comm, root, TAG_COLLECTIVE)[1]
+
+
+def gather(obj: T, comm, root: int = 0) -> list[T] | None:
+    """`comm.gather` whose root sleeps while it waits: the list of every rank's `obj` on `root`, else None."""
+    if comm.Get_rank() != root:
+        comm.send(obj, dest=root, tag=TAG_COLLECTIVE)
+        return None
+    return [obj if r == root else _recv(comm, r, TAG_COLLECTIVE)[1] for r in range(comm.Get_size())]
+
+
 class _Failure(NamedTuple):
     """An exception as it travels to other ranks: its class by name, its args and its message."""
 
@@ -354,6 +380,7 @@ class _Scheduler:
         self.dependents: dict[str, list[str]] = {}
         self.unmet: dict[str, int] = {}            # waiting task -> dependencies not yet ok
         self._noted: set[str] = set()
+        self.deferred: list[str] = []              # ready tasks `admit` kept from starting
         for t in tasks:
             self.unmet[t.id] = len(set(t.deps))
             for d in dict.fromkeys(t.deps):
@@ -378,8 +405,10 @@ class _Scheduler:
 
     # --- what runs next
 
-    def assign(self) -> list[tuple[Task, Placement]]:
-        """Start every ready task that can be placed now, largest cost first; return them with placements."""
+    def assign(self, admit: Callable[[Task], bool] | None = None) -> list[tuple[Task, Placement]]:
+        """Start every ready task that can be placed now, largest cost first; return them with placements.
+
+        `admit(task)` False keeps a ready task from starting (it stays waiting: `deferred`)."""
         held: set[int] = set()  # free ranks kept for a larger group task still waiting for ranks (held <= free)
         unmet_needs: set[tuple] = set()
         started = []
@@ -389,6 +418,12 @@ class _Scheduler:
                 break
             (_, _, task_id), need = min(heads)
             task = self.tasks[task_id]
+            if admit is not None and not admit(task):
+                heapq.heappop(self.ready[need])
+                if not self.ready[need]:
+                    del self.ready[need]
+                self.deferred.append(task_id)
+                continue
             group = self._place(task, held)
             if group is None:
                 unmet_needs.add(need)
@@ -477,7 +512,7 @@ class _Scheduler:
         self.free.update(placement.ranks)
         if task.slot_bound:
             self.load.subtract(placement.hosts)
-        status = OK if reply.error is None else FAILED
+        status = OK if reply.error is None else INTERRUPTED if reply.interrupted else FAILED
         outcome = Outcome(task.id, status, reply.value, reply.error, placement.rank, placement.host,
                           reply.start, reply.end, reply.traceback)
         self.status[task.id] = status
@@ -490,7 +525,7 @@ class _Scheduler:
                 self.unmet[d] -= 1
                 if self.unmet[d] == 0 and d in self.waiting:
                     self._make_ready(d)
-        else:
+        elif status == FAILED:
             self._skip_dependents(task.id)
         return outcome
 
@@ -546,6 +581,8 @@ def _call(execute: Callable[[Task, Placement], Any], task: Task, placement: Plac
     start = time.time()
     try:
         value = execute(task, placement)
+    except Interrupted as exc:
+        return Reply(None, f"{type(exc).__name__}: {exc}", "", start, time.time(), True)
     except (Exception, SystemExit) as exc:
         value = exc.result if isinstance(exc, JobError) else None
         return Reply(value, f"{type(exc).__name__}: {exc}", traceback.format_exc(), start, time.time())
@@ -553,33 +590,58 @@ def _call(execute: Callable[[Task, Placement], Any], task: Task, placement: Plac
 
 
 def _drive(sched: _Scheduler, launch: Callable[[Task, Placement], None],
-           next_reply: Callable[[], tuple[int, Reply]], on_event) -> list[Outcome]:
-    """The queue loop: start what can start, wait for one reply, repeat. Returns outcomes as they end."""
+           next_reply: Callable[..., tuple[int, Reply] | None], on_event,
+           stop: Callable[[], str | None] | None = None, halt: Callable[[str], None] | None = None,
+           admit: Callable[[Task], bool] | None = None) -> list[Outcome]:
+    """The queue loop: start what can start, wait for one reply, repeat. Returns outcomes as they end.
+
+    Once `stop()` gives a reason (or a task comes back interrupted), nothing more starts, `halt(reason)` is
+    called once and the loop waits for the running tasks only; the tasks not started stay without outcome.
+    With `stop`, `next_reply(stopping)` may return None as soon as `stopping()` gives a reason."""
     outcomes: list[Outcome] = []
+    halted: list[str] = []
 
     def flush():
         for event in sched.pop_events():
             if event.outcome is not None:
                 outcomes.append(event.outcome)
+                if event.outcome.status == INTERRUPTED and not halted:
+                    halted.append(event.outcome.error or "interrupted")
             if on_event is not None:
                 on_event(event)
 
+    def stopping() -> str | None:
+        if not halted and stop is not None and (reason := stop()):
+            halted.append(reason)
+        return halted[0] if halted else None
+
     flush()
+    told = False
     while not sched.done:
-        started = sched.assign()
-        flush()
-        for task, placement in started:
-            launch(task, placement)
-        if not sched.running:
-            sched.give_up("no rank can take it")
+        if stopping():
+            if not told and halt is not None:
+                halt(halted[0])
+            told = True
+            if not sched.running:
+                break
+        else:
+            started = sched.assign(admit)
             flush()
-            break
-        sched.finish(*next_reply())
-        flush()
+            for task, placement in started:
+                launch(task, placement)
+            if not sched.running:
+                if not sched.deferred:
+                    sched.give_up("no rank can take it")
+                    flush()
+                break
+        got = next_reply() if stop is None else next_reply(stopping if not told else lambda: None)
+        if got is not None:
+            sched.finish(*got)
+            flush()
     return outcomes
 
 
-def _run_serial(tasks, execute, comm, max_per_host, on_event) -> list[Outcome]:
+def _run_serial(tasks, execute, comm, max_per_host, on_event, stop=None, admit=None) -> list[Outcome]:
     """One rank: the same loop, tasks and results pickled the same way, executed in this process."""
     me = comm.Get_rank()
     sched = _Scheduler(tasks, {me: host_name()}, max_per_host)
@@ -588,7 +650,7 @@ def _run_serial(tasks, execute, comm, max_per_host, on_event) -> list[Outcome]:
     def launch(task, placement):
         replies.append((me, _unpack_reply(_server_handle(execute, pickle.dumps((task, placement)), me))))
 
-    return _drive(sched, launch, replies.pop, on_event)
+    return _drive(sched, launch, lambda *_: replies.pop(), on_event, stop=stop, admit=admit)
 
 
 def _unpack_reply(data: bytes) -> Reply:
@@ -617,33 +679,59 @@ def _warn_idle(workers: Mapping[int, str], max_per_host: int | None) -> None:
             ", ".join(map(str, ranks)), n, host, "" if len(ranks) > 1 else "s")
 
 
-def _client_exec(tasks, comm, max_per_host, on_event) -> list[Outcome]:
+def _client_exec(tasks, comm, max_per_host, on_event, stop=None, admit=None) -> list[Outcome]:
     """Rank 0: learn the workers' hosts, dispatch, collect; always release the workers before returning."""
+    from mpi4py import MPI
+
     hosts = dict(_recv(comm, source, TAG_HELLO) for source in range(1, comm.Get_size()))
     try:
         sched = _Scheduler(tasks, hosts, max_per_host)
     except MpimagerError as exc:
         _tell_workers(comm, TAG_TASK, _Failure.of(exc))
         raise
+    sent: set[int] = set()  # leaders a task was sent to and no reply came from yet
 
     def launch(task, placement):
         comm.send(pickle.dumps((task, placement)), dest=placement.rank, tag=TAG_TASK)
+        sent.add(placement.rank)
 
-    def next_reply():
-        from mpi4py import MPI
+    def next_reply(stopping=lambda: None):
+        """The next reply, or None as soon as `stopping()` gives a reason."""
+        status = MPI.Status()
+        message = _wait(lambda: comm.improbe(MPI.ANY_SOURCE, TAG_REPLY, status) or (False if stopping() else None))
+        if message is False:
+            return None
+        source = status.Get_source()
+        sent.discard(source)
+        return source, _unpack_reply(message.recv())
 
-        source, data = _recv(comm, MPI.ANY_SOURCE, TAG_REPLY)
-        return source, _unpack_reply(data)
+    def halt(reason):
+        _tell_workers(comm, TAG_STOP, f"{reason} on rank 0" if reason.startswith("SIG") else reason)
 
     try:
-        outcomes = _drive(sched, launch, next_reply, on_event)
+        outcomes = _drive(sched, launch, next_reply, on_event, stop=stop, halt=halt, admit=admit)
     except Exception as exc:  # a bug or a raising on_event: let running tasks end, then stop every rank alike
-        while sched.running:
-            sched.finish(*next_reply())
+        if sent:
+            halt(f"{type(exc).__name__} on rank 0")
+        while sent:
+            got = next_reply(lambda: None)
+            if got is not None and got[0] in sched.running:
+                sched.finish(*got)
         _tell_workers(comm, TAG_TASK, _Failure.of(exc))
         raise
     _tell_workers(comm, TAG_TASK, None)
     return outcomes
+
+
+def stop_message(comm) -> str | None:
+    """A stop request sent to this rank (rank 0: by any worker; a worker: by rank 0), received; else None."""
+    if comm is None or comm.Get_size() == 1:
+        return None
+    from mpi4py import MPI
+
+    source = MPI.ANY_SOURCE if comm.Get_rank() == 0 else 0
+    message = comm.improbe(source, TAG_STOP)
+    return None if message is None else str(message.recv())
 
 
 def _server_handle(execute, message: bytes, me: int) -> bytes:
@@ -663,11 +751,25 @@ def _server_handle(execute, message: bytes, me: int) -> bytes:
                                   traceback.format_exc(), reply.start, reply.end))
 
 
-def _server_exec(execute, comm) -> None:
-    """A worker: say where it runs, then execute tasks until told to stop."""
+def _server_exec(execute, comm, stop=None) -> None:
+    """A worker: say where it runs, then execute tasks until told to stop.
+
+    While it waits, a reason `stop()` gives (a signal this rank received) is sent on to rank 0, once each."""
+    from mpi4py import MPI
+
     comm.send(host_name(), dest=0, tag=TAG_HELLO)
+    told: set[str] = set()
+
+    def poll():
+        reason = stop() if stop is not None else None
+        if reason and reason not in told:
+            told.add(reason)
+            comm.send(f"{reason} on rank {comm.Get_rank()}", dest=0, tag=TAG_STOP)
+        return comm.improbe(0, TAG_TASK, status)
+
     while True:
-        _, message = _recv(comm, 0, TAG_TASK)
+        status = MPI.Status()
+        message = _wait(poll).recv()
         if message is None:
             return None
         if isinstance(message, _Failure):
@@ -677,17 +779,24 @@ def _server_exec(execute, comm) -> None:
 
 
 def run_tasks(tasks: Sequence[Task], execute: Callable[[Task, Placement], Any], *, comm=None,
-              max_per_host: int | None = None, on_event: Callable[[Event], None] | None = None
+              max_per_host: int | None = None, on_event: Callable[[Event], None] | None = None,
+              stop: Callable[[], str | None] | None = None, admit: Callable[[Task], bool] | None = None
               ) -> list[Outcome] | None:
     """Collective: run `tasks` (rank 0's; others may pass []) over the ranks of `comm` (default: world).
 
     Rank 0 dispatches and returns every task's Outcome in the order they ended; workers call
     execute(task, placement) for what they are sent and return None. With a single rank, rank 0 executes
     every task itself. `on_event` is called on rank 0 only. An invalid task list (duplicate ids, nranks < 1)
-    or max_per_host < 1 raises MpimagerError on every rank."""
+    or max_per_host < 1 raises MpimagerError on every rank.
+
+    Stopping: on rank 0, once `stop()` gives a reason (or a task comes back interrupted: `Interrupted` raised
+    by execute), nothing more starts, every worker gets a TAG_STOP message (`stop_message` reads it) and the
+    running tasks' outcomes are awaited; the tasks never started get no outcome. On a worker, a reason its
+    `stop()` gives while it waits for a task goes to rank 0. `admit(task)` False (rank 0) keeps a ready task
+    from starting; the run then ends when nothing else runs, without an outcome for it."""
     comm = comm or world()
     if comm.Get_size() == 1:
-        return _run_serial(list(tasks), execute, comm, max_per_host, on_event)
+        return _run_serial(list(tasks), execute, comm, max_per_host, on_event, stop, admit)
     if comm.Get_rank() == 0:
-        return _client_exec(list(tasks), comm, max_per_host, on_event)
-    return _server_exec(execute, comm)
+        return _client_exec(list(tasks), comm, max_per_host, on_event, stop, admit)
+    return _server_exec(execute, comm, stop)

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
-from mpimager.errors import InputError, JobError, MpimagerError
-from mpimager.reduce.beams import Beam
 from mpimager.config.reduce import ReduceOptions
+from mpimager.errors import InputError, JobError, MpimagerError
+from mpimager.queue import mpiqueue
+from mpimager.reduce.beams import Beam
 
 if TYPE_CHECKING:
     from mpimager.reduce.cube import Layout
-    from mpimager.reduce.names import CubePaths
+    from mpimager.planner.products import CubePaths
     from mpimager.reduce.plan import CubePlan, Failure, PlaneSpec
 
 _T = TypeVar("_T")
@@ -96,39 +97,11 @@ class _Setup(_Shared):
 
 def default_threads(comm=None) -> int:
     """Cores of this node divided among the ranks on it."""
-    from mpimager.queue.mpiqueue import ranks_on_node
     from mpimager.environment import usable_cpus
 
     cores = usable_cpus()
 
-    return max(1, cores // ranks_on_node(comm))
-
-
-_TAG = 7301  # on a private duplicate of the caller's communicator
-
-
-def _recv_sleeping(comm, source: int):
-    """A receive that sleeps while it waits (Open MPI's blocking receive spins a core at 100%)."""
-    delay = 0.001
-    while not comm.Iprobe(source=source, tag=_TAG):
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
-    return comm.recv(source=source, tag=_TAG)
-
-
-def _bcast(comm, obj: _T) -> _T:
-    if comm.Get_rank() == 0:
-        for r in range(1, comm.Get_size()):
-            comm.send(obj, dest=r, tag=_TAG)
-        return obj
-    return _recv_sleeping(comm, 0)
-
-
-def _gather(comm, obj: _T) -> list[_T] | None:
-    if comm.Get_rank() != 0:
-        comm.send(obj, dest=0, tag=_TAG)
-        return None
-    return [obj] + [_recv_sleeping(comm, r) for r in range(1, comm.Get_size())]
+    return max(1, cores // mpiqueue.ranks_on_node(comm))
 
 
 def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm=None,
@@ -175,7 +148,7 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
         except Exception as exc:  # a bug must not leave the other ranks waiting
             shared = JobError(f"reduce: {type(exc).__name__}: {exc}")
     if comm is not None:
-        shared = _bcast(comm, shared)
+        shared = mpiqueue.bcast(shared, comm)
     if isinstance(shared, BaseException):
         raise shared
     assert shared is not None, "reduce: no plan received from rank 0"
@@ -184,7 +157,7 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
     mine = tasks[rank::size]
     done = _run_tasks(mine, layouts, threads, options.min_weight, with_crc)
     if comm is not None:
-        gathered = _gather(comm, done)
+        gathered = mpiqueue.gather(done, comm)
         done = [d for part in gathered for d in part] if gathered is not None else []
 
     products: list[Product] | MpimagerError | None = None
@@ -197,7 +170,7 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
         say(f"reduce: {len(tasks)} planes on {size} rank(s) x {threads} thread(s) "
             f"in {time.perf_counter() - t0:.1f} s")
     if comm is not None:
-        products = _bcast(comm, products)
+        products = mpiqueue.bcast(products, comm)
     if isinstance(products, BaseException):
         raise products
     assert products is not None, "reduce: no products received from rank 0"
@@ -207,9 +180,9 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
 def _setup(images: list[Path], options: ReduceOptions, out_dir: Path, out_file: Path | None,
            groups: Mapping[str, str] | None, receptor_angles: Mapping[str, float] | None,
            say: Callable[[str], None]) -> _Setup:
+    from mpimager.planner.products import cube_paths
     from mpimager.reduce import cube as cubeio
     from mpimager.reduce.fitsio import read_inputs
-    from mpimager.planner.products import cube_paths
     from mpimager.reduce.plan import plan_cubes
 
     if not images:

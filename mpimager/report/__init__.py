@@ -131,7 +131,8 @@ def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, c
         return hit["caption"], None, False
     try:
         if kind == "image":
-            caption = image_caption(quicklook.image_quicklook(fits_path, str(png_path), max_px=max_px))
+            look = quicklook.image_quicklook(fits_path, str(png_path), max_px=max_px)
+            caption = image_caption(look) + _mosaic_note(look, fits_path)
         else:
             caption = cube_caption(quicklook.cube_quicklook(fits_path, str(png_path), cube.beamlog, cube.weights))
     except Exception as exc:  # noqa: BLE001 - one bad product must not lose the report
@@ -139,6 +140,15 @@ def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, c
         return "", f"no quick-look: {type(exc).__name__}: {exc}", False
     cache[key] = {"stat": stat, "max_px": max_px, "png": png_path.name, "caption": caption}
     return caption, None, True
+
+
+def _mosaic_note(look, fits_path: str) -> str:
+    """A mosaic MFS image gets its beam centres drawn (mpimager.report.mosaiclook)."""
+    from mpimager.report import mosaiclook
+
+    if not mosaiclook.is_mosaic_mfs(fits_path):
+        return ""
+    return f"; {mosaiclook.mark_beam_centres(look, fits_path)} beam centres marked"
 
 
 def recorded_provenance(run_dir: Path) -> dict | None:

@@ -3,7 +3,8 @@
 Pure names-and-paths logic (plus `existing` side files). Products are the outputs the journal recorded
 for jobs that ended well (this run or, for jobs skipped as done, an earlier one), else the manifest's list.
 - An MFS image is a WSClean `*-image.fits` that is not one channel of several: `PREFIX-MFS-image.fits`,
-  `PREFIX-MFS-Q-image.fits`, or `PREFIX-image.fits` / `PREFIX-Q-image.fits` of a single-channel job.
+  `PREFIX-MFS-Q-image.fits`, or `PREFIX-image.fits` / `PREFIX-Q-image.fits` of a single-channel job; or a
+  mosaic's `NAME.mosaic.mfs.fits` (drawn with its beam centres).
 - A cube is a `.fits` output of a `reduce` job, or any output named `*.cube.fits` or Arrakis' `*.conv.fits`.
 - A cube's beam log and weights sit beside it: `STEM.beamlog.ecsv` / `STEM.weights.txt` (mpimager names),
   or `beamlog.image.REST.ecsv` / `weights.REST.txt` for an Arrakis-named `image.REST.fits` (`.txt` beam
@@ -31,6 +32,8 @@ class Cube:
 
 def is_mfs_image(path: str) -> bool:
     name = os.path.basename(path)
+    if name.endswith(".mosaic.mfs.fits"):  # a mosaic's MFS image (mpimager.mosaic.products)
+        return True
     n = parse_image_name(name)
     return n.chan is None and n.kind == "image" and not n.pb if n else name.endswith("-image.fits")
 

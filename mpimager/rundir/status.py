@@ -17,8 +17,10 @@ Rules. A run directory may hold several runs (each resume appends a `run`, a `pl
 - `interrupted`: a `start` without `end` and the run is not alive (killed or crashed while the job ran:
   a re-run starts it again);
 - `pending`: planned, never started in the current run.
-The run itself is `running` (lock held by its process), `finished` (its `run` end record is there) or
-`died` (neither: killed or crashed). Log paths: a failure's `log` (its last attempt; in older journals
+A job whose `end` says `interrupted` (the run was told to stop while it ran) is `interrupted` too.
+The run itself is `running` (lock held by its process), `finished` (its `run` end record is there),
+`stopped` (its `run` record says it was interrupted, or stopped before the Slurm allocation's end) or
+`died` (none of these: killed or crashed). Log paths: a failure's `log` (its last attempt; in older journals
 the log its error names), the last of the `logs` of a success, else RUN_DIR/logs/ID.log where a job
 that started writes.
 """
@@ -39,6 +41,7 @@ from mpimager.states import JobState, RunState
 
 STATES = tuple(JobState)
 RUN_RUNNING, RUN_FINISHED, RUN_DIED, RUN_NONE = RunState.RUNNING, RunState.FINISHED, RunState.DIED, RunState.NONE
+RUN_STOPPED = RunState.STOPPED
 
 _LOG_IN_ERROR = re.compile(r"\(log: ([^()]+)\)\s*$")
 _ATTEMPTS_IN_ERROR = re.compile(r"after (\d+) attempts")
@@ -118,11 +121,13 @@ def job_states(records: Sequence[dict], run_dir: str, *, holder: str | None = No
     earlier = records[:p]
     head = records[run_start] if run_start is not None else {}
 
-    ended = next((r for r in current if r.get("event") == "run" and r.get("state") == "end"), None)
+    ended = next((r for r in current if r.get("event") == "run" and r.get("state") in ("end", "interrupted",
+                                                                                        "stopped")), None)
     holder_pid = _HOLDER_PID.search(holder or "")
     alive = (holder is not None and next_run == len(records)
              and (holder_pid is None or head.get("pid") is None or int(holder_pid.group(1)) == head.get("pid")))
-    state = RUN_FINISHED if ended is not None else RUN_RUNNING if alive else RUN_DIED
+    state = (RUN_FINISHED if ended.get("state") == "end" else RUN_STOPPED) if ended is not None else \
+        RUN_RUNNING if alive else RUN_DIED
 
     last_ok: dict[str, dict] = {}
     for r in earlier:
@@ -174,6 +179,10 @@ def _ended(base: dict, r: dict, run_dir: str) -> JobStatus:
                          outputs=tuple(o["path"] for o in r.get("outputs", ())))
     if status == "skipped":  # a dependency failed: it never ran
         return JobStatus(**base, state=JobState.SKIPPED, error=error)
+    if status == "interrupted":
+        return JobStatus(**base, state=JobState.INTERRUPTED, rank=r.get("rank"), host=r.get("host"),
+                         start=r.get("start"), end=r.get("end"), attempts=r.get("attempts"), log=r.get("log"),
+                         error=error)
     m = _LOG_IN_ERROR.search(error or "")
     log = r.get("log") or (m.group(1) if m else None)
     tries = _ATTEMPTS_IN_ERROR.search(error or "")
@@ -219,6 +228,10 @@ def describe_run(status: RunStatus) -> str:
     if status.state == RUN_RUNNING:
         what = f"running ({status.holder})" if status.holder else "running"
         span = f"elapsed {format_duration(status.now - status.started)}" if status.started else ""
+    elif status.state == RUN_STOPPED:
+        what = "stopped early (interrupted, or the allocation's end was near): a re-run resumes"
+        span = (f"wall {format_duration(status.ended - status.started)}"
+                if status.started and status.ended else "")
     elif status.state == RUN_FINISHED:
         what = "finished"
         span = (f"wall {format_duration(status.ended - status.started)}"

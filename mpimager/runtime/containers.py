@@ -15,13 +15,17 @@ PATH (the link Apptainer itself installs for compatibility).
 
 Images: a local SIF file or sandbox directory, or a `docker://` (library://, oras://, ...) URI that
 `prepare` pulls once into `cache_dir` under an exclusive `fcntl.flock`, so concurrent ranks or runs
-pull it once and the others wait and reuse the file.
+pull it once and the others wait and reuse the file. On a file system that cannot lock (flock ENOLCK,
+EOPNOTSUPP: some Lustre mounts) the pull goes on unlocked, with a warning: each pull writes its own
+partial file renamed into place, so concurrent pulls may repeat the work but never leave a half image.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -100,7 +104,13 @@ def ensure_pulled(uri: str, cache_dir: os.PathLike | str, puller: Callable[[str,
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks: pull unlocked (a pid-unique partial, renamed)
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            logging.getLogger(__name__).warning("%s: cannot lock it (%s): pulling without the lock; concurrent "
+                                                "pulls may each pull the image", lock.name, exc.strerror)
         if final.exists():
             return final
         partial = final.with_name(f".{final.name}.partial-{os.getpid()}")

@@ -1,65 +1,85 @@
-"""FixMS on one MeasurementSet, once, safely, in place.
+"""FixMS on one MeasurementSet, once, safely: every state an ASKAP beam arrives in, a fix that is all or nothing.
 
-Owns the decision whether an MS needs FixMS, the run of `fixms.fix_ms_dir` + `fixms.fix_ms_corrs`, and
-the files that make the run safe to repeat and to kill. MSs are user data, so a run is a transaction:
+Owns what the FixMS step does to an MS (the states are told by `mpimager.inputs.msstate`):
 
-* `<ms>/MPIMAGER_FIXMS.inprogress.json` is written (atomically) BEFORE anything is changed. It holds
-  a snapshot of everything FixMS modifies: FIELD directions, FEED.BEAM_OFFSET / RECEPTOR_ANGLE /
-  INSTRUMENT_RECEPTOR_ANGLE, which of FIELD_OLD / FEED_OLD existed and the main table's columns.
-* `<ms>/MPIMAGER_FIXMS.json`, the completion record (versions, times, columns, pol axis), is written
-  (temp file + fsync + rename) only after both fixes finished and the output column was checked
-  against DATA on sample rows; then the in-progress file is removed.
-* A run that finds an in-progress file (a run was killed) first rolls the MS back to the snapshot
-  (removes the partial output column, restores FEED and FIELD, deletes FIELD_OLD / FEED_OLD it made),
-  then fixes it again. A fixms error rolls back at once and becomes a JobError.
-* `<ms>/MPIMAGER_FIXMS.lock` (flock) serialises concurrent runs on one MS; a waiting run then finds
-  the MS fixed and skips.
+| state                | what the step does                                                        | image    |
+| raw                  | fix_ms_dir + fix_ms_corrs, FIELD set to the beam if fix_ms_dir left it     | output   |
+| fixed (by mpimager)  | nothing (our completion record matches the options)                       | output   |
+| fixed-externally     | nothing, unless FIELD is not at the beam: then FIELD is repaired           | output   |
+| preprocessed         | never rotates again; FIELD repaired if it is provably wrong               | DATA     |
+| split-after-fix      | nothing (FIELD at the beam, zero offset, sky-frame data)                   | as found |
+| interrupted          | the killed fix's working copy is removed (the MS was never touched), redo | output   |
+| foreign-column, fixed-differently, unknown: refused, naming the MS and the evidence                 |
 
-Why files inside the MS and not a table keyword: they are written atomically without opening the MS
-for writing (no table lock, no table.dat rewrite), read without casacore (a fixed MS is skipped in
-milliseconds), move with the MS (`cp -r`, `mv`), and casacore ignores them. A copy made by casacore
-(which drops them) shows up as "fixed-externally": still treated as done.
+A fix is a transaction by copy and atomic swap. The step builds a working copy next to the MS
+(`<parent>/.<name>.mpimager-fixms`): the bulk files of tiled storage managers (`table.f*_TSM*`, DATA, FLAG,
+...) are hard links (only ever read), every other file is copied; fixms runs on the copy, the result is
+checked (NaN-safe, flag-aware, phase centre within 0.01" of the beam direction), the completion record is
+written into the copy, all of it is fsynced, and then copy and MS are exchanged in one `renameat2(
+RENAME_EXCHANGE)`. The MS is therefore at every instant either exactly as it was (byte for byte: no HISTORY
+row, no byte of disk added) or completely fixed; a SIGKILL at any moment leaves at most the working copy,
+which the next run removes before it fixes the MS again. After the exchange the old MS (now at the working
+path) is removed. A file system without RENAME_EXCHANGE gets two renames, repaired by the next run if a kill
+lands between them.
 
-An existing output column that FixMS did not make (no record, no in-progress file, no
-FEED.INSTRUMENT_RECEPTOR_ANGLE + FIELD_OLD) is never taken for fixed data: JobError.
+An exclusive flock on the MS directory serialises concurrent runs on one MS; a waiting run then finds the MS
+fixed and skips. The fix needs the MS directory, its table files and its parent directory writable; if they
+are not, nothing is changed and the error says which (the planner refuses such an MS before any job).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import errno
 import fcntl
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import socket
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from mpimager.errors import JobError, MpimagerError, MSError
+from mpimager.inputs import msstate
+from mpimager.inputs.msstate import IRA, RECORD_NAME, REFUSED, MSState, Verdict, needs_write, work_dir, write_problem
+from mpimager.states import StrEnum
 
-RECORD_NAME = "MPIMAGER_FIXMS.json"
-MARKER_NAME = "MPIMAGER_FIXMS.inprogress.json"
-LOCK_NAME = "MPIMAGER_FIXMS.lock"
-RECORD_FORMAT = 1
+logger = logging.getLogger(__name__)
 
-IRA = "INSTRUMENT_RECEPTOR_ANGLE"
+RECORD_FORMAT = 2
 FIELD_DIR_COLUMNS = ("PHASE_DIR", "DELAY_DIR", "REFERENCE_DIR")
-
-# States (fixms_state) and outcomes (run_fixms)
-RAW, FIXED, FIXED_EXTERNALLY, INTERRUPTED, FOREIGN_COLUMN = "raw", "fixed", "fixed-externally", "interrupted", "foreign-column"
-FIXED_DIFFERENTLY, RUNNING = "fixed-differently", "running"
-DID_FIX, ALREADY_FIXED, COMPLETED_INTERRUPTED = "fixed", "already-fixed", "completed-interrupted"
-
 SAMPLE_ROWS = 64  # rows checked at the start, middle and end of the output column
+LINKED_FILE = re.compile(r"^table\.f\d+_TSM\d+$")  # bulk data of tiled storage managers: only read by fixms
+
+# Compatibility names for the states (fixms_state returns MSState, a str Enum: these compare equal)
+RAW, FIXED, FIXED_EXTERNALLY, INTERRUPTED = MSState.RAW, MSState.FIXED_BY_MPIMAGER, MSState.FIXED_UPSTREAM, \
+    MSState.INTERRUPTED
+FOREIGN_COLUMN, FIXED_DIFFERENTLY, RUNNING = MSState.FOREIGN_COLUMN, MSState.FIXED_DIFFERENTLY, MSState.RUNNING
+
+
+class Outcome(StrEnum):
+    """What a run of the step did."""
+
+    FIXED = "fixed"  # FixMS ran now
+    ALREADY_FIXED = "already-fixed"  # our record; nothing touched
+    FIXED_EXTERNALLY = "fixed-externally"  # fixed before, not by us; nothing touched
+    AS_IS = "imaged-as-is"  # preprocessed or split after a fix: the data are in the sky frame, nothing touched
+    DIRECTION_REPAIRED = "direction-repaired"  # only FIELD was wrong (not at the beam) and was set right
+    COMPLETED_INTERRUPTED = "completed-interrupted"  # a killed fix's copy was removed and the fix redone
+
+
+DID_FIX, ALREADY_FIXED, COMPLETED_INTERRUPTED = Outcome.FIXED, Outcome.ALREADY_FIXED, Outcome.COMPLETED_INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -76,41 +96,20 @@ class FixMSOptions:
 # ----------------------------------------------------------------------------------------------
 
 
-def fixms_state(ms, options: FixMSOptions = FixMSOptions()) -> str:
-    """What FixMS has done to `ms` for these options, without changing anything.
-
-    "raw": the output column is absent (FixMS has to run);
-    "fixed": our record says it was fixed with these options and the output column exists;
-    "fixed-externally": output column + FIELD_OLD + FEED.INSTRUMENT_RECEPTOR_ANGLE, no record of ours;
-    "interrupted": a run of ours was killed part-way (in-progress file left);
-    "running": another process holds the lock and is fixing it now;
-    "fixed-differently": we fixed it into this column with other options;
-    "foreign-column": the output column exists and did not come from FixMS.
-    """
-    return _state(Path(ms).absolute(), options, probe_lock=True)
+def verdict(ms, options: FixMSOptions = FixMSOptions(), evidence: msstate.Evidence | None = None) -> Verdict:
+    """The state of `ms` for these options and the evidence it was told from (see msstate.classify)."""
+    ev = evidence if evidence is not None else msstate.read_evidence(ms)
+    return msstate.classify(ev, options.data_column, options.corrected_data_column, options.fix_stokes_factor)
 
 
-def _state(ms: Path, options: FixMSOptions, *, probe_lock: bool) -> str:
-    _check_is_ms(ms)
-    if probe_lock and _lock_is_held(ms):
-        return RUNNING
-    record = _read_json(ms / RECORD_NAME)
-    marker = _read_json(ms / MARKER_NAME)
-    entry = _record_entry(record, options.corrected_data_column)
-    if marker is not None and not _marker_completed(record, marker):
-        return INTERRUPTED
-    columns = _main_columns(ms)
-    if options.corrected_data_column not in columns:
-        return RAW
-    if entry is not None:
-        same = (entry.get("data_column") == options.data_column
-                and bool(entry.get("fix_stokes_factor")) == options.fix_stokes_factor)
-        return FIXED if same else FIXED_DIFFERENTLY
-    if record is not None and record.get("fixes"):
-        return FOREIGN_COLUMN  # we rotated FEED for another column: this one is not ours
-    if IRA in _sub_columns(ms, "FEED") and _table_exists(ms / "FIELD_OLD"):
-        return FIXED_EXTERNALLY
-    return FOREIGN_COLUMN
+def fixms_state(ms, options: FixMSOptions = FixMSOptions()) -> MSState:
+    """What FixMS has done to `ms` for these options, without changing anything (an MSState)."""
+    ms = _real(Path(ms).absolute())
+    if _lock_is_held(ms):
+        return MSState.RUNNING
+    if work_dir(ms).exists() and msstate.read_record(ms) is None:
+        return MSState.INTERRUPTED
+    return verdict(ms, options).state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,279 +117,299 @@ def _state(ms: Path, options: FixMSOptions, *, probe_lock: bool) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def run_fixms(ms, options: FixMSOptions = FixMSOptions(), log=None) -> str:
-    """Bring `ms` to the fixed state for `options` and say what was done.
+def run_fixms(ms, options: FixMSOptions = FixMSOptions(), log=None) -> Outcome:
+    """Bring `ms` to the fixed state for `options` and say what was done (an Outcome).
 
-    Returns "fixed" (FixMS ran now), "already-fixed" (our record; nothing touched),
-    "fixed-externally" (FixMS ran before, not by us; nothing touched) or "completed-interrupted"
-    (a killed run was rolled back and the fix redone). Raises JobError for a column FixMS did not
-    make, an MS it cannot fix (fixms' error, e.g. a non-equatorial mount) or cannot write.
-    `log`: a file that receives fixms' log and casacore's console output (appended); None keeps
-    only fixms' warnings (stderr) and discards casacore's "Successful ... open" lines.
+    `ms`: the MeasurementSet; `options`: columns and the Stokes factor; `log`: a file that receives the
+    state found, fixms' log and casacore's console output (appended); None keeps only fixms' warnings.
+    Raises JobError for an MS whose state is refused (a column FixMS did not make, contradicting evidence),
+    an MS it cannot fix (fixms' error, e.g. a non-equatorial mount) or cannot write; the MS is then unchanged.
     """
-    ms = Path(ms).absolute()
+    ms = _real(Path(ms).absolute())
     log = Path(log).absolute() if log is not None else None
     try:
-        outcome = _settled(ms, options, _state(ms, options, probe_lock=False))
-        if outcome is not None:
-            if (ms / MARKER_NAME).exists() and os.access(ms, os.W_OK):
-                _drop_completed_marker(ms)
-            return outcome
-        if not os.access(ms, os.W_OK):
-            raise JobError(f"{ms}: FixMS must change this MS but it is not writable", log=log)
+        _recover_swap(ms)
+        msstate.read_evidence(ms)  # MSError for what is not an MS
         with _ms_lock(ms):
-            state = _state(ms, options, probe_lock=False)  # again: another run may have just finished
-            outcome = _settled(ms, options, state)
-            if outcome is not None:
-                return outcome
-            if state == INTERRUPTED:
-                _roll_back(ms, _read_json(ms / MARKER_NAME))
-            _apply(ms, options, log)
-            return COMPLETED_INTERRUPTED if state == INTERRUPTED else DID_FIX
+            interrupted = work_dir(ms).exists()
+            if interrupted:  # a killed fix: its copy (or the old MS after the swap) is all it left
+                _remove_tree(work_dir(ms))
+                if msstate.read_record(ms) is not None:
+                    interrupted = False  # it had finished: the copy was the old MS
+            ev = msstate.read_evidence(ms)
+            v = verdict(ms, options, ev)
+            _say(log, f"FixMS {ms}: found {v.state} ({v.evidence})")
+            if v.state in REFUSED:
+                raise JobError(f"{ms}: {v.evidence}; {_override_hint(options)}", log=log)
+            if not needs_write(v, ev):
+                if v.state == MSState.RAW:
+                    raise AssertionError("unreachable")
+                _check_direction(ms, ev, log)
+                return {MSState.FIXED_BY_MPIMAGER: Outcome.ALREADY_FIXED,
+                        MSState.FIXED_UPSTREAM: Outcome.FIXED_EXTERNALLY}.get(v.state, Outcome.AS_IS)
+            problem = write_problem(ms)
+            if problem is not None:
+                raise JobError(f"{ms}: FixMS must change this MS ({v.state}) but {problem}; nothing was changed",
+                               log=log)
+            _transaction(ms, options, v, ev, log)
+            if v.state != MSState.RAW:
+                return Outcome.DIRECTION_REPAIRED
+            return Outcome.COMPLETED_INTERRUPTED if interrupted else Outcome.FIXED
     except MSError as exc:
         raise JobError(str(exc), log=log) from None
 
 
-def _settled(ms: Path, options: FixMSOptions, state: str) -> Optional[str]:
-    """The outcome when nothing is to be written, None when FixMS has to run."""
-    if state == FIXED:
-        return ALREADY_FIXED
-    if state == FIXED_EXTERNALLY:
-        return FIXED_EXTERNALLY
-    if state == FOREIGN_COLUMN:
-        why = "was not made by FixMS"
-        if IRA in _sub_columns(ms, "FEED") and not _table_exists(ms / "FIELD_OLD"):
-            why = "was made by fix_ms_corrs but fix_ms_dir never ran (no FIELD_OLD)"
-        raise JobError(
-            f"{ms}: column {options.corrected_data_column} exists but {why}; "
-            f"set [fixms] corrected_data_column to another name, or disable fixms if the data are already fixed")
-    if state == FIXED_DIFFERENTLY:
-        entry = _record_entry(_read_json(ms / RECORD_NAME), options.corrected_data_column) or {}
-        raise JobError(
-            f"{ms}: {options.corrected_data_column} was made by FixMS from {entry.get('data_column')} with "
-            f"fix_stokes_factor={entry.get('fix_stokes_factor')}, not as now configured; remove the column or "
-            f"choose another corrected_data_column")
-    return None
+def _override_hint(options: FixMSOptions) -> str:
+    return (f"to image a column as it is set [fixms] enabled = false and [inputs] data_column; to fix into "
+            f"another column set [fixms] corrected_data_column (now {options.corrected_data_column})")
 
 
-def _drop_completed_marker(ms: Path) -> None:
-    """Remove an in-progress file whose run finished (killed between record and clean-up)."""
-    with _ms_lock(ms):
-        marker = _read_json(ms / MARKER_NAME)
-        if marker is not None and _marker_completed(_read_json(ms / RECORD_NAME), marker):
-            (ms / MARKER_NAME).unlink()
-            _fsync_dir(ms)
+def _check_direction(ms: Path, ev: msstate.Evidence, log: Path | None) -> None:
+    """Say how the phase centre was verified for an MS the step leaves as it is."""
+    error, expected = ev.phase_centre_error_arcsec, ev.beam_direction_deg
+    if error is not None and expected is not None:
+        _say(log, f"FixMS {ms}: FIELD is {error:.3f} arcsec from the beam direction "
+                  f"{expected[0]:.6f} {expected[1]:.6f} deg")
+    elif ev.field_moved:
+        _say(log, f"FixMS {ms}: FIELD is off the boresight by a beam offset no longer recorded (zero BEAM_OFFSET, "
+                  f"no FEED_OLD): taken as the beam direction")
+    else:
+        _say(log, f"FixMS {ms}: zero BEAM_OFFSET and no record of another: FIELD taken as the beam direction")
 
 
-def _apply(ms: Path, options: FixMSOptions, log: Optional[Path]) -> None:
-    """Snapshot, fix, verify, record. On a fixms error: roll back, then JobError."""
-    from fixms.fix_ms_corrs import fix_ms_corrs
-    from fixms.fix_ms_dir import fix_ms_dir
-
-    if options.data_column not in _main_columns(ms):
-        raise JobError(f"{ms}: no column {options.data_column} to fix ([fixms] data_column)", log=log)
+def _transaction(ms: Path, options: FixMSOptions, v: Verdict, ev: msstate.Evidence, log: Path | None) -> None:
+    """Fix a working copy, check it, record it, swap it in. On any error: remove the copy, JobError."""
+    work = work_dir(ms)
     started = time.time()
-    marker = {
-        "format": RECORD_FORMAT,
-        "run_id": uuid.uuid4().hex,
-        "options": asdict(options),
-        "started_utc": _utc(started),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "before": _snapshot(ms),
-    }
-    _write_json_atomic(ms / MARKER_NAME, marker)
+    run_id = uuid.uuid4().hex
     try:
+        linked, copied = _working_copy(ms, work)
+        _say(log, f"FixMS {ms}: working copy {work} ({copied / 1e6:.1f} MB copied, {linked / 1e6:.1f} MB linked)")
         with _quiet(log):
-            _restore_instrument_angle(ms)  # fix_ms_corrs reads RECEPTOR_ANGLE, FixMS' earlier run moved it
-            fix_ms_dir(str(ms))
-            fix_ms_corrs(ms, data_column=options.data_column,
-                         corrected_data_column=options.corrected_data_column,
-                         fix_stokes_factor=options.fix_stokes_factor)
-            pol_axis_deg = _verify(ms, options)
+            if v.state == MSState.RAW:
+                from fixms.fix_ms_corrs import fix_ms_corrs
+                from fixms.fix_ms_dir import fix_ms_dir
+
+                if options.data_column not in ev.columns:
+                    raise JobError(f"{ms}: no column {options.data_column} to fix ([fixms] data_column)")
+                fix_ms_dir(str(work))
+            repaired = _set_direction(work, ev)
+            if v.state == MSState.RAW:
+                fix_ms_corrs(work, data_column=options.data_column,
+                             corrected_data_column=options.corrected_data_column,
+                             fix_stokes_factor=options.fix_stokes_factor)
+                pol_axis_deg = _verify(work, options, ms)
+            else:
+                pol_axis_deg = None
+        if repaired:
+            _say(log, repaired)
+        fixed_ev = msstate.read_evidence(work)
+        error = msstate.separation_arcsec(ev.beam_direction_deg, fixed_ev.field_deg) \
+            if ev.beam_direction_deg is not None else None
+        if error is not None and error > msstate.SAME_DIRECTION_ARCSEC:
+            raise JobError(f"{ms}: FIELD is {error:.3f} arcsec from the beam direction after the fix")
+        _write_record(work, ms, options, run_id, started, pol_axis_deg, repaired, v)
+        _fsync_tree(work)
     except (Exception, SystemExit) as exc:
-        message = _one_line(exc)
-        try:
-            _roll_back(ms, marker)
-            (ms / MARKER_NAME).unlink()
-            _fsync_dir(ms)
-        except Exception as rollback_exc:  # leave the marker: the next run rolls back again
-            raise JobError(f"{ms}: FixMS failed ({message}) and the roll-back failed too "
-                           f"({_one_line(rollback_exc)}); run again to restore and fix it", log=log) from None
-        raise JobError(f"{ms}: FixMS failed: {message} (the MS was restored as it was)", log=log) from None
-
-    record = _read_json(ms / RECORD_NAME) or {}
-    fixes = [f for f in record.get("fixes", []) if f.get("corrected_data_column") != options.corrected_data_column]
-    fixes.append({
-        **asdict(options),
-        "run_id": marker["run_id"],
-        "pol_axis_deg": pol_axis_deg,
-        "phase_dir_deg": _field_directions_deg(ms),
-        "started_utc": marker["started_utc"],
-        "finished_utc": _utc(time.time()),
-        "seconds": round(time.time() - started, 3),
-    })
-    record = {"format": RECORD_FORMAT, "tool": "mpimager", "versions": _versions(), "fixes": fixes}
-    try:
-        _write_json_atomic(ms / RECORD_NAME, record)
-        (ms / MARKER_NAME).unlink()
-        _fsync_dir(ms)
-    except OSError as exc:  # the in-progress file stays: the next run rolls back and fixes again
-        raise JobError(f"{ms}: FixMS ran but its record could not be written ({exc}); run again", log=log) from None
+        _remove_tree(work)
+        if isinstance(exc, JobError):
+            raise JobError(f"{exc} (the MS was not changed)", log=log) from None
+        raise JobError(f"{ms}: FixMS failed: {_one_line(exc)} (the MS was not changed)", log=log) from None
+    _exchange(work, ms)
+    _remove_tree(work)  # the old MS
+    done = "fixed" if v.state == MSState.RAW else "FIELD repaired"
+    _say(log, f"FixMS {ms}: {done} in {time.time() - started:.1f} s"
+              + (f", pol axis {pol_axis_deg:.3f} deg" if pol_axis_deg is not None else ""))
 
 
-def _verify(ms: Path, options: FixMSOptions) -> float:
-    """Check what fixms left: the output column matches the rotated data column on sample rows at
-    the start, middle and end (a partial fill fails), FEED keeps the instrument angle. Returns the
-    pol axis in degrees."""
+def _set_direction(work: Path, ev: msstate.Evidence) -> str | None:
+    """Point FIELD at the beam direction computed from the original evidence, if it is not there already
+    (fix_ms_dir moves nothing without antenna-0 autocorrelations). Returns what was done, None if nothing."""
+    from casacore import tables as ct
+
+    expected = ev.beam_direction_deg
+    if expected is None:
+        return None
+    with ct.table(str(work / "FIELD"), readonly=False, ack=False) as field:
+        now = msstate.direction_deg(field.getcol("PHASE_DIR")[0, 0])
+        error = msstate.separation_arcsec(expected, now)
+        if error <= msstate.SAME_DIRECTION_ARCSEC:
+            return None
+        ra = math.radians(expected[0])
+        direction = np.array([[[ra - 2 * math.pi if ra > math.pi else ra, math.radians(expected[1])]]])
+        for col in FIELD_DIR_COLUMNS:
+            field.putcol(col, np.repeat(direction, field.nrows(), axis=0))
+    return (f"FixMS {ev.path}: FIELD was {error:.1f} arcsec from the beam direction: set to "
+            f"{expected[0]:.6f} {expected[1]:.6f} deg (boresight shifted by the beam's FEED offset)")
+
+
+def corrections_match(fixed: np.ndarray, expected: np.ndarray, flag: np.ndarray | None = None) -> bool:
+    """Whether fixms' output equals the expected rotation: NaN equal to NaN, the tolerance built from the
+    finite values, flagged samples (`flag` True) not compared. Arrays of one shape (rows, chans, corrs)."""
+    finite = np.isfinite(expected)
+    scale = float(np.abs(expected[finite]).max()) if finite.any() else 0.0
+    ok = np.isclose(fixed, expected, rtol=1e-4, atol=1e-6 * (1 + scale), equal_nan=True)
+    if flag is not None:
+        ok |= flag
+    return bool(ok.all())
+
+
+def _verify(work: Path, options: FixMSOptions, ms: Path) -> float:
+    """Check what fixms left in the working copy: the output column holds the rotated data column on sample
+    rows at the start, middle and end, FEED keeps the beam's instrument angle. Returns the pol axis (deg)."""
+    import astropy.units as u
     from casacore import tables as ct
     from fixms.fix_ms_corrs import convert_correlations
-    import astropy.units as u
 
-    if not _table_exists(ms / "FIELD_OLD"):
-        raise JobError(f"{ms}: fix_ms_dir left no FIELD_OLD")
-    with ct.table(str(ms / "FEED"), ack=False) as feed:
-        if IRA not in feed.colnames():
-            raise JobError(f"{ms}: fix_ms_corrs did not write FEED.{IRA} "
-                           f"(it corrects nothing with a 0 deg pol axis and fix_stokes_factor=false)")
-        instrument = feed.getcol(IRA)
-    with ct.table(str(ms), ack=False) as main:
+    instrument = msstate.beam_receptor_angle_deg(work, IRA)
+    if instrument is None:
+        raise JobError(f"{ms}: fix_ms_corrs did not write FEED.{IRA} "
+                       f"(it corrects nothing with a 0 deg pol axis and fix_stokes_factor=false)")
+    pol_axis_deg = 45.0 - instrument
+    with ct.table(str(work), ack=False) as main:
         if options.corrected_data_column not in main.colnames():
             raise JobError(f"{ms}: fix_ms_corrs did not write {options.corrected_data_column}")
-        beam = int(main.getcell("FEED1", 0))
-        pol_axis_deg = 45.0 - float(np.degrees(instrument[beam, 0]))
         n = main.nrows()
         for start in sorted({0, max(0, n // 2 - SAMPLE_ROWS // 2), max(0, n - SAMPLE_ROWS)}):
             count = min(SAMPLE_ROWS, n - start)
             data = main.getcol(options.data_column, startrow=start, nrow=count)
             fixed = main.getcol(options.corrected_data_column, startrow=start, nrow=count)
+            flag = main.getcol("FLAG", startrow=start, nrow=count) if "FLAG" in main.colnames() else None
             expected = convert_correlations(data, pol_axis_deg * u.deg, options.fix_stokes_factor)
-            if not np.allclose(fixed, expected, rtol=1e-4, atol=1e-6 * (1 + np.abs(expected).max())):
+            if not corrections_match(fixed, np.asarray(expected), flag):
                 raise JobError(f"{ms}: {options.corrected_data_column} rows {start}-{start + count - 1} "
                                f"do not hold the corrected {options.data_column}")
     return pol_axis_deg
 
 
-# ----------------------------------------------------------------------------------------------
-# Snapshot and roll-back
-# ----------------------------------------------------------------------------------------------
-
-
-def _snapshot(ms: Path) -> dict:
-    """Everything fix_ms_dir / fix_ms_corrs change, as JSON-able values."""
-    from casacore import tables as ct
-
-    with ct.table(str(ms / "FIELD"), ack=False) as field:
-        directions = {col: field.getcol(col).tolist() for col in FIELD_DIR_COLUMNS}
-    with ct.table(str(ms / "FEED"), ack=False) as feed:
-        feed_state = {
-            "BEAM_OFFSET": feed.getcol("BEAM_OFFSET").tolist(),
-            "RECEPTOR_ANGLE": feed.getcol("RECEPTOR_ANGLE").tolist(),
-            IRA: feed.getcol(IRA).tolist() if IRA in feed.colnames() else None,
-        }
-    return {
-        "main_columns": sorted(_main_columns(ms)),
-        "field": directions,
-        "feed": feed_state,
-        "FIELD_OLD": _table_exists(ms / "FIELD_OLD"),
-        "FEED_OLD": _table_exists(ms / "FEED_OLD"),
+def _write_record(work: Path, ms: Path, options: FixMSOptions, run_id: str, started: float,
+                  pol_axis_deg: float | None, repaired: str | None, v: Verdict) -> None:
+    record = msstate.read_record(work) or {}
+    fixes = [f for f in record.get("fixes", []) if f.get("corrected_data_column") != options.corrected_data_column]
+    entry = {
+        **asdict(options),
+        "run_id": run_id,
+        "state_found": str(v.state),
+        "evidence": v.evidence,
+        "field_repaired": bool(repaired),
+        "pol_axis_deg": pol_axis_deg,
+        "phase_dir_deg": list(msstate.read_evidence(work).field_deg),
+        "host": socket.gethostname(),
+        "started_utc": _utc(started),
+        "finished_utc": _utc(time.time()),
+        "seconds": round(time.time() - started, 3),
     }
-
-
-def _roll_back(ms: Path, marker: Optional[dict]) -> None:
-    """Put back what the snapshot in `marker` recorded. Idempotent: safe to repeat after a kill."""
-    from casacore import tables as ct
-
-    if not marker or "before" not in marker:
-        raise JobError(f"{ms}: {MARKER_NAME} is unreadable; restore the MS from a copy, then remove that file")
-    before = marker["before"]
-    output = marker["options"]["corrected_data_column"]
-    protected = set(before["main_columns"]) | {marker["options"]["data_column"]}
-    with ct.table(str(ms), readonly=False, ack=False) as main:
-        if output in main.colnames() and output not in protected:
-            main.removecols([output])
-    with ct.table(str(ms / "FEED"), readonly=False, ack=False) as feed:
-        feed.putcol("BEAM_OFFSET", np.array(before["feed"]["BEAM_OFFSET"]))
-        feed.putcol("RECEPTOR_ANGLE", np.array(before["feed"]["RECEPTOR_ANGLE"]))
-        if IRA in feed.colnames():
-            if before["feed"][IRA] is None:
-                feed.removecols([IRA])
-            else:
-                feed.putcol(IRA, np.array(before["feed"][IRA]))
-    with ct.table(str(ms / "FIELD"), readonly=False, ack=False) as field:
-        for col in FIELD_DIR_COLUMNS:
-            field.putcol(col, np.array(before["field"][col]))
-    for sub in ("FIELD_OLD", "FEED_OLD"):
-        if not before[sub] and (ms / sub).exists():
-            shutil.rmtree(ms / sub)
-    _fsync_dir(ms)
-
-
-def _restore_instrument_angle(ms: Path) -> None:
-    """If FixMS moved RECEPTOR_ANGLE before, put the instrument's angle back so fix_ms_corrs reads it."""
-    from casacore import tables as ct
-
-    with ct.table(str(ms / "FEED"), readonly=False, ack=False) as feed:
-        if IRA in feed.colnames():
-            feed.putcol("RECEPTOR_ANGLE", feed.getcol(IRA))
+    if v.state == MSState.RAW:
+        fixes.append(entry)
+        record = {"format": RECORD_FORMAT, "tool": "mpimager", "versions": _versions(), "fixes": fixes}
+    else:
+        record = {**record, "format": RECORD_FORMAT, "tool": "mpimager", "versions": _versions(),
+                  "repairs": [*record.get("repairs", []), entry]}
+    _write_json_atomic(work / RECORD_NAME, record)
 
 
 # ----------------------------------------------------------------------------------------------
-# Small helpers (files, tables, console)
+# Working copy and swap
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_is_ms(ms: Path) -> None:
-    if not (ms / "table.dat").is_file():
-        raise MSError(f"{ms}: not a MeasurementSet (no table.dat)")
+def _working_copy(ms: Path, work: Path) -> tuple[int, int]:
+    """Build `work` as a copy of `ms`: tiled bulk files hard-linked, all else copied. Returns (bytes linked,
+    bytes copied)."""
+    if work.exists():
+        _remove_tree(work)
+    linked = copied = 0
+    for root, _dirs, files in os.walk(ms):
+        target = work / Path(root).relative_to(ms)
+        target.mkdir(mode=0o755)
+        shutil.copystat(root, target)
+        for name in files:
+            src, dst = Path(root) / name, target / name
+            size = src.stat().st_size
+            if LINKED_FILE.match(name):
+                try:
+                    os.link(src, dst)
+                    linked += size
+                    continue
+                except OSError:
+                    pass  # a file system without hard links: copy
+            shutil.copy2(src, dst)
+            copied += size
+    return linked, copied
 
 
-def _table_exists(path: Path) -> bool:
-    return (path / "table.dat").is_file()
+def _exchange(work: Path, ms: Path) -> None:
+    """Swap the fixed copy and the MS: renameat2(RENAME_EXCHANGE), else two renames (repaired by
+    _recover_swap if a kill lands between them)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(work), at_fdcwd, os.fsencode(ms), rename_exchange) == 0:
+            _fsync_dir(ms.parent)
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, f"cannot swap {work} and {ms}: {os.strerror(err)}")
+    old = _old_path(ms)
+    os.rename(ms, old)
+    os.rename(work, ms)
+    os.rename(old, work)
+    _fsync_dir(ms.parent)
 
 
-def _main_columns(ms: Path) -> set[str]:
-    from casacore import tables as ct
-
-    with ct.table(str(ms), ack=False) as main:
-        return set(main.colnames())
+def _old_path(ms: Path) -> Path:
+    return ms.with_name(f".{ms.name}{msstate.WORK_SUFFIX}.old")
 
 
-def _sub_columns(ms: Path, sub: str) -> set[str]:
-    from casacore import tables as ct
-
-    with ct.table(str(ms / sub), ack=False) as table:
-        return set(table.colnames())
-
-
-def _field_directions_deg(ms: Path) -> list:
-    from casacore import tables as ct
-
-    with ct.table(str(ms / "FIELD"), ack=False) as field:
-        return np.degrees(field.getcol("PHASE_DIR")[:, 0, :]).tolist()
+def _recover_swap(ms: Path) -> None:
+    """Finish a two-rename swap a kill interrupted (the fixed copy is complete before the first rename)."""
+    old, work = _old_path(ms), work_dir(ms)
+    if not old.exists():
+        return
+    if not ms.exists():
+        os.rename(work if work.exists() else old, ms)  # the fixed copy if it is still there, else the old MS
+    if old.exists():
+        _remove_tree(old)
 
 
-def _record_entry(record: Optional[dict], column: str) -> Optional[dict]:
-    for entry in (record or {}).get("fixes", []):
-        if entry.get("corrected_data_column") == column:
-            return entry
-    return None
+def _remove_tree(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+        _fsync_dir(path.parent)
 
 
-def _marker_completed(record: Optional[dict], marker: dict) -> bool:
-    """The run that wrote the marker also wrote the record (killed just before removing the marker)."""
-    return any(f.get("run_id") == marker.get("run_id") for f in (record or {}).get("fixes", []))
+def _fsync_tree(root: Path) -> None:
+    """fsync every regular file (one link: the new and copied ones) and directory under root."""
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            if os.stat(path).st_nlink == 1:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(Path(directory))
 
 
-def _read_json(path: Path) -> Optional[dict]:
-    try:
-        with open(path) as fh:
-            value = json.load(fh)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise MSError(f"{path}: unreadable ({exc}); remove it only if you know the MS state") from None
-    return value if isinstance(value, dict) else {}
+# ----------------------------------------------------------------------------------------------
+# Small helpers (files, locks, console)
+# ----------------------------------------------------------------------------------------------
+
+
+def _real(ms: Path) -> Path:
+    """The MS directory itself (a symlinked MS is fixed where it lives)."""
+    return Path(os.path.realpath(ms))
+
+
+def _say(log: Path | None, line: str) -> None:
+    """One line of what the step found or did: to this module's logger (the job log: main() sends it to
+    stdout) and to `log`."""
+    logger.info(line)
+    if log is not None:
+        with open(log, "a") as fh:
+            fh.write(line + "\n")
 
 
 def _write_json_atomic(path: Path, value: dict) -> None:
@@ -415,16 +434,22 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def _ms_lock(ms: Path):
-    """An exclusive flock on <ms>/MPIMAGER_FIXMS.lock (released by the kernel if we die)."""
-    fd = os.open(ms / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o664)
-    try:
+def _ms_lock(ms: Path) -> Iterator[None]:
+    """An exclusive flock on the MS directory (released by the kernel if we die). The MS is swapped for its
+    fixed copy under the lock, so a waiter re-takes it when the path names another directory by then."""
+    while True:
+        fd = os.open(ms, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                os.close(fd)
                 raise
             # a file system without flock: run unlocked (the planner runs one FixMS job per MS)
+        if os.fstat(fd).st_ino == os.stat(ms).st_ino:
+            break
+        os.close(fd)
+    try:
         yield
     finally:
         os.close(fd)
@@ -432,7 +457,7 @@ def _ms_lock(ms: Path):
 
 def _lock_is_held(ms: Path) -> bool:
     try:
-        fd = os.open(ms / LOCK_NAME, os.O_RDONLY)
+        fd = os.open(ms, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return False
     try:
@@ -445,7 +470,7 @@ def _lock_is_held(ms: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet(log: Optional[Path]):
+def _quiet(log: Path | None):
     """Send fixms' log records and the console output (python-casacore prints "Successful read/write
     open" for every HISTORY row fixms adds) to `log`, or drop INFO records and stdout when log is None.
     Redirects sys.stdout/sys.stderr and file descriptors 1/2 (C++ output): meant for a worker
@@ -494,7 +519,7 @@ def _versions() -> dict:
 
     import mpimager
 
-    found = {"mpimager": mpimager.__version__}
+    found: dict[str, str | None] = {"mpimager": mpimager.__version__}
     for package in ("fixms", "python-casacore"):
         try:
             found[package] = version(package)
@@ -531,6 +556,10 @@ def main(argv=None) -> int:
     parser.add_argument("--state", action="store_true", help="only print the state, change nothing")
     args = parser.parse_args(argv)
     options = FixMSOptions(args.data_column, args.corrected_data_column, not args.no_stokes_factor)
+    handler = logging.StreamHandler(sys.stdout)  # the state found and what was done: the job log
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     started = time.time()
     try:
         if args.state:

@@ -7,6 +7,10 @@ watcher. A watcher stops the child by raising `mpimager.errors.WatchAbort` (or a
 the whole group is terminated (SIGTERM, then SIGKILL after a grace period) and waited for:
 when `run` returns, nothing it started is still running, so a retry never overlaps a failed run
 (a process that leaves the session itself, with setsid or as a daemon, is beyond its reach).
+A stop request (mpimager.runtime.interrupt: SIGTERM/SIGINT to this process, or a stop message from rank 0)
+ends the group the same way, after a shorter grace (INTERRUPT_GRACE_S: Open MPI's mpirun SIGKILLs its
+ranks 1 s after forwarding SIGTERM), and raises `Interrupted`. Should this process die without that
+chance (SIGKILL), the kernel kills the child with it (PR_SET_PDEATHSIG), so a WSClean never outlives its rank.
 
 A non-zero exit is a result (`ProcessResult`), not an exception; `run` raises `JobError` only
 when the program cannot be started. `mpi_clean_env` strips an MPI launch's variables from a child's environment.
@@ -24,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from mpimager.errors import JobError, WatchAbort
+from mpimager.errors import Interrupted, JobError, WatchAbort
+from mpimager.runtime import interrupt
 
 TAIL_LINES = 20
 KILL_GRACE_S = 5.0  # between SIGTERM and SIGKILL
+INTERRUPT_GRACE_S = 0.5  # the same, when the run is told to stop
 LINGER_S = 1.0  # how long output may keep flowing from the group after the main child exited
 _POLL_S = 0.2
 
@@ -101,12 +107,39 @@ def run(
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=None if env is None else dict(env), cwd=cwd, start_new_session=True)
+                env=None if env is None else dict(env), cwd=cwd, start_new_session=True,
+                preexec_fn=_die_with_parent())
         except OSError as exc:
             message = _start_failure(argv[0], cwd, exc)
             logf.write(f"[mpimager] {message}\n".encode())
             raise JobError(message, log=log) from None
         return _supervise(proc, argv, logf, log, start, timeout, on_line, kill_grace)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGKILL the child when this process dies (Linux), else None.
+
+    It calls one prebuilt libc function (no Python-level lock), so it is safe with other threads running."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request was in place
+            os._exit(128 + int(signal.SIGKILL))
+
+    return preexec
 
 
 def _start_failure(program: str, cwd, exc: OSError) -> str:
@@ -186,8 +219,13 @@ def _supervise(proc, argv, logf, log, start, timeout, on_line, kill_grace) -> Pr
     timed_out = False
     exited_at: Optional[float] = None
     stopping = False
+    interrupted = None
     try:
         while pump.error is None:
+            interrupted = interrupt.requested()
+            if interrupted:
+                kill_grace = min(kill_grace, INTERRUPT_GRACE_S)
+                break
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 timed_out = True
@@ -212,6 +250,10 @@ def _supervise(proc, argv, logf, log, start, timeout, on_line, kill_grace) -> Pr
         pump.close()
         proc.stdout.close()
     returncode = proc.wait()
+    if interrupted:
+        logf.write(f"\n[mpimager] interrupted ({interrupted}): process group ended\n".encode())
+        logf.flush()
+        raise Interrupted(f"{os.path.basename(argv[0])} stopped: the run was interrupted ({interrupted})")
     if timed_out:
         logf.write(f"\n[mpimager] timed out after {timeout} s: process group killed\n".encode())
     elif pump.error is not None:

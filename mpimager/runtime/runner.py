@@ -1,17 +1,25 @@
-"""Run one planned job on the rank it was given to: environment, attempts, retries, output checks.
+"""Run one planned job on the rank it was given to: environment, attempts, retries, output checks, staging.
 
 Every attempt is an argv run by `mpimager.runtime.process.run` (WSClean through the configured runtime; the
 FixMS and reduce steps as `python -m ...` children), its complete output in `RUN_DIR/logs/ID.log`
 (`ID.attemptN.log` for retries). A job succeeds when the process exits 0 AND every predicted output
 exists and opens (FITS); it fails with a `JobError` naming the exit code and the log otherwise.
 
+Staging: an attempt never writes into the out-dir. A WSClean job's `-name` prefix (a reduce job's `--out`)
+points into a staging directory, `STAGE = TEMP_DIR/stage` (the job's `-temp-dir`: under `[worker] temp_dir`
+when set, which may be node-local scratch such as `$SLURM_TMPDIR`, `$TMPDIR` or `/dev/shm`; a reduce job
+stages in a hidden directory of its out-dir). Only when the process succeeded and every predicted output
+is there and verified are the files moved into place (`install`): a rename on the same file system; across
+file systems every file is first copied next to its destination under a hidden partial name and fsync'd,
+then all are renamed, so a half file never stands under a product's name. A failed attempt leaves what
+was in the out-dir untouched and removes only its own staging.
+
 Retry strategy (`[worker] retries` extra attempts, the failed process and its children dead first):
 - WSClean diverged (by the rules of mpimager.wsclean.watcher: from its log as it runs, or from its images
   once it exited 0): again with `-gain` and `-mgain` halved (an unset `-mgain`, 1.0, becomes 0.5);
 - an I/O error line, a kill by a signal, or casacore's abort (134): the same command again;
 - any other failure (exit 255: WSClean refused its options; a timeout): no retry, it would fail alike.
-Before each attempt the predicted outputs and the job's temp dir are cleared, and after a final failure
-its partial outputs are removed: a partial file never passes for a product.
+The timeout (`[worker] timeout`) covers the whole job: sourcing `env_file` and every attempt.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +64,25 @@ class JobResult:
     exit_code: int | None = 0  # of the last attempt (None: it did not end by itself: timeout, watcher)
 
 
-def job_env(env_file: str | None, base: dict | None = None) -> dict:
+ENV_FILE_TIMEOUT_S = 120.0  # how long sourcing env_file may take when the job has no [worker] timeout
+
+
+def job_env(env_file: str | None, base: dict | None = None, *, log: str | None = None,
+            timeout: float | None = None) -> dict:
     """The environment of a job: ours (without MPI launch variables), plus `env_file` sourced by bash.
 
+    `env_file`: the file (None: none); `base`: the environment to start from (None: ours); `log`: where
+    bash's output goes (appended; None: a temporary file); `timeout`: seconds sourcing may take (None:
+    ENV_FILE_TIMEOUT_S). Bash runs like a job (mpimager.runtime.process.run, its own process group): a
+    background process the file starts is stopped with it and never holds the job up.
     The file's path goes to bash as an argument, never inside the script text; a failing source (a missing
     file, or a file whose last command fails, as `source` reports it) is a JobError naming the file and
     bash's last error line. A command failing in the middle of the file is not an error (site environment
     files are rarely written to stop on errors)."""
+    import tempfile
+
     from mpimager.environment import without_casacore_defaults
+    from mpimager.runtime import process
     from mpimager.runtime.process import mpi_clean_env
 
     env = without_casacore_defaults(mpi_clean_env(dict(os.environ if base is None else base)))
@@ -72,16 +90,20 @@ def job_env(env_file: str | None, base: dict | None = None) -> dict:
     if not env_file:
         return env
     path = os.path.expandvars(os.path.expanduser(env_file))
-    script = 'set -a; . "$1" >&2 || exit $?; env -0'
-    try:
-        r = subprocess.run(["bash", "-c", script, "mpimager-env-file", path], env=env, capture_output=True,
-                           timeout=120)
-    except subprocess.TimeoutExpired:
-        raise JobError(f"env_file {path}: sourcing it took more than 120 s") from None
-    if r.returncode != 0:
-        lines = r.stderr.decode(errors="replace").strip().splitlines()
-        raise JobError(f"env_file {path}: sourcing it failed ({lines[-1] if lines else f'exit {r.returncode}'})")
-    pairs = (item.split("=", 1) for item in r.stdout.decode(errors="replace").split("\0") if "=" in item)
+    limit = ENV_FILE_TIMEOUT_S if timeout is None else max(timeout, 0.001)
+    script = 'set -a; . "$1" >&2 </dev/null || exit $?; env -0 >"$2"'
+    with tempfile.TemporaryDirectory(prefix="mpimager-env-") as tmp:
+        out = os.path.join(tmp, "env")
+        r = process.run(["bash", "-c", script, "mpimager-env-file", path, out], env=env, timeout=limit,
+                        log=Path(log or os.path.join(tmp, "log")), append=True)
+        if r.timed_out:
+            raise JobError(f"env_file {path}: sourcing it took more than {limit:.0f} s", log=log)
+        if r.returncode != 0:
+            last = next((line for line in reversed(r.tail) if line.strip()), f"exit {r.returncode}")
+            raise JobError(f"env_file {path}: sourcing it failed ({last.strip()})", log=log)
+        with open(out, "rb") as f:
+            text = f.read().decode(errors="replace")
+    pairs = (item.split("=", 1) for item in text.split("\0") if "=" in item)
     return mpi_clean_env({k: v for k, v in pairs if k not in ("_", "SHLVL", "PWD", "OLDPWD")})
 
 
@@ -128,12 +150,86 @@ def check_outputs(paths) -> tuple[list[tuple[str, int]], list[str]]:
     return good, bad
 
 
+STAGE = "stage"  # the staging directory's name inside a WSClean job's temp dir
+PARTIAL = ".mpimager-partial-"  # a copy on its way into place (across file systems) is named PARTIAL + name
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where one job's attempts write (`dir`) and how its argv points there (see the module docstring)."""
+
+    dir: str
+    out_dir: str  # where the job's outputs go in the end
+
+    def path(self, output: str) -> str:
+        """The staged counterpart of a final output path."""
+        return os.path.join(self.dir, os.path.relpath(output, self.out_dir))
+
+    def argv(self, job: Job, argv: list[str]) -> list[str]:
+        """`argv` with its output location (`-name PREFIX`, reduce's `--out DIR`) pointing into the staging."""
+        argv = list(argv)
+        if job.kind == "wsclean":
+            i = argv.index("-name") + 1
+            argv[i] = self.path(argv[i])
+        else:
+            i = argv.index("--out") + 1
+            argv[i] = self.dir
+        return argv
+
+    def reset(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def staging_for(job: Job) -> Staging | None:
+    """The staging of a job that writes products (WSClean, reduce), None for the others (FixMS, ...)."""
+    if job.kind == "wsclean" and job.prefix and job.temp_dir:
+        return Staging(os.path.join(job.temp_dir, STAGE), os.path.dirname(job.prefix))
+    if job.kind == "reduce" and "--out" in job.argv:
+        out = job.argv[job.argv.index("--out") + 1]
+        return Staging(os.path.join(out, f".mpimager-stage-{_safe_name(job.id)}"), out)
+    return None
+
+
+def install(pairs: list[tuple[str, str]]) -> None:
+    """Move each (staged, final) file into place; see the module docstring. Raises JobError naming the path
+    that could not be written (a full disk, ...), with every final path as it was before the call."""
+    moves, partials = [], []
+    try:
+        for src, dst in pairs:
+            parent = os.path.dirname(dst)
+            os.makedirs(parent, exist_ok=True)
+            if os.stat(src).st_dev == os.stat(parent).st_dev:
+                moves.append((src, dst))
+                continue
+            partial = os.path.join(parent, PARTIAL + os.path.basename(dst))
+            partials.append(partial)
+            with open(src, "rb") as fin, open(partial, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 22)
+                fout.flush()
+                os.fsync(fout.fileno())
+            moves.append((partial, dst))
+    except OSError as exc:
+        _remove(partials)
+        where = exc.filename or "the out-dir"
+        raise JobError(f"cannot move the outputs into place: {where}: {exc.strerror or exc}") from None
+    for src, dst in moves:
+        os.replace(src, dst)
+
+
 def _remove(paths) -> None:
     for p in paths:
         try:
             os.remove(p)
         except FileNotFoundError:
             pass
+
+
+def _safe_name(job_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", job_id)
 
 
 def mpi_launcher(placement, env: dict) -> list[str]:
@@ -176,47 +272,63 @@ def wsclean_command(job: Job, argv, runtime, placement, env: dict, token: str | 
 
 
 def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
-    """Run `job` with its retries; JobResult on success, JobError (one line, naming the log) on failure."""
+    """Run `job` with its retries; JobResult on success, JobError (one line, naming the log) on failure.
+
+    `ctx`: the run's settings; `placement`: where the queue put it (the ranks of a wsclean-mp job)."""
     from mpimager.runtime import process
     from mpimager.runtime.containers import make_runtime
     from mpimager.wsclean.names import scratch_files
     from mpimager.wsclean.watcher import image_divergence, wsclean_watcher
 
+    t0 = time.monotonic()
+    deadline = None if ctx.timeout is None else t0 + ctx.timeout
     os.makedirs(os.path.join(ctx.run_dir, layout.LOGS), exist_ok=True)
-    env = job_env(ctx.env_file)
+    first_log = log_path(ctx.run_dir, job.id, 1)
+    with open(first_log, "w"):
+        pass
+    env = job_env(ctx.env_file, log=first_log, timeout=ctx.timeout)
     runtime = make_runtime(ctx.container) if job.kind == "wsclean" else None
     name = _program(job, runtime)
+    stage = staging_for(job)
     attempts = 1 + (ctx.retries if job.kind == "wsclean" else 0)
-    argv, logs, notes, t0 = list(job.argv), [], [], time.time()
+    argv, logs, notes, started = list(job.argv), [], [], time.time()
     try:
         for attempt in range(1, attempts + 1):
             log = log_path(ctx.run_dir, job.id, attempt)
             logs.append(log)
-            _remove(job.outputs)
             _remove(scratch_files(job.prefix) if job.prefix else [])
             if job.temp_dir:
                 shutil.rmtree(job.temp_dir, ignore_errors=True)
                 os.makedirs(job.temp_dir)
-            if job.prefix:
-                os.makedirs(os.path.dirname(job.prefix), exist_ok=True)
+            if stage is not None:
+                stage.reset()
+            staged = stage.argv(job, argv) if stage is not None else argv
             if runtime is not None:
-                command = wsclean_command(job, argv, runtime, placement, env)
-                child_env, watcher = runtime.env(env), wsclean_watcher(argv)
+                command = wsclean_command(job, staged, runtime, placement, env)
+                child_env, watcher = runtime.env(env), wsclean_watcher(staged)
             else:
-                command, child_env, watcher = argv, env, None
-            with open(log, "w") as f:
+                command, child_env, watcher = staged, env, None
+            with open(log, "a" if attempt == 1 else "w") as f:
                 f.write(f"# mpimager: {job.id}, attempt {attempt} of {attempts}: {shlex.join(command)}\n")
-            result = process.run(command, log=Path(log), env=child_env, timeout=ctx.timeout, on_line=watcher,
+            left = None if deadline is None else deadline - time.monotonic()
+            result = process.run(command, log=Path(log), env=child_env, timeout=left, on_line=watcher,
                                  append=True)
             if result.returncode == 0 and not result.timed_out and result.error is None:
-                good, bad = check_outputs(job.outputs)
-                diverged = image_divergence(job.outputs) if not bad and job.kind == "wsclean" else None
+                pairs = [(stage.path(o), o) for o in job.outputs] if stage is not None else \
+                    [(o, o) for o in job.outputs]
+                good, bad = check_outputs([src for src, _ in pairs])
+                made = [src for src, _ in pairs]
+                diverged = image_divergence(made) if not bad and job.kind == "wsclean" else None
                 if not bad and not diverged:
                     if job.kind == "reduce":  # blanked channels and why, to the console and the journal
                         from mpimager.report.beams import blanked_summary
 
-                        notes.extend(blanked_summary(job.outputs))
-                    return JobResult(job.id, attempt, tuple(argv), tuple(good), tuple(logs), time.time() - t0,
+                        notes.extend(blanked_summary(made))
+                    if stage is not None:
+                        pairs += _extra_files(stage, {src for src, _ in pairs})
+                        install(pairs)
+                    sizes = tuple((dst, os.path.getsize(dst)) for _, dst in pairs)
+                    return JobResult(job.id, attempt, tuple(argv), sizes, tuple(logs), time.time() - started,
                                      tuple(notes), result.returncode)
                 if diverged:
                     reason, strategy = f"{name}: {diverged}", RETRY_LOWER_GAINS
@@ -234,15 +346,27 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
             notes.append(f"attempt {attempt}: {reason}; retrying ({strategy})")
             if strategy == RETRY_LOWER_GAINS:
                 argv = lower_gains(argv)
-        _remove(job.outputs)
         _remove(scratch_files(job.prefix) if job.prefix else [])
         code = None if result.timed_out or result.error is not None else result.returncode
-        failed = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - t0, tuple(notes), code)
+        failed = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - started, tuple(notes), code)
         raise JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
                        log=logs[-1], result=failed)
     finally:
+        if stage is not None:
+            stage.remove()
         if job.temp_dir:
             shutil.rmtree(job.temp_dir, ignore_errors=True)
+
+
+def _extra_files(stage: Staging, predicted: set[str]) -> list[tuple[str, str]]:
+    """Files an attempt wrote besides the predicted outputs (moved into place with them, so none is lost)."""
+    extra = []
+    for dirpath, _, files in os.walk(stage.dir):
+        for f in sorted(files):
+            src = os.path.join(dirpath, f)
+            if src not in predicted:
+                extra.append((src, os.path.join(stage.out_dir, os.path.relpath(src, stage.dir))))
+    return extra
 
 
 def _program(job: Job, runtime) -> str:

@@ -11,6 +11,14 @@ Owns the making of MSs from a sky of point sources with python-casacore and nump
   the polarisation axis P = 45 deg - RECEPTOR_ANGLE) with ASKAP's factor-2 Stokes convention
   (I = XX+YY), autocorrelation rows, FEED1 = FEED2 = beam number, equatorial mounts.
 
+Real ASKAP beams are untidier; options make each of their shapes (see REAL_ASKAP_KWARGS and askap_band):
+the real FEED layout (`feed_layout="askap"`: all 36 footprint beams for every antenna, antenna-major,
+BEAM_ID 0, TIME 0, INTERVAL 1e30), per-beam receptor angles, NaN in flagged samples, fully flagged
+channels, zero-UVW rows, no autocorrelations, no WEIGHT_SPECTRUM, POINTING and HISTORY filled, REF_FREQUENCY
+the first channel, and the states a beam arrives in after other tools (`askap_state`): "preprocessed" by
+another pipeline (DATA in the sky frame, INSTRUMENT_DATA, FIELD_OLD, FEED.INSTRUMENT_RECEPTOR_ANGLE, no
+CORRECTED_DATA) and "split" after a fix (FIELD at the beam, BEAM_OFFSET zero, no FIELD_OLD).
+
 Visibilities are exact (no smearing, no primary beam): V = S exp(+2 pi i (u l + v m + w (n-1)) / lambda),
 WSClean's sign, with UVW = xyz(ant2) - xyz(ant1) in J2000 computed by casacore (TaQL mscal.uvwj2000).
 An MS is built under a temporary name next to its final path and renamed into place when complete.
@@ -22,13 +30,14 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
 from mpimager.errors import InputError
+from mpimager.inputs.msstate import INSTRUMENT_DATA, IRA, beam_centre
 
 SPEED_OF_LIGHT = 299792458.0
 
@@ -50,6 +59,17 @@ CORR_TYPES_LINEAR = (9, 10, 11, 12)  # XX, XY, YX, YY
 # A "realistic" demo beam: 36 antennas (ASKAP's count), 30 integrations over 2 h, 8 channels of
 # 36 MHz (RACS-low's band): 19,980 rows, ~12 MB, ~0.5 s to make. Use as make_ms(path, **DEMO_MS_KWARGS).
 DEMO_MS_KWARGS = {"n_ant": 36, "n_times": 30, "n_chan": 8, "freq_start_hz": 743.5e6 + 18e6, "chan_width_hz": 36e6}
+
+# The real ASKAP shapes (/work/shared/notes/real-askap-ms.md), as make_ms keywords: make_ms(path, raw_askap=True,
+# **REAL_ASKAP_KWARGS, **askap_band(8)).
+REAL_ASKAP_KWARGS = {
+    "feed_layout": "askap", "nan_fraction": 0.02, "flagged_channels": (1,), "zero_uvw_rows": 5,
+    "autocorrelations": False, "weight_spectrum": False, "pointing": True, "history_rows": 20,
+}
+ASKAP_FOOTPRINT_BEAMS = 36
+ASKAP_CHANNEL_WIDTH_HZ = 1e6
+ASKAP_BAND_START_HZ = {"racs-low": 744e6, "emu": 800e6}  # first channel (also REF_FREQUENCY)
+ASKAP_STATES = ("raw", "preprocessed", "split")
 
 _RACS_NAME = re.compile(r"^RACS_(\d{2})(\d{2})([+-])(\d{2})[A-Z]?$")
 
@@ -103,26 +123,7 @@ def offset_position(centre_deg: Sequence[float], dl_arcmin: float, dm_arcmin: fl
     return math.degrees(ra) % 360.0, math.degrees(dec)
 
 
-def beam_centre(boresight_deg: Sequence[float], beam_offset_deg: Sequence[float]) -> tuple[float, float]:
-    """The centre of an ASKAP beam: the boresight moved by (dra, ddec) degrees.
-
-    The RA offset is an arc along the great circle through the point at the shifted latitude
-    (not a change of RA coordinate): the direction (ra=dra, dec=0) tilted north by dec+ddec, then
-    turned by ra. This is the offset convention FixMS applies to FEED.BEAM_OFFSET, whose first
-    component is minus this RA offset.
-    """
-    lon = math.radians(boresight_deg[0])
-    dlon = math.radians(beam_offset_deg[0])
-    tilt = math.radians(boresight_deg[1] + beam_offset_deg[1])
-    x = math.cos(dlon) * math.cos(tilt)
-    y = math.sin(dlon)
-    z = math.cos(dlon) * math.sin(tilt)
-    ra = lon + math.atan2(y, x)
-    dec = math.asin(max(-1.0, min(1.0, z)))
-    return math.degrees(ra) % 360.0, math.degrees(dec)
-
-
-def field_centre_from_name(field: str) -> Optional[tuple[float, float]]:
+def field_centre_from_name(field: str) -> tuple[float, float] | None:
     """(ra, dec) degrees implied by a RACS-style field name like RACS_1347-37A, else None."""
     match = _RACS_NAME.match(field)
     if not match:
@@ -137,8 +138,8 @@ def askap_footprint(n_beams: int, pitch_deg: float = 0.9) -> list[tuple[float, f
     """Beam offsets (dra, ddec) in degrees on a square grid centred on the boresight, row by row."""
     if n_beams < 1:
         raise InputError(f"n_beams must be at least 1, got {n_beams}")
-    n_x = int(math.ceil(math.sqrt(n_beams)))
-    n_y = int(math.ceil(n_beams / n_x))
+    n_x = math.ceil(math.sqrt(n_beams))
+    n_y = math.ceil(n_beams / n_x)
     offsets = []
     for index in range(n_beams):
         col, row = index % n_x, index // n_x
@@ -254,6 +255,15 @@ def channel_frequencies(n_spw: int, n_chan: int, freq_start_hz: float, chan_widt
     return chans.reshape(n_spw, n_chan)
 
 
+def askap_band(n_chan: int = 288, survey: str = "racs-low") -> dict:
+    """make_ms keywords for ASKAP's spectral layout: 1 MHz channels from the band's first channel, which is
+    also REF_FREQUENCY. The full band has 288; fewer keep the layout (the first n_chan channels)."""
+    if survey not in ASKAP_BAND_START_HZ:
+        raise InputError(f"unknown ASKAP survey {survey!r}: expected one of {', '.join(ASKAP_BAND_START_HZ)}")
+    return {"n_chan": n_chan, "freq_start_hz": ASKAP_BAND_START_HZ[survey], "chan_width_hz": ASKAP_CHANNEL_WIDTH_HZ,
+            "ref_frequency": "first"}
+
+
 def beam_ms_name(sbid: int, field: str, beam: int) -> str:
     """ASKAP's name for one calibrated, averaged beam of a scheduling block."""
     return f"scienceData_SB{sbid}_{field}.beam{beam:02d}_averaged_cal.leakage.ms"
@@ -267,7 +277,7 @@ def beam_ms_name(sbid: int, field: str, beam: int) -> str:
 def make_ms(
     path,
     *,
-    sources: Optional[Iterable[Source]] = None,
+    sources: Iterable[Source] | None = None,
     n_ant: int = 8,
     n_times: int = 8,
     n_chan: int = 4,
@@ -277,13 +287,23 @@ def make_ms(
     phase_centre_deg: Sequence[float] = DEFAULT_PHASE_CENTRE_DEG,
     raw_askap: bool = False,
     beam: int = 0,
-    beam_offset_deg: Optional[Sequence[float]] = None,
-    footprint_deg: Optional[Sequence[Sequence[float]]] = None,
-    receptor_angle_deg: float = DEFAULT_RECEPTOR_ANGLE_DEG,
-    field_name: Optional[str] = None,
+    beam_offset_deg: Sequence[float] | None = None,
+    footprint_deg: Sequence[Sequence[float]] | None = None,
+    receptor_angle_deg: float | Sequence[float] = DEFAULT_RECEPTOR_ANGLE_DEG,
+    feed_layout: str = "beams",
+    askap_state: str = "raw",
+    keep_instrument_angle: bool = True,
+    nan_fraction: float = 0.0,
+    flagged_channels: Sequence[int] = (),
+    zero_uvw_rows: int = 0,
+    weight_spectrum: bool = True,
+    pointing: bool = False,
+    history_rows: int = 0,
+    ref_frequency: str = "mean",
+    field_name: str | None = None,
     telescope: str = "ASKAP",
     mount: str = "equatorial",
-    autocorrelations: Optional[bool] = None,
+    autocorrelations: bool | None = None,
     noise_jy: float = 0.0,
     seed: int = 0,
     layout_seed: int = 12345,
@@ -301,6 +321,19 @@ def make_ms(
     (dra, ddec) in degrees, default footprint_deg[beam] or (0.5, -0.3). `footprint_deg` gives the
     offsets of all beams written to FEED (default: beams 0..beam, this beam's offset for all).
     `noise_jy` is the rms of each real and imaginary part per correlation.
+
+    The shapes of real ASKAP beams (raw_askap=True):
+    `receptor_angle_deg`: one angle, or one per FEED_ID (per-beam angles). `feed_layout`: "beams" (beams
+    0..beam, TIME/INTERVAL covering the data, BEAM_ID -1) or "askap" (36 beams x n_ant rows, antenna-major,
+    BEAM_ID 0, TIME 0, INTERVAL 1e30). `askap_state`: "raw", "preprocessed" (DATA in the sky frame,
+    instrument-frame INSTRUMENT_DATA, FIELD at the beam, FIELD_OLD, FEED.INSTRUMENT_RECEPTOR_ANGLE,
+    RECEPTOR_ANGLE 45 deg, zero BEAM_OFFSET) or "split" (the same without INSTRUMENT_DATA and FIELD_OLD;
+    `keep_instrument_angle=False` also drops FEED.INSTRUMENT_RECEPTOR_ANGLE).
+    `nan_fraction`: that fraction of (row, channel) samples is NaN and flagged (all 4 correlations).
+    `flagged_channels`: channels flagged in every row (data 0). `zero_uvw_rows`: that many cross-correlation
+    rows have UVW 0, NaN data and FLAG_ROW set. `weight_spectrum`: write WEIGHT_SPECTRUM. `pointing`: fill
+    POINTING (boresight, per antenna and time). `history_rows`: rows written to HISTORY. `ref_frequency`:
+    "mean" or "first" (ASKAP's: the first channel).
     """
     from casacore import tables as ct
 
@@ -312,7 +345,14 @@ def make_ms(
     if n_times < 1 or n_chan < 1 or n_spw < 1:
         raise InputError("n_times, n_chan and n_spw must be at least 1")
 
+    if askap_state not in ASKAP_STATES or (askap_state != "raw" and not raw_askap):
+        raise InputError(f"askap_state must be one of {', '.join(ASKAP_STATES)} (and needs raw_askap=True)")
+    if feed_layout not in ("beams", "askap") or ref_frequency not in ("mean", "first"):
+        raise InputError("feed_layout must be 'beams' or 'askap', ref_frequency 'mean' or 'first'")
     boresight = (float(phase_centre_deg[0]), float(phase_centre_deg[1]))
+    if raw_askap and feed_layout == "askap":  # every beam of the footprint in FEED
+        full = askap_footprint(ASKAP_FOOTPRINT_BEAMS)
+        footprint_deg = list(footprint_deg or []) + full[len(footprint_deg or []):]
     if raw_askap:
         if beam_offset_deg is None:
             beam_offset_deg = footprint_deg[beam] if footprint_deg is not None else (0.5, -0.3)
@@ -326,6 +366,11 @@ def make_ms(
         field_name = DEFAULT_FIELD if raw_askap else "SYNTH"
     if autocorrelations is None:
         autocorrelations = raw_askap
+    angles = [float(a) for a in receptor_angle_deg] if isinstance(receptor_angle_deg, Sequence) \
+        else [float(receptor_angle_deg)]
+    beam_angle = angles[feed_id] if len(angles) > 1 else angles[0]
+    if not raw_askap:
+        angles, beam_angle = [45.0], 45.0
     sources = tuple(default_sources(data_centre) if sources is None else sources)
 
     itrf = antenna_positions(n_ant, max_radius_m=max_radius_m, seed=layout_seed)
@@ -343,8 +388,10 @@ def make_ms(
             ct, tmp, sources=sources, itrf=itrf, times=times, interval=interval, freqs=freqs,
             ant1=ant1, ant2=ant2, boresight=boresight, data_centre=data_centre, raw_askap=raw_askap,
             feed_id=feed_id, beam_offset_deg=beam_offset_deg, footprint_deg=footprint_deg,
-            receptor_angle_deg=receptor_angle_deg, field_name=field_name, telescope=telescope,
-            mount=mount, noise_jy=noise_jy, seed=seed,
+            angles=angles, beam_angle=beam_angle, field_name=field_name, telescope=telescope,
+            mount=mount, noise_jy=noise_jy, seed=seed, shape=_Shape(
+                feed_layout, askap_state, keep_instrument_angle, nan_fraction, tuple(flagged_channels),
+                zero_uvw_rows, weight_spectrum, pointing, history_rows, ref_frequency),
         )
         os.replace(tmp, path)
     except BaseException:
@@ -353,28 +400,44 @@ def make_ms(
     return path
 
 
-def _main_table_desc(ct, n_chan: int) -> dict:
+@dataclass(frozen=True)
+class _Shape:
+    """make_ms' options for the untidy shapes of real ASKAP beams."""
+
+    feed_layout: str
+    askap_state: str
+    keep_instrument_angle: bool
+    nan_fraction: float
+    flagged_channels: tuple[int, ...]
+    zero_uvw_rows: int
+    weight_spectrum: bool
+    pointing: bool
+    history_rows: int
+    ref_frequency: str
+
+
+def _main_table_desc(ct, n_chan: int, shape: _Shape) -> dict:
     def tiled(name, value, vtype):
         return ct.makearrcoldesc(name, value, shape=[n_chan, 4], valuetype=vtype,
                                  datamanagertype="TiledColumnStMan", datamanagergroup=f"Tiled{name}")
 
-    return ct.maketabdesc([
-        tiled("DATA", 0j, "complex"),
-        tiled("FLAG", False, "boolean"),
-        tiled("WEIGHT_SPECTRUM", 0.0, "float"),
-    ])
+    columns = [tiled("DATA", 0j, "complex"), tiled("FLAG", False, "boolean")]
+    columns += [tiled("WEIGHT_SPECTRUM", 0.0, "float")] if shape.weight_spectrum else []
+    columns += [tiled(INSTRUMENT_DATA, 0j, "complex")] if shape.askap_state == "preprocessed" else []
+    return ct.maketabdesc(columns)
 
 
 def _write_ms(ct, path: Path, *, sources, itrf, times, interval, freqs, ant1, ant2, boresight,
-              data_centre, raw_askap, feed_id, beam_offset_deg, footprint_deg, receptor_angle_deg,
-              field_name, telescope, mount, noise_jy, seed) -> None:
+              data_centre, raw_askap, feed_id, beam_offset_deg, footprint_deg, angles, beam_angle,
+              field_name, telescope, mount, noise_jy, seed, shape: _Shape) -> None:
     n_spw, n_chan = freqs.shape
     n_ant = len(itrf)
     n_bl = len(ant1)
     n_times = len(times)
     n_rows = n_times * n_spw * n_bl
+    fixed_layout = shape.askap_state != "raw"  # DATA already in the sky frame, FIELD at the beam
 
-    ms = ct.default_ms(str(path), _main_table_desc(ct, n_chan))
+    ms = ct.default_ms(str(path), _main_table_desc(ct, n_chan, shape))
     try:
         ms.addrows(n_rows)
         # Row order: time, then spectral window, then baseline.
@@ -391,49 +454,86 @@ def _write_ms(ct, path: Path, *, sources, itrf, times, interval, freqs, ant1, an
         for name in ("FIELD_ID", "ARRAY_ID", "OBSERVATION_ID", "PROCESSOR_ID", "STATE_ID"):
             ms.putcol(name, np.zeros(n_rows, dtype=np.int32))
         ms.putcol("SCAN_NUMBER", np.ones(n_rows, dtype=np.int32))
-        ms.putcol("FLAG_ROW", np.zeros(n_rows, dtype=bool))
-        ms.putcol("FLAG", np.zeros((n_rows, n_chan, 4), dtype=bool))
         sigma = noise_jy if noise_jy > 0 else 1.0
         ms.putcol("SIGMA", np.full((n_rows, 4), sigma, dtype=np.float32))
         ms.putcol("WEIGHT", np.full((n_rows, 4), 1.0 / sigma**2, dtype=np.float32))
-        ms.putcol("WEIGHT_SPECTRUM", np.full((n_rows, n_chan, 4), 1.0 / sigma**2, dtype=np.float32))
+        if shape.weight_spectrum:
+            ms.putcol("WEIGHT_SPECTRUM", np.full((n_rows, n_chan, 4), 1.0 / sigma**2, dtype=np.float32))
 
         _write_antennas(ct, path, itrf, mount)
 
         # J2000 UVW of the data phase centre, by casacore's measures.
         direction = f"[{data_centre[0]!r}deg, {data_centre[1]!r}deg]"
         uvw = ct.taql(f"select mscal.uvwj2000({direction}) as U from $ms").getcol("U")
+        nan_samples, zero_rows = _bad_samples(ant1, ant2, n_rows, n_chan, shape, seed)
+        uvw[zero_rows] = 0.0
         ms.putcol("UVW", uvw)
+        flag = np.repeat(nan_samples[:, :, None], 4, axis=2)
+        flag[:, list(shape.flagged_channels), :] = True
+        flag_row = np.zeros(n_rows, dtype=bool)
+        flag_row[zero_rows] = True
+        ms.putcol("FLAG", flag)
+        ms.putcol("FLAG_ROW", flag_row)
 
         rng = np.random.default_rng(seed)
-        pol_axis = 45.0 - receptor_angle_deg
+        pol_axis = 45.0 - beam_angle
+        columns = {"DATA": not fixed_layout}  # column -> instrument frame?
+        if shape.askap_state == "preprocessed":
+            columns[INSTRUMENT_DATA] = True
         for spw in range(n_spw):
             rows = (np.arange(n_times)[:, None] * n_spw * n_bl + spw * n_bl + np.arange(n_bl)).ravel()
-            vis = _visibilities(uvw[rows], freqs[spw], sources, data_centre,
-                                raw_askap=raw_askap, pol_axis_deg=pol_axis)
+            noise = 0.0
             if noise_jy > 0:
-                vis += noise_jy * (rng.standard_normal(vis.shape) + 1j * rng.standard_normal(vis.shape))
-            _put_rows(ms, "DATA", rows, vis.astype(np.complex64))
+                size = (len(rows), n_chan, 4)
+                noise = noise_jy * (rng.standard_normal(size) + 1j * rng.standard_normal(size))
+            for column, instrument in columns.items():
+                vis = _visibilities(uvw[rows], freqs[spw], sources, data_centre,
+                                    raw_askap=raw_askap and instrument, pol_axis_deg=pol_axis) + noise
+                vis[:, list(shape.flagged_channels), :] = 0.0
+                vis[nan_samples[rows]] = np.nan
+                _put_rows(ms, column, rows, vis.astype(np.complex64))
     finally:
         ms.close()
 
     _write_spectral_windows(ct, path, freqs, chan_width=float(np.diff(freqs.ravel())[0]) if freqs.size > 1
-                            else None)
+                            else None, ref_first=shape.ref_frequency == "first")
     _write_polarization(ct, path)
-    _write_field(ct, path, boresight, field_name, float(times[0]))
+    _write_field(ct, path, data_centre if fixed_layout else boresight, field_name, float(times[0]))
+    if shape.askap_state == "preprocessed":
+        ct.tablecopy(str(path / "FIELD"), str(path / "FIELD_OLD"))
+        with ct.table(str(path / "FIELD_OLD"), readonly=False, ack=False) as old:
+            for col in ("PHASE_DIR", "DELAY_DIR", "REFERENCE_DIR"):
+                old.putcol(col, np.radians(np.array([[boresight]], dtype=float)))
+    if shape.feed_layout == "askap":
+        time_mid, span = 0.0, 1e30
+    else:
+        time_mid, span = float((times[0] + times[-1]) / 2.0), float(times[-1] - times[0]) + 4.0 * interval
     _write_feed(ct, path, n_ant=n_ant, feed_id=feed_id, raw_askap=raw_askap,
-                beam_offset_deg=beam_offset_deg, footprint_deg=footprint_deg,
-                receptor_angle_deg=receptor_angle_deg if raw_askap else 45.0,
-                time_mid=float((times[0] + times[-1]) / 2.0),
-                span=float(times[-1] - times[0]) + 4.0 * interval)
+                beam_offset_deg=beam_offset_deg, footprint_deg=footprint_deg, angles=angles,
+                time_mid=time_mid, span=span, beam_id=0 if shape.feed_layout == "askap" else -1,
+                fixed=fixed_layout, keep_instrument_angle=shape.keep_instrument_angle)
     _write_observation(ct, path, telescope, float(times[0] - interval / 2), float(times[-1] + interval / 2))
     _write_small_tables(ct, path)
+    if shape.pointing:
+        _write_pointing(ct, path, n_ant, times, interval, boresight)
+    if shape.history_rows:
+        _write_history(ct, path, shape.history_rows, float(times[0]))
+
+
+def _bad_samples(ant1, ant2, n_rows: int, n_chan: int, shape: _Shape, seed: int):
+    """(NaN-and-flagged (row, chan) samples, zero-UVW rows), chosen at random (fixed by seed)."""
+    rng = np.random.default_rng(seed + 7919)
+    nan_samples = rng.uniform(size=(n_rows, n_chan)) < shape.nan_fraction
+    cross = np.flatnonzero(np.tile(ant1 != ant2, n_rows // len(ant1)))
+    zero_rows = np.sort(rng.choice(cross, size=min(shape.zero_uvw_rows, len(cross)), replace=False))
+    nan_samples[zero_rows] = True
+    return nan_samples, zero_rows
 
 
 def _put_rows(ms, column: str, rows: np.ndarray, values: np.ndarray) -> None:
     """Put values into rows that come in runs of consecutive row numbers (one run per time)."""
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    for chunk_rows, chunk in zip(np.split(rows, breaks), np.split(values, breaks)):
+    for chunk_rows, chunk in zip(np.split(rows, breaks), np.split(values, breaks), strict=True):
         ms.putcol(column, chunk, startrow=int(chunk_rows[0]), nrow=len(chunk_rows))
 
 
@@ -466,7 +566,7 @@ def _write_antennas(ct, path: Path, itrf: np.ndarray, mount: str) -> None:
         t.putcol("FLAG_ROW", np.zeros(n_ant, dtype=bool))
 
 
-def _write_spectral_windows(ct, path: Path, freqs: np.ndarray, chan_width) -> None:
+def _write_spectral_windows(ct, path: Path, freqs: np.ndarray, chan_width, ref_first: bool = False) -> None:
     n_spw, n_chan = freqs.shape
     width = chan_width if chan_width is not None else DEFAULT_CHAN_WIDTH_HZ
     with ct.table(str(path / "SPECTRAL_WINDOW"), readonly=False, ack=False) as t:
@@ -476,7 +576,7 @@ def _write_spectral_windows(ct, path: Path, freqs: np.ndarray, chan_width) -> No
             for col in ("CHAN_WIDTH", "EFFECTIVE_BW", "RESOLUTION"):
                 t.putcell(col, spw, np.full(n_chan, width))
             t.putcell("NUM_CHAN", spw, n_chan)
-            t.putcell("REF_FREQUENCY", spw, float(freqs[spw].mean()))
+            t.putcell("REF_FREQUENCY", spw, float(freqs[spw][0] if ref_first else freqs[spw].mean()))
             t.putcell("TOTAL_BANDWIDTH", spw, float(n_chan * width))
             t.putcell("MEAS_FREQ_REF", spw, 5)  # TOPO
             t.putcell("NAME", spw, f"SPW{spw}")
@@ -515,9 +615,11 @@ def _write_field(ct, path: Path, direction_deg, name: str, time: float) -> None:
         t.putcol("FLAG_ROW", np.zeros(1, dtype=bool))
 
 
-def _write_feed(ct, path: Path, *, n_ant, feed_id, raw_askap, beam_offset_deg, footprint_deg,
-                receptor_angle_deg, time_mid, span) -> None:
-    """One FEED row per antenna and beam (antenna-major). ASKAP's BEAM_OFFSET holds (-dra, ddec)."""
+def _write_feed(ct, path: Path, *, n_ant, feed_id, raw_askap, beam_offset_deg, footprint_deg, angles,
+                time_mid, span, beam_id, fixed, keep_instrument_angle) -> None:
+    """One FEED row per antenna and beam (antenna-major). ASKAP's BEAM_OFFSET holds (-dra, ddec).
+    `angles`: the receptor angle, or one per FEED_ID. `fixed`: as FixMS leaves it (offsets zero, RECEPTOR_ANGLE
+    45 deg, the instrument's angle in INSTRUMENT_RECEPTOR_ANGLE unless keep_instrument_angle is false)."""
     if raw_askap:
         n_feeds = max(feed_id + 1, len(footprint_deg) if footprint_deg is not None else 0)
         offsets = [footprint_deg[f] if footprint_deg is not None and f < len(footprint_deg)
@@ -532,11 +634,17 @@ def _write_feed(ct, path: Path, *, n_ant, feed_id, raw_askap, beam_offset_deg, f
         dra, ddec = offsets[row % n_feeds]
         beam_offset[row, :, 0] = -math.radians(dra)
         beam_offset[row, :, 1] = math.radians(ddec)
+    per_feed = np.array([angles[f] if len(angles) > 1 else angles[0] for f in range(n_feeds)])
+    if len(angles) > 1 and len(angles) < n_feeds:
+        raise InputError(f"receptor_angle_deg gives {len(angles)} angles for {n_feeds} beams")
+    receptor = np.radians(np.repeat(np.tile(per_feed, n_ant)[:, None], 2, axis=1))
+    if fixed:
+        beam_offset[:] = 0.0
     with ct.table(str(path / "FEED"), readonly=False, ack=False) as t:
         t.addrows(n_rows)
         t.putcol("ANTENNA_ID", np.repeat(np.arange(n_ant), n_feeds).astype(np.int32))
         t.putcol("FEED_ID", np.tile(np.arange(n_feeds), n_ant).astype(np.int32))
-        t.putcol("BEAM_ID", np.full(n_rows, -1, dtype=np.int32))
+        t.putcol("BEAM_ID", np.full(n_rows, beam_id, dtype=np.int32))
         t.putcol("SPECTRAL_WINDOW_ID", np.full(n_rows, -1, dtype=np.int32))
         t.putcol("TIME", np.full(n_rows, time_mid))
         t.putcol("INTERVAL", np.full(n_rows, span))
@@ -545,7 +653,45 @@ def _write_feed(ct, path: Path, *, n_ant, feed_id, raw_askap, beam_offset_deg, f
         t.putcol("POLARIZATION_TYPE", np.array([["X", "Y"]] * n_rows))
         t.putcol("POL_RESPONSE", np.tile(np.eye(2, dtype=np.complex64), (n_rows, 1, 1)))
         t.putcol("POSITION", np.zeros((n_rows, 3)))
-        t.putcol("RECEPTOR_ANGLE", np.full((n_rows, 2), math.radians(receptor_angle_deg)))
+        if fixed:
+            if keep_instrument_angle:
+                t.addcols(ct.makecoldesc(IRA, t.getcoldesc("RECEPTOR_ANGLE")))
+                t.putcol(IRA, receptor)
+            receptor = np.full_like(receptor, math.radians(45.0))
+        t.putcol("RECEPTOR_ANGLE", receptor)
+
+
+def _write_pointing(ct, path: Path, n_ant: int, times, interval: float, boresight) -> None:
+    """POINTING as ASKAP fills it: one row per antenna and integration, DIRECTION = TARGET = boresight."""
+    n_rows = n_ant * len(times)
+    direction = np.radians(np.array(boresight, dtype=float))[None, None, :]
+    with ct.table(str(path / "POINTING"), readonly=False, ack=False) as t:
+        t.addrows(n_rows)
+        t.putcol("ANTENNA_ID", np.tile(np.arange(n_ant), len(times)).astype(np.int32))
+        t.putcol("TIME", np.repeat(times, n_ant))
+        t.putcol("INTERVAL", np.full(n_rows, interval))
+        t.putcol("NAME", [""] * n_rows)
+        t.putcol("NUM_POLY", np.zeros(n_rows, dtype=np.int32))
+        t.putcol("TIME_ORIGIN", np.repeat(times, n_ant))
+        t.putcol("DIRECTION", np.repeat(direction, n_rows, axis=0))
+        t.putcol("TARGET", np.repeat(direction, n_rows, axis=0))
+        t.putcol("TRACKING", np.ones(n_rows, dtype=bool))
+
+
+def _write_history(ct, path: Path, n_rows: int, time: float) -> None:
+    """HISTORY rows like those the ASKAP pipeline leaves (one per processing step)."""
+    with ct.table(str(path / "HISTORY"), readonly=False, ack=False) as t:
+        t.addrows(n_rows)
+        t.putcol("TIME", np.full(n_rows, time))
+        t.putcol("OBSERVATION_ID", np.zeros(n_rows, dtype=np.int32))
+        t.putcol("MESSAGE", [f"askap pipeline step {i}" for i in range(n_rows)])
+        t.putcol("PRIORITY", ["INFO"] * n_rows)
+        t.putcol("ORIGIN", ["mpimager.testing.synth"] * n_rows)
+        t.putcol("OBJECT_ID", np.zeros(n_rows, dtype=np.int32))
+        t.putcol("APPLICATION", ["cimager"] * n_rows)
+        for row in range(n_rows):
+            t.putcell("CLI_COMMAND", row, np.array(["synth"]))
+            t.putcell("APP_PARAMS", row, np.array([""]))
 
 
 def _write_observation(ct, path: Path, telescope: str, start: float, end: float) -> None:
@@ -585,8 +731,8 @@ def make_askap_observation(
     *,
     sbid: int = 8593,
     field: str = DEFAULT_FIELD,
-    sources: Optional[Iterable[Source]] = None,
-    boresight_deg: Optional[Sequence[float]] = None,
+    sources: Iterable[Source] | None = None,
+    boresight_deg: Sequence[float] | None = None,
     pitch_deg: float = 0.9,
     **ms_kwargs,
 ) -> list[Path]:
@@ -601,11 +747,12 @@ def make_askap_observation(
     directory.mkdir(parents=True, exist_ok=True)
     if boresight_deg is None:
         boresight_deg = field_centre_from_name(field) or DEFAULT_PHASE_CENTRE_DEG
-    footprint = askap_footprint(n_beams, pitch_deg)
+    real_feed = ms_kwargs.get("feed_layout") == "askap"  # every footprint beam in FEED: the 36-beam footprint
+    footprint = askap_footprint(max(n_beams, ASKAP_FOOTPRINT_BEAMS) if real_feed else n_beams, pitch_deg)
     base_seed = int(ms_kwargs.pop("seed", 0))
     fixed_sources = None if sources is None else tuple(sources)
     paths = []
-    for beam, offset in enumerate(footprint):
+    for beam, offset in enumerate(footprint[:n_beams]):
         centre = beam_centre(boresight_deg, offset)
         beam_sources = fixed_sources if fixed_sources is not None else default_sources(centre)
         paths.append(make_ms(
