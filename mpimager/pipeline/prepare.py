@@ -95,7 +95,6 @@ def prepare(request: RunRequest) -> Prepared:
     jobs = plan_jobs(config, inputs, settings)
     if request.check_here:
         check_wsclean_mp(config, jobs, runtime)
-    check_fixms_writable(jobs, inputs)
     refuse_node_local_temp_dirs(jobs, int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1))
     return Prepared(config=config, jobs=tuple(jobs), run_dir=run_dir, runtime=runtime)
 
@@ -159,33 +158,15 @@ def check_wsclean_mp(config: Config, jobs, runtime) -> None:
                              f"--nodes-mpi / [worker] nodes_mpi)")
 
 
-def _writable(path: str) -> bool:
-    """Writable by us, and not made read-only on purpose (no write bit at all: root could still write it)."""
-    try:
-        return os.access(path, os.W_OK) and bool(os.stat(path).st_mode & 0o222)
-    except OSError:
-        return False
-
-
-def check_fixms_writable(jobs, inputs) -> None:
-    """An MS that FixMS must change (no completion record yet) must be writable: FixMS works in place."""
-    infos = {m.info.path: m.info for m in inputs}
-    for job in jobs:
-        if job.kind != "fixms":
-            continue
-        info = infos.get(job.ms[0])
-        if info is None or info.fixms_record:
-            continue
-        if not all(_writable(p) for p in (info.path, os.path.join(info.path, "table.dat"))):
-            raise InputError(f"{info.path}: is read-only, and FixMS must change it in place ([fixms] enabled for "
-                             f"{info.telescope or 'this'} MSs): make it writable, image a writable copy, or set "
-                             f"[fixms] enabled = false if it is fixed already")
-
-
 # ------------------------------------------------------------------------------------------------ dry run
 
 
-KIND_NAMES = (("fixms", "FixMS"), ("wsclean", "WSClean"), ("reduce", "reduce"))
+KIND_NAMES = (("fixms", "FixMS"), ("wsclean", "WSClean"), ("reduce", "reduce"), ("mosaic", "mosaic"))
+
+
+def _kinds_shown(jobs) -> list[tuple[str, str]]:
+    """The kinds a dry run lists: always FixMS, WSClean and reduce; mosaic when the plan has mosaic jobs."""
+    return [(k, n) for k, n in KIND_NAMES if k != "mosaic" or any(j.kind == k for j in jobs)]
 
 
 def plan_summary(prepared: Prepared, force: bool = False) -> dict:
@@ -257,11 +238,12 @@ def print_plan(prepared: Prepared, as_json: bool, out=sys.stdout, force: bool = 
         out.write("\n")  # compact: the C encoder, 10x faster
         return
     kinds, total = summary["kinds"], summary["total"]
-    out.write(f"{len(jobs)} jobs ({', '.join(f'{sum(j.kind == k for j in jobs)} {n}' for k, n in KIND_NAMES)}); "
+    counts = ", ".join(f"{sum(j.kind == k for j in jobs)} {n}" for k, n in _kinds_shown(jobs))
+    out.write(f"{len(jobs)} jobs ({counts}); "
               f"{total['run']} to run, {total['skip']} skipped (done in the journal); run directory "
               f"{prepared.run_dir}\n")
     out.write(f"{'kind':<8} {'run':>5} {'skip':>5} {'core-hours':>11} {'peak memory/job':>16} {'disk written':>13}\n")
-    for k, name in KIND_NAMES:
+    for k, name in _kinds_shown(jobs):
         row = kinds[k]
         out.write(f"{name:<8} {row['run']:>5} {row['skip']:>5} {row['core_hours']:>11.3f} "
                   f"{_size(row['peak_memory_bytes']):>16} {_size(row['disk_bytes']):>13}\n")
