@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mpimager.config.container import ContainerOptions
 from mpimager.errors import JobError
 from mpimager.planner.jobs import Job
 from mpimager.rundir import layout
@@ -49,7 +50,7 @@ class RunContext:
     retries: int
     timeout: float | None
     env_file: str | None
-    container: object  # mpimager.runtime.containers.ContainerOptions
+    container: ContainerOptions
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,9 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     name = _program(job, runtime)
     stage = staging_for(job)
     attempts = 1 + (ctx.retries if job.kind == "wsclean" else 0)
-    argv, logs, notes, started = list(job.argv), [], [], time.time()
+    argv, started = list(job.argv), time.time()
+    logs: list[str] = []
+    notes: list[str] = []
     try:
         for attempt in range(1, attempts + 1):
             log = log_path(ctx.run_dir, job.id, attempt)
@@ -292,7 +295,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                 stage.reset()
             staged = stage.argv(job, argv) if stage is not None else argv
             if runtime is not None:
-                command = runtime.command(staged, [*job.ms, os.path.dirname(job.prefix), job.temp_dir])
+                command = runtime.command(staged, [*job.ms, os.path.dirname(job.prefix or ""), job.temp_dir])
                 if job.nranks > 1:
                     command = _group_command(job, placement, env, command)
                 child_env, watcher = runtime.env(env), process.wsclean_watcher()
