@@ -7,6 +7,8 @@ at the top level: it is a result, and the run ends with exit code 1.
 
 from __future__ import annotations
 
+import os
+
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -42,7 +44,7 @@ class JobError(MpimagerError):
     """A job failed at run time; carries the log path when there is one, and what the job's runner knows of
     the failed attempts (`result`: a `runtime.runner.JobResult`) for the journal."""
 
-    def __init__(self, message: str, log: str | None = None, result: object | None = None):
+    def __init__(self, message: str, log: str | os.PathLike[str] | None = None, result: object | None = None):
         super().__init__(message)
         self.log = log
         self.result = result

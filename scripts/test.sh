@@ -4,7 +4,7 @@
 #           site-packages) with its [test,report,docs] extras, and the whole suite runs from the unpacked sdist
 #           (its mpimager/ removed: only the install can be imported) as the unprivileged user
 #           $MPIMAGER_TEST_USER; the tests that need root (the local Slurm cluster: slurmd, munged) skip
-#           there with their reason and then run as root against the same install (-m "slurm or multinode");
+#           there with their reason and then run as root against the same install (-m "slurm or multinode or root");
 #   floors  the declared lowest versions (scripts/floors.py) in another fresh venv: a fast subset;
 #   pipmpi  a fresh venv with the MPICH from pip (the `mpich` wheel) instead of Debian's Open MPI: MPI tests.
 # MPIMAGER_TEST_JOBS (default "suite floors pipmpi") chooses the jobs; arguments go to the suite's pytest
@@ -68,7 +68,7 @@ if [[ " $jobs " == *" suite "* ]]; then
     bash -c 'cd "$0" && exec "$1/bin/python" -m pytest -ra -p no:cacheprovider "${@:2}"' "$src" "$work/venv" "$@" \
     || status=$?
   echo "test.sh: the tests that need root, as root, against the same install"
-  in_src "$work/venv" -m "slurm or multinode" "$@" || status=$?
+  in_src "$work/venv" -m "slurm or multinode or root" "$@" || status=$?
   echo "test.sh: mypy over the typed public modules"
   "$work/venv/bin/python" -m pip install -q mypy 2>&1 | grep -v "^WARNING: Location" || true
   (cd "$work" && "$work/venv/bin/python" -m mypy --ignore-missing-imports --follow-imports=silent \

@@ -312,6 +312,7 @@ def fill(directory: Path) -> Path:
     return filler
 
 
+@pytest.mark.root
 def test_a_full_disk_under_the_run_directory_ends_the_run_with_one_line(tmp_path, tiny_ms_dir, small_tmpfs):
     ms = sorted(tiny_ms_dir.glob("obs*.ms"))
     run_dir = small_tmpfs / "run"

@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Callable, Iterable, Mapping, Sequence
 
 from mpimager.rundir.status import format_duration
@@ -73,8 +73,8 @@ def estimate_remaining(waiting: Iterable[tuple[str, float]], running: Iterable[t
     finished = list(finished)
     if not finished:
         return None
-    seconds: Counter = Counter()
-    costs: Counter = Counter()
+    seconds: defaultdict[str, float] = defaultdict(float)
+    costs: defaultdict[str, float] = defaultdict(float)
     for kind, cost, took in finished:
         seconds[kind] += took
         costs[kind] += max(cost, 0.0)

@@ -799,4 +799,5 @@ def run_tasks(tasks: Sequence[Task], execute: Callable[[Task, Placement], Any], 
         return _run_serial(list(tasks), execute, comm, max_per_host, on_event, stop, admit)
     if comm.Get_rank() == 0:
         return _client_exec(list(tasks), comm, max_per_host, on_event, stop, admit)
-    return _server_exec(execute, comm, stop)
+    _server_exec(execute, comm, stop)
+    return None

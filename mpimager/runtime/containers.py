@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from mpimager.config.container import PULL_SCHEMES, SYSTEM_DIRS, SYSTEM_TREES, ContainerOptions, parse_bind
-from mpimager.errors import ConfigError, InputError, JobError
 from mpimager.environment import cache_dir
+from mpimager.errors import ConfigError, InputError, JobError
 
 HELP_TIMEOUT_S = 300.0
 

@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from mpimager.errors import Interrupted
 
@@ -29,7 +30,7 @@ REPEAT_S = 10.0  # a stop signal this soon after the first is the same request
 _state: dict[str, str | None] = {"stop": None, "drain": None}
 _first: list[float] = []  # when the first stop signal came
 _pollers: list[Callable[[], str | None]] = []
-_previous: dict[int, object] = {}
+_previous: dict[int, Any] = {}  # what signal.signal returned: a handler, SIG_DFL/SIG_IGN or None
 
 
 def _handler(signum, frame) -> None:

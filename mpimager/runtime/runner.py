@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mpimager.config.container import ContainerOptions
 from mpimager.errors import JobError
 from mpimager.planner.jobs import Job
 from mpimager.rundir import layout
@@ -49,7 +50,7 @@ class RunContext:
     retries: int
     timeout: float | None
     env_file: str | None
-    container: object  # mpimager.runtime.containers.ContainerOptions
+    container: ContainerOptions
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def wsclean_command(job: Job, argv, runtime, placement, env: dict, token: str | 
     """The command line of a WSClean job's attempt: `argv` through the runtime (container binds: the job's MSs,
     image folder and temp dir), launched over its `placement`'s group when it runs over several ranks
     (`token`: the temp-dir marker's, for showing the line without writing the marker)."""
-    command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix), job.temp_dir])
+    command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix or ""), job.temp_dir])
     return _group_command(job, placement, env, command, token) if job.nranks > 1 else command
 
 
@@ -291,7 +292,9 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     name = _program(job, runtime)
     stage = staging_for(job)
     attempts = 1 + (ctx.retries if job.kind == "wsclean" else 0)
-    argv, logs, notes, started = list(job.argv), [], [], time.time()
+    argv, started = list(job.argv), time.time()
+    logs: list[str] = []
+    notes: list[str] = []
     try:
         for attempt in range(1, attempts + 1):
             log = log_path(ctx.run_dir, job.id, attempt)
