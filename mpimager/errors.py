@@ -62,3 +62,15 @@ class Interrupted(MpimagerError):
     """The run was told to stop (SIGTERM, SIGINT, ...): what ran is ended and journaled as interrupted."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class WatchAbort(JobError):
+    """Raised by a line watcher to stop the process it watches; `reason` names why, `line` is the trigger."""
+
+    reason = "aborted by watcher"
+
+    def __init__(self, line: str = "", reason: str | None = None):
+        self.line = line
+        if reason is not None:
+            self.reason = reason
+        super().__init__(f"{self.reason}: {line.strip()}" if line else self.reason)

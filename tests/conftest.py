@@ -46,6 +46,26 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
+SMALL_CONFIG = """
+{top}
+[fixms]
+enabled = false
+[wsclean]
+size = "64 64"
+scale = "20asec"
+niter = 50
+channels-out = 2
+join-channels = true
+{wsclean}
+"""
+
+
+def small_config(path: Path, top: str = "", wsclean: str = "") -> Path:
+    """A config for quick runs on the tiny MSs: 64 x 64 pixels, 50 iterations, 2 joined channels, no FixMS;
+    `top` goes before the tables (e.g. a [worker] table), `wsclean` into [wsclean]."""
+    return write_config(path, SMALL_CONFIG.format(top=top, wsclean=wsclean))
+
+
 @pytest.fixture(scope="session")
 def tiny_ms_dir(tmp_path_factory):
     """Three tiny plain MSs (8 antennas, 8 times, 4 channels), made once per session."""

@@ -111,7 +111,7 @@ def _corrupt_copy(src, dst):
 BAD_INPUTS = {
     "missing MS": (lambda tmp, data: [tmp / "nowhere.ms"], r"nowhere\.ms: no such MeasurementSet"),
     "directory that is not an MS": (lambda tmp, data: [tmp / "img"],
-                                    r"img: is not a MeasurementSet and holds none matching '\*\.ms'"),
+                                    r"img: is not a MeasurementSet and holds none matching '\*\.\[Mm\]\[Ss\]'"),
     "empty glob": (lambda tmp, data: [str(data / "*.MSX")], r"\*\.MSX': the pattern matches nothing"),
     "corrupt MS": (lambda tmp, data: [_corrupt_copy(data / "obs1.ms", tmp / "bad.ms")],
                    r"bad\.ms: not a readable MeasurementSet"),

@@ -11,7 +11,7 @@ from mpimager.errors import ConfigError
 
 def test_packaged_defaults_fill_every_section(tmp_path):
     cfg = load_config(write_config(tmp_path / "c.toml", "[wsclean]\nniter = 10\n"))
-    assert cfg.worker.max_concurrent == 1 and cfg.worker.retries == 1
+    assert cfg.worker.max_concurrent is None and cfg.worker.retries == 1  # None: one job per worker rank
     assert cfg.fixms.enabled == "auto" and cfg.container.runtime == "native"
     (p,) = cfg.passes
     assert p.suffix == "" and p.name == "$ms_stem$" and p.out_dir == "$run_dir$/images"

@@ -24,7 +24,8 @@ from astropy.io import fits
 from mpimager.runtime.containers import (ContainerOptions, NativeRuntime, collapse_binds, ensure_pulled,
                                  make_runtime, pulled_image_path)
 from mpimager.errors import ConfigError, InputError, JobError
-from mpimager.runtime.process import IOFailure, run, wsclean_watcher
+from mpimager.runtime.process import run
+from mpimager.wsclean.watcher import IOFailure, wsclean_watcher
 
 WHERE = "run.toml: [container]"
 PRODUCTS = ("dirty", "image", "model", "psf", "residual")

@@ -14,6 +14,7 @@ import pytest
 
 from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, write_config
+
 from mpimager.errors import JobError
 from mpimager.runtime.runner import job_env
 
@@ -137,20 +138,16 @@ def test_an_env_file_path_with_quotes_spaces_and_dollars_is_sourced_not_run_as_c
 
 @pytest.mark.parametrize("body", ["export A=1\nexit 3\n", "source /nonexistent/site-setup.sh\n"],
                          ids=["exit-3", "missing-source"])
-def test_a_failing_env_file_fails_each_job_naming_the_file(tmp_path, tiny_ms_dir, body):
+def test_a_failing_env_file_is_refused_before_any_job_naming_the_file(tmp_path, tiny_ms_dir, body):
     env_file = tmp_path / "site env.sh"
     env_file.write_text(body)
     inputs = [tiny_ms_dir / "obs0.ms", tiny_ms_dir / "obs1.ms"]
 
     r = run(tmp_path, str(env_file), inputs, mpi=3)
 
-    assert r.returncode == 1, r.stdout[-2000:] + r.stderr
-    for job in ("wsclean:obs0.I", "wsclean:obs1.I"):
-        failed = [line for line in r.stdout.splitlines() if f"FAILED {job}: " in line]
-        assert len(failed) == 1 and f"env_file {env_file}: sourcing it failed" in failed[0]
-    assert "0 done, 0 already done, 2 failed" in r.stdout
-    assert manifest_statuses(tmp_path / "run") == {"wsclean:obs0.I": "failed", "wsclean:obs1.I": "failed"}
-    assert not list((tmp_path / "run").glob("images/*.fits"))
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr
+    assert f"[worker] env_file: env_file {env_file}: sourcing it failed" in r.stderr
+    assert "FAILED" not in r.stdout and not (tmp_path / "run").exists()  # no job started, nothing written
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,16 +164,16 @@ def sbatch_run(cluster, tmp: Path, env_file_setting: str, inputs, exports=()):
 
 
 @pytest.mark.slurm
-def test_under_slurm_a_failing_env_file_fails_the_jobs_and_the_slurm_job(slurm_cluster, tmp_path, tiny_ms_dir):
+def test_under_slurm_a_failing_env_file_fails_the_slurm_job_before_any_job(slurm_cluster, tmp_path, tiny_ms_dir):
     env_file = tmp_path / "site.sh"
     env_file.write_text("module_that_does_not_exist_here 2>/dev/null\nexit 3\n")
 
     job, state, out = sbatch_run(slurm_cluster, tmp_path, str(env_file), [tiny_ms_dir / "obs0.ms"])
 
     assert state == "FAILED", out[-2000:]
-    assert slurm_cluster.job(job)["ExitCode"] == "1:0"  # mpimager's exit code 1 (a job failed), through srun
-    assert f"FAILED wsclean:obs0.I: JobError: env_file {env_file}: sourcing it failed (exit 3)" in out
-    assert "0 done, 0 already done, 1 failed" in out
+    assert slurm_cluster.job(job)["ExitCode"] == "2:0"  # mpimager's exit code 2 (bad input), through srun
+    assert f"[worker] env_file: env_file {env_file}: sourcing it failed (exit 3)" in out
+    assert "FAILED wsclean" not in out
 
 
 @pytest.mark.slurm

@@ -39,8 +39,9 @@ def test_lower_gains_halves_gain_and_mgain_and_sets_an_unset_mgain():
 
 
 def test_a_diverging_wsclean_is_stopped_and_retried_with_lower_gains(tmp_path, tiny_ms_dir):
-    # gain 1.95 makes WSClean 3.1 diverge to -1.8e6 KJy on this MS; 0.975 does not reach KJy
-    c = config(tmp_path, options="gain = 1.95\nmgain = 1.95")
+    # gain 1.95 makes WSClean 3.1 diverge to -1.8 KJy on this MS; gain 0.975 with mgain 0.4 converges (with
+    # mgain 0.975 it diverges to -388 Jy: mpimager.wsclean.watcher sees the peak grow, tests/test_wsclean_watcher.py)
+    c = config(tmp_path, options="gain = 1.95\nmgain = 0.8")
     r = run_cli(c, tiny_ms_dir / "obs0.ms", "--run-dir", tmp_path / "run")
     assert r.returncode == 0, r.stdout + r.stderr
     end = end_record(tmp_path / "run", "wsclean:obs0")
@@ -49,7 +50,7 @@ def test_a_diverging_wsclean_is_stopped_and_retried_with_lower_gains(tmp_path, t
     assert note.startswith("attempt 1: wsclean stopped: WSClean deconvolution diverged: Stopped on peak")
     assert note.endswith("KJy, because maximum number of iterations was reached.; retrying (gain and mgain halved)")
     argv = end["argv_run"]
-    assert argv[argv.index("-gain") + 1] == "0.975" and argv[argv.index("-mgain") + 1] == "0.975"
+    assert argv[argv.index("-gain") + 1] == "0.975" and argv[argv.index("-mgain") + 1] == "0.4"
     logs = sorted(os.listdir(tmp_path / "run" / "logs"))
     assert logs == ["wsclean_obs0.attempt2.log", "wsclean_obs0.log"]
     first = (tmp_path / "run" / "logs" / "wsclean_obs0.log").read_text()

@@ -1,7 +1,6 @@
-"""mpimager.runtime.process: the one runner for external programs, its WSClean watcher and MPI env cleaning.
+"""mpimager.runtime.process: the one runner for external programs, and MPI env cleaning.
 
-Every runner test starts real processes; the watcher is tested on lines captured from the real
-WSClean 3.1 (tests/data/wsclean_*.log) and on a real diverging WSClean run.
+Every runner test starts real processes (the WSClean watcher's tests: tests/test_wsclean_watcher.py).
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mpimager.errors import JobError
-from mpimager.runtime.process import (Divergence, IOFailure, ProcessResult, WatchAbort, mpi_clean_env, peak_flux_jy, run,
-                              wsclean_watcher)
+from mpimager.runtime.process import ProcessResult, mpi_clean_env, run
+from mpimager.wsclean.watcher import Divergence
 
 DATA = Path(__file__).parent / "data"
 PY = sys.executable
@@ -199,93 +198,6 @@ def test_a_failing_watcher_propagates_after_the_process_is_dead(tmp_path):
     with pytest.raises(ValueError, match="bug in watcher"):
         run(["sh", "-c", f"echo $$ > {pidfile}; echo hello; sleep 100"], log=tmp_path / "b.log", on_line=broken)
     assert not alive(read_pid(pidfile))
-
-
-def test_watch_abort_subclasses_carry_reason_and_line():
-    exc = IOFailure("+ >>> Error writing to temporary data file")
-    assert isinstance(exc, WatchAbort) and isinstance(exc, JobError)
-    assert str(exc) == "I/O failure: + >>> Error writing to temporary data file"
-    assert WatchAbort("x", reason="custom").reason == "custom"
-
-
-# --- the WSClean watcher, on lines of real WSClean 3.1 runs -------------------------------------------------
-
-WATCHED_LOGS = [
-    # fixture (captured from wsclean 3.1 on a synthetic MS), expected error, the line that triggers it
-    ("wsclean_clean_ok.log", None, None),
-    ("wsclean_multiscale_joined_ok.log", None, None),
-    ("wsclean_diverge_multiscale.log", Divergence, "Iteration 2115, scale 0 px : -1.11 KJy at 26,70"),
-    ("wsclean_diverge_iterations.log", Divergence, "Iteration 2000: -155.67 KJy at 21,92"),
-    ("wsclean_diverge_peak.log", Divergence,
-     "Stopped on peak 7.52395e+19 KJy, because maximum number of iterations was reached."),
-    ("wsclean_io_missing_ms.log", IOFailure, "+ >>> Table /tmp/pc/nope.ms does not exist"),
-    ("wsclean_io_temp_write.log", IOFailure, "+ >>> Error writing to temporary data file"),
-    ("wsclean_io_fits_write.log", IOFailure, None),  # CFITSIO "error writing" (disk full)
-    ("wsclean_io_missing_dir.log", IOFailure, None),  # CFITSIO "couldn't create the named file"
-]
-
-
-@pytest.mark.parametrize("name, expected, trigger", WATCHED_LOGS, ids=[w[0] for w in WATCHED_LOGS])
-def test_wsclean_watcher_on_real_logs(name, expected, trigger):
-    watch = wsclean_watcher()
-    raised = None
-    for line in (DATA / name).read_text().splitlines():
-        try:
-            watch(line)
-        except WatchAbort as exc:
-            raised = exc
-            break
-    if expected is None:
-        assert raised is None, f"false alarm on: {raised.line}"
-    else:
-        assert type(raised) is expected
-        if trigger is not None:
-            assert raised.line == trigger
-        else:
-            assert raised.line.startswith("+ >>> CFITSIO reported error")
-
-
-@pytest.mark.parametrize("line, jy", [
-    ("Iteration 5, scale 0 px : -780.9 mJy at 34,84", -0.7809),
-    ("(7) Iteration 124, scale 0 px : -107.73 mJy at 11,0", -0.10773),
-    ("Iteration 2: 910.8 mJy at 34,84", 0.9108),
-    ("Iteration 3000: 5428.12 KJy at 16,102", 5428120.0),
-    ("Initial peak: 1.01 Jy at 34,84", 1.01),
-    ("Next major iteration at: 201.84 mJy", 0.20184),
-    ("Starting multi-scale cleaning. Start peak=1.01 Jy, major iteration threshold=100.92 mJy", 1.01),
-    ("Stopped on peak 7.45 µJy, because the minor-loop threshold was reached.", 7.45e-6),
-    ("Estimated standard deviation of background noise: 34.41 mJy", None),
-    ("- Scale 0 px, nr of components cleaned: 20000 (-9.2887e+34 KJy)", None),
-    ("Writing restored image... DONE", None),
-])
-def test_peak_flux_of_wsclean_lines(line, jy):
-    value = peak_flux_jy(line)
-    assert (value is None) if jy is None else value == pytest.approx(jy)
-
-
-def test_wsclean_watcher_threshold_and_nan():
-    watch = wsclean_watcher(divergence_jy=10.0)
-    watch("Iteration 99, scale 0 px : 9.99 Jy at 1,1")
-    with pytest.raises(Divergence):
-        watch("Iteration 100, scale 0 px : -10.5 Jy at 1,1")
-    with pytest.raises(Divergence):
-        wsclean_watcher()("Iteration 7: nan Jy at 3,4")
-    for line in ("write: No space left on device", "casacore: I/O error on file", "Disk quota exceeded"):
-        with pytest.raises(IOFailure):
-            wsclean_watcher()(line)
-
-
-def test_a_real_diverging_wsclean_is_stopped_by_the_watcher(tmp_path):
-    from mpimager.testing.synth import make_ms
-
-    ms = make_ms(tmp_path / "d.ms")
-    argv = ["wsclean", "-size", "128", "128", "-scale", "3asec", "-niter", "200000", "-gain", "1.95",
-            "-mgain", "0.9", "-multiscale", "-no-update-model-required", "-name", str(tmp_path / "div"), str(ms)]
-    result = run(argv, log=tmp_path / "div.log", on_line=wsclean_watcher(), timeout=300)
-    assert isinstance(result.error, Divergence), result.summary()
-    assert "KJy" in result.error.line and result.error.line in (tmp_path / "div.log").read_text()
-    assert not result.timed_out and result.returncode < 0  # stopped by our signal, not finished
-    assert not (tmp_path / "div-image.fits").exists()
 
 
 # --- MPI launch environment ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from mpimager.report.quicklook import MISSING, cube_quicklook, image_quicklook, 
 
 DEMO_CONFIG = ROOT / "configs" / "demo.toml"
 BEAMS = 2
+LOOKS = 11 * BEAMS  # quick-looks on the page: see test_every_run_ends_with_its_report...
 
 
 def beam_sources(beam: int):
@@ -56,7 +57,8 @@ def test_every_run_ends_with_its_report_and_a_quicklook_per_mfs_image_and_cube(d
     assert m.group(1) == str(run_dir / "report.html") and (int(m.group(2)), int(m.group(3))) == (3 * BEAMS, 3 * BEAMS)
     page = (run_dir / "report.html").read_text()
     pngs = _pngs(page)
-    assert len(pngs) == 6 * BEAMS and all(p.startswith("report/") for p in pngs)  # relative: inside RUN_DIR
+    # per beam: 3 MFS images (I, Q, U), 3 cubes, 5 residuals and PSFs (I residual and PSF; Q, U residuals, PSF)
+    assert len(pngs) == LOOKS and all(p.startswith("report/") for p in pngs)  # relative: inside RUN_DIR
     for p in pngs:
         path = run_dir / p
         width, height = png_size(path)
@@ -195,13 +197,13 @@ def test_the_report_renders_in_headless_chromium_without_errors(demo_run, chromi
     assert png_size(shot) == (1280, 2000)
     assert_not_blank(shot)
     count, broken = images_loaded(chromium, run_dir / "report.html", tmp_path / "profile2")
-    assert count == 6 * BEAMS and broken == []
+    assert count == LOOKS and broken == []
 
 
 def test_writing_the_report_again_draws_only_what_changed(demo_run):
     run_dir, _ = demo_run
     r = run_cli("report", run_dir)
-    assert r.returncode == 0 and f"0 drawn, {6 * BEAMS} unchanged" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and f"0 drawn, {LOOKS} unchanged" in r.stdout, r.stdout + r.stderr
 
 
 def test_without_matplotlib_the_report_keeps_its_tables_and_says_what_is_missing(demo_run, tmp_path):

@@ -16,6 +16,7 @@ from mpimager.planner import sbatch as slurm
 from mpimager.planner.jobs import Job
 
 TEMPLATE = ROOT / "slurm" / "mpimager.sbatch"
+NODE = ["--cpus-per-node", "8", "--mem-per-node", "32G"]  # the node size, where sinfo has no cluster to ask
 TEMPLATE_MP = ROOT / "slurm" / "mpimager-nodes-mpi.sbatch"
 
 CONFIG = """
@@ -254,7 +255,7 @@ def test_mpimager_sbatch_output_writes_an_executable_script_and_passes_run_optio
     tmp, config, data = setup
     out = tmp / "jobs" / "image.sbatch"
 
-    r = run_cli("sbatch", config, data / "obs0.ms", data / "obs1.ms", "--force", "--run-dir", tmp / "r",
+    r = run_cli("sbatch", config, data / "obs0.ms", data / "obs1.ms", "--force", "--run-dir", tmp / "r", *NODE,
                 "--output", out, "--time", "2-00:00:00", "--mem", "100G", cwd=tmp)
 
     assert r.returncode == 0, r.stderr
@@ -294,7 +295,7 @@ def test_bad_options_are_one_line_refusals_with_exit_2_and_nothing_written(setup
         message = (f"mpimager: error: {rendered}: #SBATCH --partition: the value 'a b' cannot go in a directive "
                    "(whitespace, quotes, '#' or '\\')")
 
-    r = run_cli("sbatch", config, data, "--submit", *extra, cwd=tmp)
+    r = run_cli("sbatch", config, data, "--submit", *NODE, *extra, cwd=tmp)
 
     assert r.returncode == 2
     assert r.stderr.strip() == message and r.stdout == ""
@@ -315,7 +316,7 @@ def test_a_template_without_a_placeholder_is_named_in_the_refusal(setup):
     template = tmp / "site.sbatch"
     template.write_text('#!/bin/bash\n#SBATCH --time=1:00:00\n[ "$#" -gt 0 ] || set --\nsrun python -m mpimager "$@"\n')
 
-    r = run_cli("sbatch", config, data, "--template", template, cwd=tmp)
+    r = run_cli("sbatch", config, data, "--template", template, *NODE, cwd=tmp)
 
     assert r.returncode == 2
     assert r.stderr.strip().startswith(f"mpimager: error: {template}: the template has no place for '#SBATCH --nodes'")
@@ -326,7 +327,7 @@ def test_a_failing_sbatch_is_a_job_error_with_its_command_and_output(setup):
     (tmp / "empty-slurm.conf").write_text("")
     env = {"SLURM_CONF": str(tmp / "empty-slurm.conf")}  # the real sbatch, with no cluster to talk to
 
-    r = run_cli("sbatch", config, data, "--run-dir", tmp / "run", "--submit", cwd=tmp, env=env)
+    r = run_cli("sbatch", config, data, "--run-dir", tmp / "run", "--submit", *NODE, cwd=tmp, env=env)
 
     assert r.returncode == 1
     line = r.stderr.strip().splitlines()[-1]
@@ -358,7 +359,8 @@ def test_mpimager_sbatch_output_passes_sbatch_test_only(slurm_cluster, setup, ex
 def test_a_submission_slurm_refuses_is_a_job_error_with_slurms_reason(slurm_cluster, setup):
     tmp, config, data = setup
 
-    r = run_cli("sbatch", config, data, "--run-dir", tmp / "run", "--partition", "nosuch", "--submit", cwd=tmp,
+    r = run_cli("sbatch", config, data, "--run-dir", tmp / "run", "--partition", "nosuch", "--submit",
+                "--cpus-per-task", "1", "--mem", "1G", cwd=tmp,
                 env=slurm_cluster.env)
 
     assert r.returncode == 1 and r.stdout == ""

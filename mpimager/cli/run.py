@@ -44,7 +44,7 @@ def request_from(args) -> RunRequest:
 
 def run(args) -> int:
     request = request_from(args)
-    if request.dry_run:  # rank 0 prints the plan
+    if request.dry_run or request.json:  # rank 0 prints the plan (--json alone: refused in prepare, exit 2)
         from mpimager.pipeline import session
 
         return session.main(request)

@@ -2,9 +2,12 @@
 
 Checks the config and inputs exactly as a run does (bad input: exit 2, one line, nothing written), plans,
 and renders `slurm/mpimager.sbatch` (or `slurm/mpimager-nodes-mpi.sbatch` with --nodes-mpi, or --template)
-with nodes, tasks per node (`[worker] max_concurrent`), CPUs per task (WSClean's -j), memory and a time limit
-estimated from the jobs' costs (mpimager.planner.sbatch), and with CONFIG, INPUTS and the run options as the script's
-default arguments. Prints the script, writes it (--output FILE), or with --submit writes it (to --output, else
+with nodes, tasks per node (`[worker] max_concurrent`, else as many jobs as a node's memory holds), CPUs per task
+(WSClean's -j: a node's CPUs / tasks), memory and a time limit estimated from the jobs' costs (mpimager.planner.sbatch),
+and with CONFIG, INPUTS and the run options as the script's default arguments. The node size is the target
+partition's (sinfo), or --cpus-per-node and --mem-per-node; a layout that needs more memory than a node has is
+refused (exit 2), a --mem below what the jobs' -abs-mem/-mem x tasks may use is a warning. Prints the script,
+writes it (--output FILE), or with --submit writes it (to --output, else
 RUN_DIR/mpimager.sbatch) and runs `sbatch` on it, printing the job id.
 """
 
@@ -45,8 +48,12 @@ def add_arguments(parser):
     slurm.add_argument("--nodes", type=int, metavar="N", help="nodes (default: the hosts the plan pins jobs to, "
                                                               "else 1; with --nodes-mpi: N)")
     slurm.add_argument("--cpus-per-task", type=int, metavar="C",
-                       help="CPUs per worker = WSClean's -j (default: [worker] threads, else this machine's "
-                            "cores / max_concurrent; with --nodes-mpi: all CPUs of a node)")
+                       help="CPUs per worker = WSClean's -j (default: [worker] threads, else a node's CPUs / tasks "
+                            "per node; with --nodes-mpi: all CPUs of a node)")
+    slurm.add_argument("--cpus-per-node", type=int, metavar="C",
+                       help="CPUs of a node of the partition (default: read with sinfo)")
+    slurm.add_argument("--mem-per-node", metavar="SIZE",
+                       help="memory of a node of the partition, e.g. 256G (default: read with sinfo)")
     slurm.add_argument("--mem", metavar="SIZE", help="memory per node, e.g. 64G (default: estimated from the plan)")
     slurm.add_argument("--time", metavar="T", help="time limit, e.g. 12:00:00 or 1-12:00:00 (default: estimated "
                                                    "from the jobs' costs)")
@@ -70,7 +77,8 @@ def check_options(args) -> None:
     """The batch options' own checks, before anything is read."""
     from mpimager.planner import sbatch as slurm
 
-    for name, value in (("--nodes", args.nodes), ("--cpus-per-task", args.cpus_per_task)):
+    for name, value in (("--nodes", args.nodes), ("--cpus-per-task", args.cpus_per_task),
+                        ("--cpus-per-node", args.cpus_per_node)):
         if value is not None and value < 1:
             raise InputError(f"{name}: expected an integer >= 1, got {value}")
     if args.nodes_mpi is not None and args.nodes is not None and args.nodes < args.nodes_mpi:
@@ -78,19 +86,73 @@ def check_options(args) -> None:
                          f"runs over {args.nodes_mpi} nodes)")
     if args.time is not None and not slurm.valid_time(args.time):
         raise InputError(f"--time {args.time!r}: expected minutes, HH:MM:SS or D-HH:MM:SS")
-    if args.mem is not None and not re.match(r"^\d+[KMGT]?$", args.mem):
-        raise InputError(f"--mem {args.mem!r}: expected a size such as 64G, 512M or 0 (all of a node)")
+    for name, value in (("--mem", args.mem), ("--mem-per-node", args.mem_per_node)):
+        if value is not None and not re.match(r"^\d+[KMGT]?$", value):
+            raise InputError(f"{name} {value!r}: expected a size such as 64G, 512M or 0 (all of a node)")
+
+
+def partition_resources(partition: str | None):
+    """CPUs and memory of the smallest node of `partition` (default: Slurm's default partition), from
+    `sinfo -h -N -o %P|%c|%m`; InputError when sinfo cannot tell."""
+    from mpimager.planner.sbatch import GIB, NodeResources
+
+    argv = ["sinfo", "-h", "-N", "-o", "%P|%c|%m"] + (["-p", partition] if partition else [])
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        why = "sinfo not found"
+    except subprocess.TimeoutExpired:
+        why = "sinfo gave no answer in 60 s"
+    else:
+        rows = [line.split("|") for line in r.stdout.split() if line.count("|") == 2]
+        if not partition:
+            rows = [row for row in rows if row[0].endswith("*")]
+        sizes = [(int(c.rstrip("+")), int(m.rstrip("+"))) for _, c, m in rows
+                 if c.rstrip("+").isdigit() and m.rstrip("+").isdigit()]
+        if r.returncode == 0 and sizes:
+            name = partition or rows[0][0].rstrip("*")
+            return NodeResources(cpus=min(c for c, _ in sizes), mem_bytes=min(m for _, m in sizes) * GIB // 1024,
+                                 source=f"partition {name} (sinfo)")
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        where = f"partition {partition}" if partition else "the default partition"
+        why = lines[-1] if r.returncode and lines else f"no node in {where}"
+    raise InputError(f"cannot read the CPUs and memory of a node ({' '.join(argv)}: {why}): give --cpus-per-node "
+                     f"and --mem-per-node, or --partition of a cluster sinfo can reach")
+
+
+def node_resources(args, needed: bool):
+    """The node size: --cpus-per-node and --mem-per-node, else sinfo's for the partition (None when it cannot
+    tell and the sizing does not need it)."""
+    from mpimager.planner.sbatch import NodeResources, parse_mem
+
+    if args.cpus_per_node and args.mem_per_node:
+        return NodeResources(args.cpus_per_node, parse_mem(args.mem_per_node) or 0, "--cpus-per-node/--mem-per-node")
+    try:
+        node = partition_resources(args.partition)
+    except InputError:
+        if needed or args.cpus_per_node or args.mem_per_node:
+            raise
+        return None
+    return NodeResources(args.cpus_per_node or node.cpus,
+                         parse_mem(args.mem_per_node) if args.mem_per_node else node.mem_bytes, node.source)
 
 
 def script_values(args, prepared) -> dict[str, str]:
     """The template's values: sized from the plan (mpimager.planner.sbatch.size_from_plan), then the options given."""
-    from mpimager.pipeline.prepare import default_threads
     from mpimager.planner import sbatch as slurm
 
     config = prepared.config
-    cpus = args.cpus_per_task or default_threads(config)
-    values = slurm.size_from_plan(prepared.jobs, config.worker.max_concurrent, cpus, nodes=args.nodes,
-                                  nodes_mpi=args.nodes_mpi)
+    cpus = args.cpus_per_task or config.worker.threads
+    needed = not args.nodes_mpi and (cpus is None or config.worker.max_concurrent is None)
+    node = None if args.nodes_mpi else node_resources(args, needed)
+    try:
+        values = slurm.size_from_plan(prepared.jobs, config.worker.max_concurrent, cpus, nodes=args.nodes,
+                                      nodes_mpi=args.nodes_mpi, node=node)
+        if args.mem is not None and not args.nodes_mpi:
+            for warning in slurm.check_memory(prepared.jobs, int(values["ntasks-per-node"]), args.mem, node):
+                print(f"mpimager sbatch: warning: {warning}", file=sys.stderr)
+    except slurm.SizingError as exc:
+        raise InputError(str(exc)) from None
     if args.time is not None:
         values["time"] = args.time
     if args.mem is not None:
@@ -152,7 +214,9 @@ def run(args) -> int:
     from mpimager.planner import sbatch as slurm
 
     check_options(args)
-    prepared = prepare(request_from(args))
+    from dataclasses import replace
+
+    prepared = prepare(replace(request_from(args), check_here=False))  # the login node's software may differ
     values = script_values(args, prepared)
     text = render_script(args, values)
     workers = int(values["nodes"]) * int(values.get("ntasks-per-node", 1))

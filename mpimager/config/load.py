@@ -51,8 +51,8 @@ Value = Any  # a TOML scalar or list
 class WorkerOptions:
     """How jobs run: per-host concurrency, threads, environment, retries, placement."""
 
-    max_concurrent: int = 1
-    """WSClean jobs at once per host (worker ranks per node in a Slurm script)."""
+    max_concurrent: int | None = None
+    """WSClean jobs at once per host (worker ranks per node in a Slurm script); None: one per worker rank."""
     threads: int | None = None
     """WSClean's -j; default SLURM_CPUS_PER_TASK, else the usable CPUs (affinity mask) / max_concurrent."""
     env_file: Path | None = None
@@ -77,8 +77,9 @@ class WorkerOptions:
 class InputsOptions:
     """How inputs become MeasurementSets."""
 
-    ms_glob_pattern: str = "*.ms"
-    """The MSs searched for in directory inputs (Arrakis: 'scienceData*_averaged_cal.leakage.ms')."""
+    ms_glob_pattern: str = "*.[Mm][Ss]"
+    """The MSs searched for in directory inputs: .ms and NenuFAR's .MS (Arrakis:
+    'scienceData*_averaged_cal.leakage.ms')."""
     num_beams: int | None = None
     """The number of MSs expected: any other count is an error listing what was found."""
     data_column: str | None = None
@@ -93,6 +94,11 @@ class DataHandlerOptions:
     """A TOML file mapping data level, obs_id and spectral window to MS paths or globs (for obs_id inputs)."""
     data_level: str | None = None
     """The data level (table) of config_file to read, e.g. "L2"."""
+
+
+def is_askap(telescope: str) -> bool:
+    """An ASKAP MS (TELESCOPE_NAME): FixMS applies, and FEED1 numbers its beam."""
+    return telescope.strip().upper().startswith("ASKAP")
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,7 @@ class FixMSSettings:
 
     def applies_to(self, telescope: str) -> bool:
         if self.enabled == "auto":
-            return telescope.strip().upper().startswith("ASKAP")
+            return is_askap(telescope)
         return bool(self.enabled)
 
 
@@ -214,6 +220,12 @@ _SCHEMA: dict[str, dict[str, Callable | object]] = {
     "data_handler": {"config_file": PATH, "data_level": _str},
     "fixms": {"enabled": _auto_or_bool, "data_column": _str, "corrected_data_column": _str,
               "fix_stokes_factor": _bool},
+}
+#: keys of the tools mpimager replaces that have no equivalent here: what to do instead
+_FOREIGN_KEYS = {
+    ("worker", "nodes"): "imgpipe's SSH host list has no equivalent: mpimager runs on the hosts of its MPI "
+                         "or Slurm allocation (mpirun -H/--hostfile, srun, or `mpimager sbatch --nodes N`), "
+                         "[worker] max_concurrent jobs on each; remove the key",
 }
 _TABLES = ("worker", "inputs", "data_handler", "fixms", "container", "reduce", "mosaic", "wsclean", "passes")
 _TOP_KEYS = ("default_settings",)
@@ -323,7 +335,9 @@ def _normalise_layer(path: Path, data: dict, problems: _Problems) -> dict:
             for k, v in value.items():
                 where = f"{path}: [{key}] {k}"
                 parser = _SCHEMA[key].get(k)
-                if parser is None:
+                if (key, k) in _FOREIGN_KEYS:
+                    problems.add(f"{path}: [{key}] {k}", _FOREIGN_KEYS[key, k])
+                elif parser is None:
                     problems.add(f"{path}: [{key}]", f"unknown key '{k}'{suggest(k, _SCHEMA[key])}")
                 elif parser is PATH:
                     if not isinstance(v, str) or not v:
@@ -495,12 +509,15 @@ def _load_layers(files: list[Path], datas: list[dict]) -> Config:
     return Config(path=user, layers=tuple(files), passes=_passes(merged, str(user)),
                   resolved=merged, origins=origins, **sections)
 
-    
+
 def wsclean_keys(config: Config) -> list[tuple[str, str]]:
-    """Every [wsclean] / [passes.*] option key with where it was set ('FILE: [wsclean] key')."""
+    """Every [wsclean] / [passes.*] option key that some pass will pass to WSClean, with where it was set
+    ('FILE: [wsclean] key'). A key a `false` removed from every pass is not listed: it is never passed, so
+    whether the WSClean that will run knows it does not matter (a layer can remove any key of a lower one)."""
+    passed = {k for p in config.passes for k, _ in p.options}
     keys = []
     for origin, file in config.origins.items():
         table, key = origin.split(" ", 1)
-        if (table == "wsclean" or table.startswith("passes.")) and key not in ("name", "out-dir"):
+        if (table == "wsclean" or table.startswith("passes.")) and key in passed:
             keys.append((key, f"{file}: [{table}] {key}"))
     return keys

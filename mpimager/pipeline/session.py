@@ -73,7 +73,7 @@ def _main(request: RunRequest, comm) -> int:
         return mpiqueue.bcast(EXIT_OK, comm)  # rank 0's exit code; waits asleep while rank 0 reports
     prepared, lock = started
     if lock is None:  # a dry run
-        print_plan(prepared, request.json)
+        print_plan(prepared, request.json, force=request.force)
         mpiqueue.run_tasks([], _execute, comm=comm)
         return mpiqueue.bcast(EXIT_OK, comm)
     coordinator = Coordinator(prepared, request.force, comm)
@@ -205,6 +205,9 @@ class Coordinator:
         self.progress = Progress([self.jobs[t.id] for t in tasks], workers)
         self.progress.start_timer()
         self.queue = "running"
+        from mpimager.report import LiveReport
+
+        live = LiveReport(self.run_dir, self.provenance).start()  # report.html rewritten as the run goes on
         try:
             outcomes = mpiqueue.run_tasks(tasks, _execute, comm=self.comm, max_per_host=cfg.worker.max_concurrent,
                                           on_event=self.on_event, stop=interrupt.requested, admit=self.admit)
@@ -212,6 +215,7 @@ class Coordinator:
             self.queue = "failed"
             raise
         finally:
+            live.stop()
             self.progress.stop()
         self.queue = "done"
         ended = {o.task_id for o in outcomes}

@@ -20,7 +20,7 @@ from typing import Sequence
 from mpimager.wsclean import options as wsclean
 from mpimager.wsclean import names
 from mpimager.wsclean.names import parse_image_name
-from mpimager.config.load import Config, ImagingPass
+from mpimager.config.load import Config, ImagingPass, is_askap
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
 from mpimager.states import JobKind
@@ -151,12 +151,15 @@ def _common(values) -> str | None:
 
 
 def _group_values(group: Sequence[InputMS]) -> dict[str, str | None]:
-    """obs_id, sw, field and beam of a group: shared, None (unknown) or wsclean.MIXED."""
+    """obs_id, sw, field and beam of a group: shared, None (unknown) or wsclean.MIXED.
+
+    FEED1 numbers beams only in ASKAP MSs; elsewhere (NenuFAR, LOFAR: 0) it is a feed, so no $beam$."""
     return {
         "obs_id": _common(m.obs_id for m in group),
         "sw": _common(m.sw for m in group),
         "field": _common(m.info.field for m in group),
-        "beam": _common(f"{m.info.beam:02d}" if m.info.beam is not None else None for m in group),
+        "beam": _common(f"{m.info.beam:02d}" if m.info.beam is not None and is_askap(m.info.telescope) else None
+                        for m in group),
     }
 
 
@@ -210,7 +213,8 @@ def _prefix(group: Sequence[InputMS], p: ImagingPass, run_dir: Path, where: str)
     name = wsclean.substitute(p.name, tokens, f"{where} name")
     if "/" in name:
         raise ConfigError(f"{where} name: {name!r} holds a '/': put folders in out-dir")
-    name = f"{name}.{p.suffix}" if p.suffix else name
+    if p.suffix and "$pass$" not in p.name + p.out_dir:  # else the pass already tells the prefixes apart
+        name = f"{name}.{p.suffix}"
     out_dir = wsclean.substitute(p.out_dir, {**tokens, "name": name}, f"{where} out-dir")
     if not os.path.isabs(out_dir):
         raise ConfigError(f"{where} out-dir: {p.out_dir!r} gives the relative path {out_dir!r}")
@@ -297,7 +301,7 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         outputs = [str(p) for j in unit for _, _, paths in _job_cubes(r, j, out_dir, cubes)
                    for p in (paths.cube, paths.beamlog, paths.weights)]
         name = unit[0].id.split(":", 1)[1] if len(unit) == 1 else (
-            os.path.basename(os.path.commonprefix([j.prefix for j in unit])).rstrip(".-_") or "all")
+            os.path.commonprefix([os.path.basename(j.prefix) for j in unit]).rstrip(".-_") or "all")
         jobs.append(Job(id=f"reduce:{name}", kind=JobKind.REDUCE, ms=tuple(unit_ms), argv=tuple(argv + images),
                         outputs=tuple(outputs), depends_on=tuple(j.id for j in unit), host=unit[0].host,
                         cost=sum(j.cost for j in unit) / 10, tags=unit[0].tags if len(unit) == 1 else ()))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import importlib
+import logging
 import os
 import pickle
 import sys
@@ -368,6 +369,7 @@ class _Scheduler:
         self.most_ranks = sum(per_host.values())  # ranks a group can ever get; slot-bound: within the limit
         self.most_slot_ranks = self.most_ranks if max_per_host is None else \
             sum(min(c, max_per_host) for c in per_host.values())
+        _warn_idle(self.workers, max_per_host)
         self.free = set(self.workers)
         self.load: Counter[str] = Counter()        # host -> ranks busy with slot-bound tasks
         self.running: dict[int, tuple[Task, Placement]] = {}  # leader rank -> its task and group
@@ -658,6 +660,23 @@ def _unpack_reply(data: bytes) -> Reply:
         now = time.time()
         return Reply(None, f"{type(exc).__name__}: result could not be unpickled on rank 0: {exc}",
                      traceback.format_exc(), now, now)
+
+
+def idle_ranks(workers: Mapping[int, str], max_per_host: int | None) -> dict[str, list[int]]:
+    """Host -> the worker ranks on it beyond `max_per_host` (ranks that can never run a slot-bound task)."""
+    by_host: dict[str, list[int]] = {}
+    for r, h in sorted(workers.items()):
+        by_host.setdefault(h, []).append(r)
+    return {h: rs[max_per_host:] for h, rs in by_host.items() if max_per_host is not None and len(rs) > max_per_host}
+
+
+def _warn_idle(workers: Mapping[int, str], max_per_host: int | None) -> None:
+    for host, ranks in idle_ranks(workers, max_per_host).items():
+        n = len(ranks) + (max_per_host or 0)
+        logging.getLogger(__name__).warning(
+            "[worker] max_concurrent = %d: rank%s %s of the %d worker ranks on %s stay%s idle (remove max_concurrent "
+            "to run a job on every worker rank, or start fewer ranks)", max_per_host, "s" * (len(ranks) > 1),
+            ", ".join(map(str, ranks)), n, host, "" if len(ranks) > 1 else "s")
 
 
 def _client_exec(tasks, comm, max_per_host, on_event, stop=None, admit=None) -> list[Outcome]:

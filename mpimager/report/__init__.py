@@ -3,7 +3,10 @@
 `write_report(run_dir)` reads the journal (mpimager.rundir.status), the manifest (provenance) and the products
 of the finished jobs, draws a quick-look of each MFS image and each cube (mpimager.report.quicklook:
 needs matplotlib, the `[report]` extra; without it the page says so and keeps its other sections) and
-renders the page (mpimager.report.html). It is written at the end of every run and by `mpimager report`.
+renders the page (mpimager.report.html): summary, a per-beam table that flags the beam that stands out
+(mpimager.report.beams) with the beams' footprint on the sky, quick-looks captioned by the job that made them
+(MFS images, residuals and PSFs, cubes), jobs and provenance. It is written at the end of every run, every
+`REFRESH_S` seconds while a run goes on (`LiveReport`), and by `mpimager report`.
 A product that cannot be drawn gets its error in the page instead of a picture. Quick-looks are cached
 in RUN_DIR/report/quicklooks.json by FITS path, size and mtime: writing the report again only draws
 what changed. The page is replaced atomically.
@@ -164,10 +167,26 @@ def recorded_provenance(run_dir: Path) -> dict | None:
     return {k: v for k, v in records[-1].items() if k not in ("event", "time")}
 
 
+def residuals_and_psfs(jobs) -> list[tuple[str, str]]:
+    """(job id, path) of the MFS (or single-channel) residual and PSF images of the finished WSClean jobs."""
+    from mpimager.wsclean.names import overview_image
+
+    out = []
+    for j in jobs:
+        if j.kind == "wsclean" and j.state == "done":
+            for p in j.outputs:
+                n = overview_image(os.path.basename(p))
+                if n is not None and n.kind in ("residual", "psf"):
+                    out.append((j.id, p))
+    return out
+
+
 def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None = None,
-                 now: float | None = None) -> Report:
-    """Write RUN_DIR/report.html (see the module docstring); InputError if RUN_DIR holds no journal."""
+                 now: float | None = None, live: bool = False) -> Report:
+    """Write RUN_DIR/report.html (see the module docstring); InputError if RUN_DIR holds no journal.
+    `live`: the run is going on (the page says it is rewritten every few minutes)."""
     from mpimager.report import quicklook
+    from mpimager.report.beams import beam_rows
     from mpimager.report.provenance import gather, image_wsclean_versions
     from mpimager.rundir.status import read_status
 
@@ -190,27 +209,73 @@ def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None 
     cache = _load_cache(cache_path)
     taken: set[str] = set()
     drawn = reused = failed = 0
-    image_entries, cube_entries = [], []
-    for kind, paths in (("image", images), ("cube", cubes)):
+    image_entries, cube_entries, aux_entries = [], [], []
+    made_by = {p: j.id for j in status.jobs for p in j.outputs}
+    aux = residuals_and_psfs(status.jobs)
+    for kind, paths in (("image", images), ("cube", cubes), ("aux", [p for _, p in aux])):
         for path in paths:
             png = out_dir / _png_name(path, taken)
             side = products.find_side_files(path) if kind == "cube" else None
             if missing:
                 caption, error, now_drawn = "", None, False
             else:
-                caption, error, now_drawn = _draw(kind, path, png, cache, max_px, side)
+                caption, error, now_drawn = _draw("cube" if kind == "cube" else "image", path, png, cache, max_px,
+                                                  side)
                 drawn += now_drawn
                 reused += not now_drawn and error is None
                 failed += error is not None
             rel = f"{REPORT_DIR}/{png.name}" if not missing and error is None else None
-            entry_cls = ImageEntry if kind == "image" else CubeEntry
-            (image_entries if kind == "image" else cube_entries).append(entry_cls(path, rel, caption, error))
+            entry_cls = CubeEntry if kind == "cube" else ImageEntry
+            {"image": image_entries, "cube": cube_entries, "aux": aux_entries}[kind].append(
+                entry_cls(path, rel, caption, error, job=made_by.get(path, "")))
     if not missing:
         write_text_atomic(cache_path, json.dumps({"version": CACHE_VERSION, "look_version": quicklook.LOOK_VERSION,
                                                   "entries": cache}, indent=1))
+    problems = []
+    try:
+        rows = beam_rows(status.jobs)
+    except Exception as exc:  # noqa: BLE001 - the per-beam table is one section; the page keeps the others
+        rows = []
+        problems.append(f"no per-beam table: {type(exc).__name__}: {exc}")
     data = ReportData(status=status, images=image_entries, cubes=cube_entries, provenance=provenance,
                       provenance_note=note, image_wsclean=image_wsclean_versions(cubes + images),
-                      missing=missing)
+                      missing=missing, beams=rows, aux=aux_entries, live=live, problems=problems)
     page = run_dir / REPORT_HTML
     write_text_atomic(page, render(data))
     return Report(page, len(images), len(cubes), drawn, reused, failed, time.time() - t_start, missing)
+
+
+REFRESH_S = 180.0  # while a run goes on, its report is rewritten this often
+
+
+class LiveReport:
+    """Rewrites RUN_DIR/report.html every `interval` seconds while a run goes on (a daemon thread), so a user can
+    watch it without a server; each write is atomic (`write_report` replaces the page). A failing write is
+    logged and tried again at the next interval; it never stops the run."""
+
+    def __init__(self, run_dir, provenance: dict | None = None, interval: float = REFRESH_S):
+        import threading
+
+        self.run_dir, self.provenance, self.interval = Path(run_dir), provenance, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mpimager-report", daemon=True)
+        self.writes = 0
+
+    def _loop(self) -> None:
+        import logging
+
+        while not self._stop.wait(self.interval):
+            try:
+                write_report(self.run_dir, provenance=self.provenance, live=True)
+                self.writes += 1
+            except Exception as exc:  # noqa: BLE001 - the report is a view; the run goes on
+                logging.getLogger(__name__).warning("report not rewritten: %s: %s", type(exc).__name__, exc)
+
+    def start(self) -> "LiveReport":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=120)

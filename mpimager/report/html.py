@@ -29,8 +29,9 @@ h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.2em; margin-top
 table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.failed td { background: #fde8e8; } tr.interrupted td { background: #eee; } tr.running td { background: #eef6ff; }
-.state-failed { color: #b00; font-weight: bold; } .state-done { color: #176b17; }
+tr.failed td, tr.flagged td { background: #fde8e8; } td.flag { color: #b00; font-weight: bold; }
+tr.interrupted td { background: #eee; } tr.running td { background: #eef6ff; }
+.state-failed, .beam-failed { color: #b00; font-weight: bold; } .state-done, .beam-done { color: #176b17; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; }
 figure { margin: 0; border: 1px solid #ddd; padding: 6px; background: #fafafa; }
 figure img { display: block; } figcaption { font-size: 0.8em; color: #333; overflow-wrap: anywhere; } .img-look figcaption { max-width: 360px; }
@@ -49,6 +50,7 @@ class ImageEntry:
     png: str | None  # relative to the report page
     caption: str
     error: str | None = None
+    job: str = ""  # the job that made it: tiles are captioned by job (NenuFAR runs all write img-MFS-image.fits)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class CubeEntry:
     png: str | None
     caption: str
     error: str | None = None
+    job: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class ReportData:
     missing: str | None = None  # what quick-looks need, when they cannot be made
     problems: Sequence[str] = ()
     generated: float = field(default_factory=time.time)
+    beams: Sequence = ()  # mpimager.report.beams.BeamRow
+    aux: Sequence[ImageEntry] = ()  # MFS residuals and PSFs
+    live: bool = False  # written while the run goes on (rewritten every few minutes)
 
 
 def href(path: str | None, base: str) -> str | None:
@@ -143,11 +149,32 @@ def _figure(e, d: ReportData, css: str, alt: str) -> str:
     link = href(e.fits, d.status.run_dir)
     name = escape(os.path.basename(e.fits))
     title = f"<a href='{escape(link)}'>{name}</a>" if link else name
+    if e.job:
+        title = f"<b>{escape(e.job)}</b><br>{title}"
     if e.png:
         img = f"<a href='{escape(e.png)}'><img src='{escape(e.png)}' alt='{alt} {name}'></a>"
     else:
         img = f"<p class='{'error' if e.error else 'warn'}'>{escape(e.error or d.missing or '')}</p>"
     return f"<figure class='{css}'>{img}<figcaption>{title}<br>{escape(e.caption)}</figcaption></figure>"
+
+
+def _beams(d: ReportData) -> list[str]:
+    from mpimager.report.beams import footprint_svg, table_html
+
+    if not d.beams:
+        return []
+    out = table_html(d.beams)
+    svg = footprint_svg(d.beams)
+    if svg:
+        out += ["<h2 id='footprint'>Footprint on the sky</h2>", svg]
+    return out
+
+
+def _aux(d: ReportData) -> list[str]:
+    if not d.aux:
+        return []
+    return ["<h2 id='residuals'>Residuals and PSFs</h2>", "<div class='grid'>"] + \
+        [_figure(e, d, "img-look", "quick-look of") for e in d.aux] + ["</div>"]
 
 
 def _timeline(d: ReportData) -> list[str]:
@@ -223,11 +250,18 @@ def render(d: ReportData) -> str:
     body: list[str] = [f"<h1>{escape(title)}</h1>",
                        f"<p class='sub'>{escape(st.run_dir)} &mdash; report written {escape(_when(d.generated))}</p>",
                        "<p><a href='#summary'>summary</a> &middot; <a href='#timeline'>timeline</a> &middot; "
-                       "<a href='#images'>images</a> &middot; <a href='#cubes'>cubes</a> &middot; "
+                       "<a href='#beams'>per beam</a> &middot; "
+                       "<a href='#images'>images</a> &middot; <a href='#residuals'>residuals and PSFs</a> &middot; "
+                       "<a href='#cubes'>cubes</a> &middot; "
                        "<a href='#jobs'>jobs</a> &middot; <a href='#provenance'>provenance</a></p>"]
-    for section in (_summary, _timeline, _images, _cubes, _jobs, _provenance):
+    if d.live:
+        body.append("<p class='warn'>The run is going on: this page is rewritten every few minutes "
+                    "(reload to see the latest).</p>")
+    for section in (_summary, _timeline, _beams, _images, _aux, _cubes, _jobs, _provenance):
         body += section(d)
-    return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-            f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+    from mpimager.report.provenance import printable
+
+    return printable("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+                     f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+                     + "\n".join(body) + "\n</body>\n</html>\n")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def mpi_library() -> str:
     try:
         told = str(ask() or "").strip() if ask is not None else ""
         if told:
-            return told.splitlines()[0]
+            return printable(told).strip().splitlines()[0]
         r = subprocess.run(["mpirun", "--version"], capture_output=True, text=True, timeout=20,
                            stdin=subprocess.DEVNULL)
         line = next((x.strip() for x in r.stdout.splitlines() if x.strip()), "")
@@ -87,15 +88,26 @@ def command_line(argv) -> list[str]:
     return argv
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """`text` without control characters (the MPI library's version string ends in a NUL byte): tabs and
+    newlines kept, the others dropped."""
+    return _CONTROL.sub("", text)
+
+
 def jsonable(value: Any) -> Any:
-    """Config values as JSON: paths and other objects become strings."""
+    """Config values as JSON: paths and other objects become strings, without control characters."""
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {printable(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if isinstance(value, str):
+        return printable(value)
+    if value is None or isinstance(value, (bool, int, float)):
         return value
-    return str(value)
+    return printable(str(value))
 
 
 def gather(runtime=None, config=None, argv=None) -> dict:
@@ -111,8 +123,8 @@ def gather(runtime=None, config=None, argv=None) -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cwd": os.getcwd(),
-        "argv": command_line(sys.argv if argv is None else argv),
-        "versions": versions,
+        "argv": jsonable(command_line(sys.argv if argv is None else argv)),
+        "versions": jsonable(versions),
     }
     if config is not None:
         prov["config"] = str(getattr(config, "path", ""))

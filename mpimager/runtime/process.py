@@ -2,8 +2,8 @@
 
 `run` starts the child in its own session (so in its own process group), streams its merged
 stdout/stderr into a log file (complete, flushed as it arrives) and, line by line, to an optional
-watcher. A watcher stops the child by raising `WatchAbort` (or a subclass: `Divergence`,
-`IOFailure`). On abort, timeout, or when the child exits leaving members of its group behind,
+watcher. A watcher stops the child by raising `mpimager.errors.WatchAbort` (or a subclass, such as
+`mpimager.wsclean.watcher.Divergence`). On abort, timeout, or when the child exits leaving members of its group behind,
 the whole group is terminated (SIGTERM, then SIGKILL after a grace period) and waited for:
 when `run` returns, nothing it started is still running, so a retry never overlaps a failed run
 (a process that leaves the session itself, with setsid or as a daemon, is beyond its reach).
@@ -13,15 +13,12 @@ ranks 1 s after forwarding SIGTERM), and raises `Interrupted`. Should this proce
 chance (SIGKILL), the kernel kills the child with it (PR_SET_PDEATHSIG), so a WSClean never outlives its rank.
 
 A non-zero exit is a result (`ProcessResult`), not an exception; `run` raises `JobError` only
-when the program cannot be started. `wsclean_watcher` recognises WSClean's divergence and I/O
-failure lines; `mpi_clean_env` strips an MPI launch's variables from a child's environment.
+when the program cannot be started. `mpi_clean_env` strips an MPI launch's variables from a child's environment.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import selectors
 import signal
 import subprocess
@@ -31,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from mpimager.errors import Interrupted, JobError
+from mpimager.errors import Interrupted, JobError, WatchAbort
 from mpimager.runtime import interrupt
 
 TAIL_LINES = 20
@@ -39,30 +36,6 @@ KILL_GRACE_S = 5.0  # between SIGTERM and SIGKILL
 INTERRUPT_GRACE_S = 0.5  # the same, when the run is told to stop
 LINGER_S = 1.0  # how long output may keep flowing from the group after the main child exited
 _POLL_S = 0.2
-
-
-class WatchAbort(JobError):
-    """Raised by a line watcher to stop the process; `reason` names why, `line` is the trigger."""
-
-    reason = "aborted by watcher"
-
-    def __init__(self, line: str = "", reason: Optional[str] = None):
-        self.line = line
-        if reason is not None:
-            self.reason = reason
-        super().__init__(f"{self.reason}: {line.strip()}" if line else self.reason)
-
-
-class Divergence(WatchAbort):
-    """WSClean's deconvolution ran away (component or peak fluxes of kJy, or NaN)."""
-
-    reason = "WSClean deconvolution diverged"
-
-
-class IOFailure(WatchAbort):
-    """The process reported a failed read/write (missing table, full disk, I/O error)."""
-
-    reason = "I/O failure"
 
 
 @dataclass(frozen=True)
@@ -365,48 +338,6 @@ def _wait_group_gone(pgid: int, seconds: float, pump) -> bool:
             pump(min(0.05, left))
         else:
             time.sleep(min(0.05, left))
-
-
-# --- WSClean output watcher -------------------------------------------------------------------
-
-_FLUX_UNITS = {"nJy": 1e-9, "µJy": 1e-6, "uJy": 1e-6, "mJy": 1e-3, "Jy": 1.0, "KJy": 1e3, "kJy": 1e3}
-_NUMBER = r"[-+]?(?:nan|inf|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
-# The lines where WSClean reports the current peak/component of the deconvolution:
-#   "Iteration 2115, scale 0 px : -1.11 KJy at 26,70"   (multi-scale minor cycle)
-#   "(7) Iteration 124, scale 0 px : -107.73 mJy at 11,0" (parallel deconvolution sub-image)
-#   "Iteration 2000: -155.67 KJy at 21,92"             (generic clean without sub-minor loop)
-#   "Initial peak: 1.01 Jy at 34,84", "Stopped on peak 7.52395e+19 KJy, because ...",
-#   "Next major iteration at: 201.84 mJy", "Starting multi-scale cleaning. Start peak=1.01 Jy, ..."
-_PEAK_LINE = re.compile(
-    r"(?:Iteration \d+(?:, scale \d+ px)?\s*:|Initial peak:|Stopped on peak|Start peak=|Next major iteration at:)"
-    rf"\s*({_NUMBER})\s*(nJy|µJy|uJy|mJy|KJy|kJy|Jy)\b", re.IGNORECASE)
-_IO_ERROR = re.compile(
-    r"Table \S.* does not exist|Error writing|Error (?:while )?reading|No space left on device|"
-    r"Input/output error|\bI/O error|Disk quota exceeded|Read-only file system|Stale file handle|"
-    r"CFITSIO reported error|FilebufIO object .* is not writable", re.IGNORECASE)
-
-
-def peak_flux_jy(line: str) -> Optional[float]:
-    """The flux (Jy) of a WSClean deconvolution peak/iteration line, or None for other lines."""
-    m = _PEAK_LINE.search(line)
-    if m is None:
-        return None
-    unit = next(u for u in _FLUX_UNITS if u.lower() == m.group(2).lower())
-    return float(m.group(1)) * _FLUX_UNITS[unit]
-
-
-def wsclean_watcher(*, divergence_jy: float = 1e3) -> Callable[[str], None]:
-    """A line watcher for WSClean: raises Divergence when a deconvolution peak reaches
-    `divergence_jy` (default 1 kJy) or is NaN/inf, IOFailure on a read/write failure line."""
-
-    def watch(line: str) -> None:
-        flux = peak_flux_jy(line)
-        if flux is not None and (not math.isfinite(flux) or abs(flux) >= divergence_jy):
-            raise Divergence(line)
-        if _IO_ERROR.search(line):
-            raise IOFailure(line)
-
-    return watch
 
 
 # --- environments ---------------------------------------------------------------------------

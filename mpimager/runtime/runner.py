@@ -15,8 +15,8 @@ then all are renamed, so a half file never stands under a product's name. A fail
 was in the out-dir untouched and removes only its own staging.
 
 Retry strategy (`[worker] retries` extra attempts, the failed process and its children dead first):
-- WSClean diverged (its minor-cycle fluxes reached KJy): again with `-gain` and `-mgain` halved (an unset
-  `-mgain`, 1.0, becomes 0.5);
+- WSClean diverged (by the rules of mpimager.wsclean.watcher: from its log as it runs, or from its images
+  once it exited 0): again with `-gain` and `-mgain` halved (an unset `-mgain`, 1.0, becomes 0.5);
 - an I/O error line, a kill by a signal, or casacore's abort (134): the same command again;
 - any other failure (exit 255: WSClean refused its options; a timeout): no retry, it would fail alike.
 The timeout (`[worker] timeout`) covers the whole job: sourcing `env_file` and every attempt.
@@ -122,7 +122,7 @@ def lower_gains(argv: list[str]) -> list[str]:
 
 
 def retry_strategy(result) -> Retry:
-    from mpimager.runtime.process import Divergence, IOFailure
+    from mpimager.wsclean.watcher import Divergence, IOFailure
 
     if isinstance(result.error, Divergence):
         return RETRY_LOWER_GAINS
@@ -252,15 +252,24 @@ def mpi_launcher(placement, env: dict) -> list[str]:
     return argv
 
 
-def _group_command(job: Job, placement, env: dict, command: list[str]) -> list[str]:
+def _group_command(job: Job, placement, env: dict, command: list[str], token: str | None = None) -> list[str]:
     """`command` launched over the job's group; over several hosts each rank first checks that its node sees
-    the job's temp dir (the one the leader just made: marked here) and paths (mpimager.runtime.multinode)."""
+    the job's temp dir (the one the leader just made: marked here, unless `token` is given) and paths
+    (mpimager.runtime.multinode)."""
     if len(set(placement.hosts)) > 1 and job.temp_dir:
         from mpimager.runtime import multinode
 
         paths = [*job.ms, os.path.dirname(job.prefix)] if job.prefix else list(job.ms)
-        command = multinode.wrap(command, job.temp_dir, multinode.mark(job.temp_dir), paths)
+        command = multinode.wrap(command, job.temp_dir, token or multinode.mark(job.temp_dir), paths)
     return mpi_launcher(placement, env) + command
+
+
+def wsclean_command(job: Job, argv, runtime, placement, env: dict, token: str | None = None) -> list[str]:
+    """The command line of a WSClean job's attempt: `argv` through the runtime (container binds: the job's MSs,
+    image folder and temp dir), launched over its `placement`'s group when it runs over several ranks
+    (`token`: the temp-dir marker's, for showing the line without writing the marker)."""
+    command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix or ""), job.temp_dir])
+    return _group_command(job, placement, env, command, token) if job.nranks > 1 else command
 
 
 def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
@@ -269,6 +278,8 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     `ctx`: the run's settings; `placement`: where the queue put it (the ranks of a wsclean-mp job)."""
     from mpimager.runtime import process
     from mpimager.runtime.containers import make_runtime
+    from mpimager.wsclean.names import scratch_files
+    from mpimager.wsclean.watcher import image_divergence, wsclean_watcher
 
     t0 = time.monotonic()
     deadline = None if ctx.timeout is None else t0 + ctx.timeout
@@ -288,6 +299,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
         for attempt in range(1, attempts + 1):
             log = log_path(ctx.run_dir, job.id, attempt)
             logs.append(log)
+            _remove(scratch_files(job.prefix) if job.prefix else [])
             if job.temp_dir:
                 shutil.rmtree(job.temp_dir, ignore_errors=True)
                 os.makedirs(job.temp_dir)
@@ -295,10 +307,8 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                 stage.reset()
             staged = stage.argv(job, argv) if stage is not None else argv
             if runtime is not None:
-                command = runtime.command(staged, [*job.ms, os.path.dirname(job.prefix or ""), job.temp_dir])
-                if job.nranks > 1:
-                    command = _group_command(job, placement, env, command)
-                child_env, watcher = runtime.env(env), process.wsclean_watcher()
+                command = wsclean_command(job, staged, runtime, placement, env)
+                child_env, watcher = runtime.env(env), wsclean_watcher(staged)
             else:
                 command, child_env, watcher = staged, env, None
             with open(log, "a" if attempt == 1 else "w") as f:
@@ -310,14 +320,23 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                 pairs = [(stage.path(o), o) for o in job.outputs] if stage is not None else \
                     [(o, o) for o in job.outputs]
                 good, bad = check_outputs([src for src, _ in pairs])
-                if not bad:
+                made = [src for src, _ in pairs]
+                diverged = image_divergence(made) if not bad and job.kind == "wsclean" else None
+                if not bad and not diverged:
+                    if job.kind == "reduce":  # blanked channels and why, to the console and the journal
+                        from mpimager.report.beams import blanked_summary
+
+                        notes.extend(blanked_summary(made))
                     if stage is not None:
                         pairs += _extra_files(stage, {src for src, _ in pairs})
                         install(pairs)
                     sizes = tuple((dst, os.path.getsize(dst)) for _, dst in pairs)
                     return JobResult(job.id, attempt, tuple(argv), sizes, tuple(logs), time.time() - started,
                                      tuple(notes), result.returncode)
-                reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
+                if diverged:
+                    reason, strategy = f"{name}: {diverged}", RETRY_LOWER_GAINS
+                else:
+                    reason, strategy = f"exited 0 but outputs are missing or unreadable: {', '.join(bad[:4])}", NO_RETRY
             else:
                 reason, strategy = _describe(result, name, ctx.timeout), retry_strategy(result)
                 node_check, failed_rank = _group_failure(log) if job.nranks > 1 else (None, None)
@@ -330,6 +349,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
             notes.append(f"attempt {attempt}: {reason}; retrying ({strategy})")
             if strategy == RETRY_LOWER_GAINS:
                 argv = lower_gains(argv)
+        _remove(scratch_files(job.prefix) if job.prefix else [])
         code = None if result.timed_out or result.error is not None else result.returncode
         failed = JobResult(job.id, attempt, tuple(argv), (), tuple(logs), time.time() - started, tuple(notes), code)
         raise JobError(f"{reason}{f' after {attempt} attempts' if attempt > 1 else ''} (log: {logs[-1]})",
@@ -385,5 +405,7 @@ def _describe(result, name: str, timeout) -> str:
         return f"{name} stopped: {result.error}"
     if result.returncode < 0:
         return f"{name} was killed by signal {-result.returncode}"
-    last = next((line for line in reversed(result.tail) if line.strip()), "")
-    return f"{name} exited {result.returncode}" + (f": {last.strip()[:200]}" if last else "")
+    from mpimager.wsclean.watcher import error_line
+
+    last = error_line(result.tail)  # WSClean's `>>> ...` line, not the `+ + +` border around it
+    return f"{name} exited {result.returncode}" + (f": {last[:200]}" if last else "")

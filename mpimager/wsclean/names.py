@@ -50,6 +50,22 @@ def parse_image_name(name: str) -> ImageName | None:
     return ImageName(m["prefix"], chan, m["pol"], m["kind"], bool(m["pb"]))
 
 
+_SINGLE = re.compile(rf"^(?P<prefix>.+?)-(?:(?P<pol>{'|'.join(POLS)})-)?(?P<kind>{'|'.join(IMAGE_KINDS)})\.fits$")
+
+
+def overview_image(name: str) -> ImageName | None:
+    """`name` as an image that shows a run's whole band: the MFS image of a multi-channel run, or any image of a
+    single-channel run (`PREFIX[-POL]-KIND.fits`); None for a channel or primary-beam corrected image."""
+    n = parse_image_name(name)
+    if n is not None:
+        return n if n.chan is None and not n.pb else None
+    m = _SINGLE.match(name)
+    return ImageName(m["prefix"], None, m["pol"], m["kind"]) if m and not _CHANNEL_PART.search(name) else None
+
+
+_CHANNEL_PART = re.compile(r"-\d{4}-")
+
+
 def parse_pols(text: str) -> list[str]:
     """WSClean's -pol list as upper-case names: 'IQU' -> I,Q,U; 'xx,yy' -> XX,YY; 'linear' -> XX,XY,YX,YY."""
     text = text.strip().lower()
@@ -121,3 +137,11 @@ def predict_outputs(prefix: str, options: Mapping[str, object], channels_out: in
     if options.get("save-source-list") and niter > 0:
         files.append(f"{prefix}-sources.txt")
     return files
+
+
+def scratch_files(prefix: str) -> list[str]:
+    """The intermediate files a WSClean run of `prefix` leaves beside its images when it is stopped before its
+    end (with -join-channels: PREFIX-psf-I-0003-tmp.fits, PREFIX-model-..., PREFIX-residual-...)."""
+    import glob
+
+    return glob.glob(f"{glob.escape(prefix)}-*-tmp.fits")

@@ -67,7 +67,7 @@ def _why_unset(token: str) -> str:
     if token in ("obs_id", "sw"):
         return "it is only known for inputs resolved through the [data_handler]"
     if token == "beam":
-        return "the MS has no single FEED1 beam number"
+        return "it is only known for ASKAP MSs (TELESCOPE_NAME ASKAP) with one FEED1 beam number"
     return "no value"
 
 
@@ -104,30 +104,72 @@ def parse_help(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def known_options(runtime, cache: bool = True) -> frozenset[str]:
-    """The option names of the WSClean `runtime` runs, parsed from its --help once per binary/image identity
-    and kept in the cache directory (mpimager.environment.cache_dir); `cache=False` (a dry run) reads
-    the cache but writes nothing."""
+_ARG = re.compile(r"<[^<>]*>")
+
+
+def parse_arity(text: str) -> dict[str, int]:
+    """Option name -> the number of values `wsclean --help` states for it (`-size <width> <height>`: 2), for the
+    options whose help line names at least one `<value>` (others may or may not take one: not stated)."""
+    arity = {}
+    for line in text.splitlines():
+        if line.startswith("-"):
+            name, _, rest = line[1:].partition(" ")
+            n = len(_ARG.findall(rest))
+            if n and re.fullmatch(r"[a-z][a-z0-9-]*", name):
+                arity[name] = n
+    return arity
+
+
+def _help_facts(runtime, cache: bool = True) -> dict:
+    """{"options": [...], "arity": {...}} of the WSClean `runtime` runs, parsed from its --help once per
+    binary/image identity and kept in the cache directory (mpimager.environment.cache_dir);
+    `cache=False` (a dry run) reads the cache but writes nothing."""
     from mpimager.environment import cache_dir
 
     key = hashlib.sha256(runtime.identity().encode()).hexdigest()[:20]
     path = cache_dir("wsclean") / f"wsclean-options-{key}.json"
     try:
-        return frozenset(json.loads(path.read_text())["options"])
-    except (OSError, ValueError, KeyError):
+        facts = json.loads(path.read_text())
+        if isinstance(facts.get("options"), list) and isinstance(facts.get("arity"), dict):
+            return facts
+    except (OSError, ValueError, AttributeError):
         pass
-    names = parse_help(runtime.help_text())
+    text = runtime.help_text()
+    names = parse_help(text)
     if len(names) < 20:
         raise WSCleanOptionError(f"could not read WSClean's option list from {runtime.describe()} "
                                  f"(its --help printed {len(names)} options)")
+    facts = {"identity": runtime.identity(), "options": sorted(names), "arity": parse_arity(text)}
     if not cache:
-        return names
+        return facts
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps({"identity": runtime.identity(), "options": sorted(names)}))
+        write_text_atomic(path, json.dumps(facts))
     except OSError:
         pass  # a read-only home only costs a --help per run
-    return names
+    return facts
+
+
+def known_options(runtime, cache: bool = True) -> frozenset[str]:
+    """The option names of the WSClean `runtime` runs (see `_help_facts` for the cache and `cache`)."""
+    return frozenset(_help_facts(runtime, cache)["options"])
+
+
+def option_arity(runtime, cache: bool = True) -> dict[str, int]:
+    """How many values each option takes, where the --help of the WSClean `runtime` runs states it."""
+    return dict(_help_facts(runtime, cache)["arity"])
+
+
+def check_value_counts(options: Iterable[tuple[str, object, str]], arity: Mapping[str, int]) -> None:
+    """Each (key, value, where) passed must have at least the values WSClean's help states for it (`size = 256`
+    is one short of `-size <width> <height>`); more may be right (`weight = "briggs 0"`), so only fewer fail."""
+    for key, value, where in options:
+        want = arity.get(key, 0)
+        got = option_argv(key, value)[1:]
+        if want and value is not True and len(got) < want:
+            raise WSCleanOptionError(f"{where}: WSClean's -{key} takes {want} values, got {len(got)} ({value!r})")
+        if want and value is True:
+            raise WSCleanOptionError(f"{where}: WSClean's -{key} takes {want} value{'s' * (want > 1)}, got true")
 
 
 def check_options(keys: Iterable[tuple[str, str]], known: frozenset[str]) -> None:
@@ -149,5 +191,5 @@ def command(wsclean: str, options: Sequence[tuple[str, object]], name: str, ms: 
     return argv + ["-name", name, *ms]
 
 
-__all__ = ["option_argv", "substitute", "resolve_channels_out", "parse_help",
-           "known_options", "check_options", "command", "PATH_OPTIONS", "TOKENS"]
+__all__ = ["option_argv", "substitute", "resolve_channels_out", "parse_help", "known_options", "option_arity",
+           "check_value_counts", "check_options", "command", "PATH_OPTIONS", "TOKENS"]
