@@ -48,8 +48,8 @@ def stack_cube(files: list[Path], out: Path) -> Path:
     import io
 
     import numpy as np
-    from fixtures.reduce import beams_hdu
     from astropy.io import fits
+    from fixtures.reduce import beams_hdu
 
     if out.exists():
         return out

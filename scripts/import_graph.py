@@ -19,8 +19,8 @@ from pathlib import Path
 # the data flow, first to last; a module's stage is its first dotted component under the package. The run
 # directory (its paths and records) sits just before the plan: the plan, the runner and the report all name its
 # paths, and it imports none of them.
-STAGES = ("errors", "states", "atomic", "environment", "config", "inputs", "wsclean", "rundir", "planner", "queue", "runtime", "reduce",
-          "mosaic", "report", "pipeline", "testing", "api", "cli", "__main__")
+STAGES = ("errors", "states", "atomic", "environment", "config", "inputs", "wsclean", "rundir", "planner",
+          "queue", "runtime", "reduce", "mosaic", "report", "pipeline", "testing", "api", "cli", "__main__")
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-
-from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, write_config
+from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
+
 from mpimager.testing import synth
 
 pytestmark = pytest.mark.slurm

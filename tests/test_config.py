@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import write_config
+
 from mpimager.config.load import load_config
 from mpimager.errors import ConfigError
 

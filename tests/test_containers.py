@@ -21,9 +21,15 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mpimager.runtime.containers import (ContainerOptions, NativeRuntime, collapse_binds, ensure_pulled,
-                                 make_runtime, pulled_image_path)
 from mpimager.errors import ConfigError, InputError, JobError
+from mpimager.runtime.containers import (
+    ContainerOptions,
+    NativeRuntime,
+    collapse_binds,
+    ensure_pulled,
+    make_runtime,
+    pulled_image_path,
+)
 from mpimager.runtime.process import run
 from mpimager.wsclean.watcher import IOFailure, wsclean_watcher
 

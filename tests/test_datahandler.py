@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import run_cli, write_config
+
 from mpimager.testing.synth import make_ms
 
 OBS = {"20231201_NT04": {"SW01": 2, "SW02": 1}, "20231202_NT04": {"SW01": 2}}

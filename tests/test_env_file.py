@@ -11,9 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, write_config
+from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
 from mpimager.errors import JobError
 from mpimager.runtime.runner import job_env
@@ -182,7 +181,7 @@ def test_under_slurm_an_env_file_under_home_is_sourced(slurm_cluster, tmp_path, 
     calls = tmp_path / "calls.txt"
     wrapper_env_file(home, calls, name="mpimager-env.sh")
 
-    job, state, out = sbatch_run(slurm_cluster, tmp_path, "~/mpimager-env.sh",
+    _job, state, out = sbatch_run(slurm_cluster, tmp_path, "~/mpimager-env.sh",
                                  [tiny_ms_dir / "obs0.ms", tiny_ms_dir / "obs1.ms"], exports=[f"HOME={home}"])
 
     assert state == "COMPLETED", out[-2000:]

@@ -5,6 +5,7 @@ import os
 import stat
 
 from conftest import run_cli, write_config
+
 from mpimager.rundir.journal import read_records
 from mpimager.runtime.runner import lower_gains
 

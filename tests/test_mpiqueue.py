@@ -208,14 +208,14 @@ def test_scheduler_non_slot_bound_tasks_ignore_max_per_host():
 def test_scheduler_group_shares_a_host_when_no_distinct_one_is_free_and_says_so():
     sched = _Scheduler([Task("g", None, nranks=2)], {1: "hA", 2: "hA", 3: "hB"}, None)
     sched.free.discard(3)  # hB busy
-    ((task, placement),) = sched.assign()
+    ((_task, placement),) = sched.assign()
     assert placement.hosts == ("hA", "hA")
     assert any(e.kind == "note" and "share hosts hA, hA" in e.message for e in sched.pop_events())
 
 
 def test_scheduler_group_larger_than_the_workers_runs_on_all_of_them_with_a_note():
     sched = _Scheduler([Task("g", None, nranks=8)], {1: "hA", 2: "hB"}, None)
-    ((task, placement),) = sched.assign()
+    ((_task, placement),) = sched.assign()
     assert placement.ranks == (1, 2)
     assert any("asks for 8 ranks; only 2 can be given" in e.message for e in sched.pop_events())
 

@@ -7,7 +7,6 @@ import subprocess
 import numpy as np
 import pytest
 from astropy.io import fits
-
 from conftest import ROOT, run_cli, write_config
 
 pytestmark = pytest.mark.wsclean_mp

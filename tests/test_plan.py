@@ -4,8 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import write_config
+
 from mpimager.config.load import load_config
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS

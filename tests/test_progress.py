@@ -8,11 +8,18 @@ import time
 from dataclasses import dataclass
 
 import pytest
-
-from fixtures.report import TINY_CONFIG, launch
 from conftest import write_config
-from mpimager.pipeline.progress import (DEFAULT_INTERVAL_S, ENV_INTERVAL, Progress, estimate_remaining, format_duration,
-                               interval_from_env, live_bar_wanted)
+from fixtures.report import TINY_CONFIG, launch
+
+from mpimager.pipeline.progress import (
+    DEFAULT_INTERVAL_S,
+    ENV_INTERVAL,
+    Progress,
+    estimate_remaining,
+    format_duration,
+    interval_from_env,
+    live_bar_wanted,
+)
 
 STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 

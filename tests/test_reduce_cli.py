@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
-from fixtures.reduce import Source, make_channels, point_sources
 from astropy.io import fits
 from conftest import run_cli, snapshot
+from fixtures.reduce import Source, make_channels, point_sources
 
 
 @pytest.fixture(scope="module")

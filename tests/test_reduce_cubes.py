@@ -8,9 +8,9 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 import pytest
-from fixtures.reduce import Source, make_channels, point_sources, render, varying_beams
 from astropy.io import fits
 from astropy.table import Table
+from fixtures.reduce import Source, make_channels, point_sources, render, varying_beams
 from radio_beam import Beams
 
 from mpimager.errors import InputError

@@ -16,10 +16,10 @@ import subprocess
 
 import numpy as np
 import pytest
-from fixtures.reduce import TINY, Source, beams_hdu, cube_from_channels, make_channels, point_sources, varying_beams
 from astropy.io import fits
 from astropy.table import Table
 from conftest import run_cli, write_config
+from fixtures.reduce import TINY, Source, beams_hdu, cube_from_channels, make_channels, point_sources, varying_beams
 
 from mpimager.errors import InputError
 from mpimager.reduce import ReduceOptions, reduce_images

@@ -9,9 +9,9 @@ import shutil
 import astropy.units as u
 import numpy as np
 import pytest
-from fixtures.reduce import cube_from_channels, make_channels, point_sources, render, varying_beams
 from astropy.io import fits
 from astropy.table import Table
+from fixtures.reduce import cube_from_channels, make_channels, point_sources, render, varying_beams
 from radio_beam import Beams
 
 from mpimager import __version__

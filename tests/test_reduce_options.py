@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mpimager.errors import ConfigError
 from mpimager.config.reduce import ReduceOptions
+from mpimager.errors import ConfigError
 from mpimager.reduce.plan import parse_name
 
 

@@ -16,13 +16,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-
-from fixtures.report import (TINY_CONFIG, assert_not_blank, chromium, env_without_matplotlib,  # noqa: F401
-                              images_loaded, luminance, png_pixels, png_size, screenshot)
 from conftest import ROOT, run_cli, write_config
-from mpimager.testing import synth
+from fixtures.report import (  # noqa: F401
+    TINY_CONFIG,
+    assert_not_blank,
+    chromium,
+    env_without_matplotlib,
+    images_loaded,
+    luminance,
+    png_pixels,
+    png_size,
+    screenshot,
+)
+
 from mpimager.cli.synth import synthesise
 from mpimager.report.quicklook import MISSING, cube_quicklook, image_quicklook, read_beamlog
+from mpimager.testing import synth
 
 DEMO_CONFIG = ROOT / "configs" / "demo.toml"
 BEAMS = 2
@@ -75,7 +84,7 @@ def test_the_quicklook_shows_the_synthesised_sources_at_their_positions(demo_run
         assert png_size(png) == look.png_size
         rgb = png_pixels(png)[..., :3]
         lum = luminance(rgb)
-        left, top, right, bottom = (int(round(v)) for v in look.axes_box)
+        left, top, right, bottom = (round(v) for v in look.axes_box)
         sky = lum[top + 3:bottom - 3, left + 3:right - 3]
         # the restoring beam: white, outlined in cyan (no colour of the map has that much blue) at the lower left
         ellipse = np.argwhere(rgb[top + 3:bottom - 3, left + 3:right - 3, 2] > 0.8)
@@ -84,7 +93,7 @@ def test_the_quicklook_shows_the_synthesised_sources_at_their_positions(demo_run
         background = float(np.median(sky))
         spots = []
         for src in beam_sources(beam):
-            col, row = (int(round(v)) for v in look.world_to_png(src.ra_deg, src.dec_deg))
+            col, row = (round(v) for v in look.world_to_png(src.ra_deg, src.dec_deg))
             assert left < col < right and top < row < bottom
             spot = float(lum[row - 2:row + 3, col - 2:col + 3].max())
             assert spot > 0.6 and spot > background + 0.4, (beam, src, spot, background)
@@ -132,7 +141,7 @@ def test_a_large_image_is_block_averaged_and_its_sources_stay_where_they_are(tmp
 
     for x, y in spots:
         ra, dec = WCS(header).pixel_to_world_values(x, y)
-        col, row = (int(round(v)) for v in look.world_to_png(float(ra), float(dec)))
+        col, row = (round(v) for v in look.world_to_png(float(ra), float(dec)))
         assert lum[row - 1:row + 2, col - 1:col + 2].max() > 0.6
 
 

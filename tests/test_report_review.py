@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures.report import CHROMIUM_FLAGS, assert_not_blank, chromium, screenshot  # noqa: F401
 from conftest import ROOT, run_cli, write_config
+from fixtures.report import CHROMIUM_FLAGS, assert_not_blank, chromium, screenshot  # noqa: F401
 
 from mpimager.cli.synth import synthesise
 
@@ -63,7 +63,7 @@ def review_run(tmp_path_factory):
 
 
 def test_the_console_names_the_failed_beams_wsclean_error_line_not_its_border(review_run):
-    run_dir, r = review_run
+    _run_dir, r = review_run
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     failed = [line for line in r.stdout.splitlines() if "FAILED wsclean:" in line]
     assert len(failed) == 2 and all(f"beam{BAD}" in line for line in failed)  # its I and QU jobs

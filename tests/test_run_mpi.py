@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-
+from conftest import run_cli, write_config
 from fixtures.report import kill_session
 from fixtures.synth import flux_tolerance, source_peak
-from conftest import run_cli, write_config
+
 from mpimager.inputs.msstate import work_dir
-from mpimager.testing import synth
 from mpimager.rundir.journal import read_records
+from mpimager.testing import synth
 
 CONFIG = """
 [fixms]
@@ -102,7 +102,7 @@ def test_a_run_over_raw_beams_images_every_source_right_in_i_q_and_u(fixed_run):
 
 
 def test_the_cubes_follow_the_synthesised_spectra(fixed_run):
-    tmp, paths, r = fixed_run
+    tmp, paths, _r = fixed_run
     images = tmp / "run" / "images"
     for ms in paths[:2]:
         beam = int(ms.name.split(".beam")[1][:2])
@@ -119,7 +119,7 @@ def test_the_cubes_follow_the_synthesised_spectra(fixed_run):
             from astropy.wcs import WCS
 
             x, y = WCS(hdr).celestial.world_to_pixel_values(src.ra_deg, src.dec_deg)
-            spectrum = data[0, :, int(round(float(y))), int(round(float(x)))]
+            spectrum = data[0, :, round(float(y)), round(float(x))]
             good = np.isfinite(spectrum)
             assert good.sum() >= 3, cube
             # PSF-matched to one common beam: the peak of a point source is flux x (common beam / own beam)

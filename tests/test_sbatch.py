@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-
-from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 from conftest import ROOT, run_cli, snapshot, write_config
+from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
+
 from mpimager.planner import sbatch as slurm
 from mpimager.planner.jobs import Job
 

@@ -4,7 +4,6 @@ import sys
 import textwrap
 
 import pytest
-
 from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.slurm

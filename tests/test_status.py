@@ -6,12 +6,12 @@ import json
 import os
 
 import pytest
-
-from fixtures.report import TINY_CONFIG, kill_session, launch, open_jobs, wait_for
 from conftest import run_cli, write_config
-from mpimager.testing import synth
+from fixtures.report import TINY_CONFIG, kill_session, launch, open_jobs, wait_for
+
 from mpimager.rundir.journal import read_records
 from mpimager.rundir.status import RUN_DIED, RUN_FINISHED, RUN_RUNNING, format_table, job_states, read_status
+from mpimager.testing import synth
 
 RUN = "/runs/r1"
 

@@ -7,10 +7,6 @@ import numpy as np
 import pytest
 from fixms.fix_ms_corrs import fix_ms_corrs
 from fixms.fix_ms_dir import fix_ms_dir
-
-from mpimager.testing import synth
-from mpimager.errors import InputError
-
 from fixtures.synth import (  # noqa: F401  (pytest fixtures)
     brightest_pixel_world,
     copy_ms,
@@ -20,6 +16,9 @@ from fixtures.synth import (  # noqa: F401  (pytest fixtures)
     source_peak,
     wsclean_image,
 )
+
+from mpimager.errors import InputError
+from mpimager.testing import synth
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-
 from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
+
 from mpimager.testing.synth import make_ms
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
+from mpimager.errors import WSCleanOptionError
 from mpimager.wsclean import names
 from mpimager.wsclean import options as wsclean
-from mpimager.errors import WSCleanOptionError
 
 
 @pytest.mark.parametrize("key, value, argv", [

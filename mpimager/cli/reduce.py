@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mpimager.errors import InputError, JobError, MpimagerError
 from mpimager.config.reduce import AXIS_ORDERS, NAME_STYLES, RESOLUTIONS, ReduceOptions
+from mpimager.errors import InputError, JobError, MpimagerError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,8 +6,8 @@ Pure: the values and their checks. Running a container is `mpimager.runtime.cont
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping, Optional
 
 from mpimager.errors import ConfigError
 
@@ -25,21 +25,21 @@ class ContainerOptions:
 
     runtime: str = "native"
     """"native" (WSClean on PATH), "singularity" or "apptainer"."""
-    image: Optional[str] = None
+    image: str | None = None
     """Local SIF file or sandbox directory (absolute path), or a docker:// (library://, oras://) URI."""
     binds: tuple[str, ...] = ()
     """Extra bind mounts "SRC[:DST[:ro|rw]]" besides the ones every job gets (MSs, outputs, temp, $HOME, /tmp, cwd)."""
-    binary: Optional[str] = None
+    binary: str | None = None
     """The runtime executable, a name on PATH or a path; default: the runtime's name."""
     wsclean: str = "wsclean"
     """The WSClean executable: on PATH natively, or inside the image."""
     wsclean_mp: str = "wsclean-mp"
     """WSClean's MPI build, for --nodes-mpi runs: on PATH natively, or inside the image."""
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     """Where URI images are pulled to; default $APPTAINER_CACHEDIR/mpimager, else $XDG_CACHE_HOME/mpimager/images."""
 
     @classmethod
-    def from_mapping(cls, d: Mapping, where: str) -> "ContainerOptions":
+    def from_mapping(cls, d: Mapping, where: str) -> ContainerOptions:
         """Validate a `[container]` table; every problem at once, one line, naming `where` and the key."""
         known = {f.name for f in fields(cls)}
         problems = []

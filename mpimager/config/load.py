@@ -16,9 +16,10 @@ import difflib
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from mpimager.config.container import ContainerOptions
 from mpimager.config.mosaic import MosaicOptions
@@ -152,7 +153,7 @@ class Config:
     passes: tuple[ImagingPass, ...]
     resolved: Mapping[str, Any] = field(default_factory=dict, compare=False)  # merged tables, for provenance
     origins: Mapping[str, Path] = field(default_factory=dict, compare=False)  # "table key" -> file that set it
-    mosaic: MosaicOptions = MosaicOptions()
+    mosaic: MosaicOptions = field(default_factory=MosaicOptions)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -246,7 +247,8 @@ class _Problems:
 
     def raise_if_any(self):
         if self.items:
-            more = f" (and {len(self.items) - 1} more: " + "; ".join(self.items[1:]) + ")" if len(self.items) > 1 else ""
+            rest = self.items[1:]
+            more = f" (and {len(rest)} more: " + "; ".join(rest) + ")" if rest else ""
             raise ConfigError(self.items[0] + more)
 
 

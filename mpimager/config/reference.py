@@ -18,8 +18,8 @@ from pathlib import Path
 def sections() -> dict[str, type]:
     """Table name -> its option class, in the order a config is read."""
     from mpimager.config import load
-    from mpimager.config.reduce import ReduceOptions
     from mpimager.config.container import ContainerOptions
+    from mpimager.config.reduce import ReduceOptions
 
     return {"worker": load.WorkerOptions, "inputs": load.InputsOptions, "data_handler": load.DataHandlerOptions,
             "fixms": load.FixMSSettings, "container": ContainerOptions, "reduce": ReduceOptions}

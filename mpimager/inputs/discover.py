@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from mpimager.config.load import Config
-from mpimager.inputs.datahandler import load_data_handler
 from mpimager.errors import InputError, MSError
+from mpimager.inputs.datahandler import load_data_handler
 from mpimager.inputs.msinfo import MSInfo, is_table_dir, read_msinfo
 
 

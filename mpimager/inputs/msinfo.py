@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from mpimager.errors import MSError
 from mpimager.inputs import msstate
@@ -39,9 +38,9 @@ class MSInfo:
     size_bytes: int  # of the main table (see size_on_disk)
     fixms_record: bool  # mpimager's FixMS completion record is present
     fixms_markers: bool  # FIELD_OLD + FEED.INSTRUMENT_RECEPTOR_ANGLE: FixMS ran (by anyone)
-    fixms_evidence: Optional[msstate.Evidence] = None  # None: not readable as one ASKAP beam (see _error)
-    fixms_evidence_error: Optional[str] = None
-    fixms_write_problem: Optional[str] = None  # why FixMS could not change this MS (read-only), or None
+    fixms_evidence: msstate.Evidence | None = None  # None: not readable as one ASKAP beam (see _error)
+    fixms_evidence_error: str | None = None
+    fixms_write_problem: str | None = None  # why FixMS could not change this MS (read-only), or None
 
     @property
     def n_channels(self) -> int:

@@ -10,14 +10,14 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 from mpimager.config.load import Config, as_config, wsclean_keys
 from mpimager.errors import InputError
 from mpimager.planner.jobs import Job, PlanSettings, plan_jobs
-
 
 Mode = Literal["single", "combine", "combine-obs-ids"]
 
@@ -72,9 +72,9 @@ def default_threads(config: Config) -> int:
 
 def prepare(request: RunRequest) -> Prepared:
     """Config, runtime, option check, inputs, plan: every check that can fail before a job runs."""
+    from mpimager.inputs.discover import discover
     from mpimager.runtime.containers import make_runtime
     from mpimager.runtime.multinode import refuse_node_local_temp_dirs
-    from mpimager.inputs.discover import discover
     from mpimager.wsclean.options import check_options, check_value_counts, known_options, option_arity
 
     config = as_config(request.config)

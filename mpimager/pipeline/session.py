@@ -28,20 +28,19 @@ import sys
 import time
 from pathlib import Path
 
-from mpimager.atomic import write_text_atomic
 from mpimager import __version__
-from mpimager.queue import mpiqueue
-from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
-from mpimager.errors import (EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError,
-                             ReportedElsewhere)
-from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
+from mpimager.atomic import write_text_atomic
+from mpimager.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError, ReportedElsewhere
+from mpimager.log import SUMMARY, run_log
 from mpimager.pipeline.allocation import Deadline, Estimates, allocation_end
+from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
 from mpimager.pipeline.progress import Progress
+from mpimager.queue import mpiqueue
 from mpimager.rundir import layout
+from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
 from mpimager.rundir.layout import log_path
 from mpimager.runtime import interrupt
 from mpimager.runtime.runner import JobResult, RunContext, run_job
-from mpimager.log import SUMMARY, run_log
 
 log = logging.getLogger(__name__)
 

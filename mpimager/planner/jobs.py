@@ -13,18 +13,18 @@ import json
 import os
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Sequence
 
-from mpimager.wsclean import options as wsclean
-from mpimager.wsclean import names
-from mpimager.wsclean.names import parse_image_name
 from mpimager.config.load import Config, ImagingPass, is_askap
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
-from mpimager.states import JobKind
 from mpimager.rundir import layout
+from mpimager.states import JobKind
+from mpimager.wsclean import names
+from mpimager.wsclean import options as wsclean
+from mpimager.wsclean.names import parse_image_name
 
 MODES = ("single", "combine", "combine-obs-ids")
 
@@ -71,7 +71,8 @@ def plan_jobs(config: Config, inputs: Sequence[InputMS], settings: PlanSettings)
     if settings.mode not in MODES:
         raise InputError(f"unknown mode {settings.mode!r}: expected one of {', '.join(MODES)}")
     fix_ids = _fixms_ids(config, inputs)
-    fixms_jobs = [_fixms_job(config, m, fix_ids[m.info.path], settings.python) for m in inputs if m.info.path in fix_ids]
+    fixms_jobs = [_fixms_job(config, m, fix_ids[m.info.path], settings.python)
+                  for m in inputs if m.info.path in fix_ids]
     imaging = [
         _wsclean_job(config, settings, group, p, fix_ids)
         for group in _groups(inputs, settings.mode)
@@ -301,7 +302,8 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         outputs = [str(p) for j in unit for _, _, paths in _job_cubes(r, j, out_dir, cubes)
                    for p in (paths.cube, paths.beamlog, paths.weights)]
         name = unit[0].id.split(":", 1)[1] if len(unit) == 1 else (
-            os.path.commonprefix([os.path.basename(j.prefix) for j in unit]).rstrip(".-_") or "all")
+            os.path.commonprefix([os.path.basename(j.prefix) for j in unit]).rstrip(".-_")  # noqa: RUF071 - names
+            or "all")
         jobs.append(Job(id=f"reduce:{name}", kind=JobKind.REDUCE, ms=tuple(unit_ms), argv=tuple(argv + images),
                         outputs=tuple(outputs), depends_on=tuple(j.id for j in unit), host=unit[0].host,
                         cost=sum(j.cost for j in unit) / 10, tags=unit[0].tags if len(unit) == 1 else ()))

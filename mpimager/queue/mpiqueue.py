@@ -37,8 +37,9 @@ import sys
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple, Sequence, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from mpimager.errors import Interrupted, JobError, MpimagerError
 from mpimager.states import Status
@@ -287,7 +288,7 @@ class _Failure(NamedTuple):
     message: str
 
     @classmethod
-    def of(cls, exc: BaseException) -> "_Failure":
+    def of(cls, exc: BaseException) -> _Failure:
         try:
             args = pickle.loads(pickle.dumps(exc.args))
         except Exception:

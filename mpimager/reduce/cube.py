@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mpimager.config.reduce import ReduceOptions
 from mpimager.errors import InputError
 from mpimager.reduce.fitsio import BLOCK, STOKES_VALUES, parse_header, read_header_bytes
-from mpimager.config.reduce import ReduceOptions
 from mpimager.reduce.plan import CubePlan
 
 _AXIS_KEY = re.compile(r"^(CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CNAME|CRDER|CSYER|CPERI|CZPHS)([3-9])$")

@@ -286,8 +286,8 @@ def _cube_planes(path: Path, header, offset: int, use_beamlogs: bool) -> list[Ch
 
 def _cube_beams(path: Path, header, nchan: int, npol: int, use_beamlogs: bool):
     """A function (channel, pol index) -> (beam, problem, where from), by the order of trust."""
-    from mpimager.reduce.beamlog import read_beams
     from mpimager.planner.products import beamlog_candidates
+    from mpimager.reduce.beamlog import read_beams
 
     table = _beams_table(path) if header.get("CASAMBM", False) else None
     if table is not None:

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 
+from mpimager.config.reduce import ReduceOptions
 from mpimager.reduce.beams import Beam, common_beam, convolving_beam, round_up_beam
 from mpimager.reduce.fitsio import ChannelImage, ReadSpec, grid_difference
 from mpimager.reduce.kernel import beam_scale, pixel_covariance
-from mpimager.config.reduce import ReduceOptions
 from mpimager.wsclean.names import parse_image_name
 
 CUBE_SOURCE = {"restored": "image", "residual": "residual", "unconvolved": "image"}

@@ -32,8 +32,8 @@ from mpimager.queue import mpiqueue
 from mpimager.reduce.beams import Beam
 
 if TYPE_CHECKING:
-    from mpimager.reduce.cube import Layout
     from mpimager.planner.products import CubePaths
+    from mpimager.reduce.cube import Layout
     from mpimager.reduce.plan import CubePlan, Failure, PlaneSpec
 
 _T = TypeVar("_T")

@@ -271,7 +271,7 @@ class LiveReport:
             except Exception as exc:  # noqa: BLE001 - the report is a view; the run goes on
                 logging.getLogger(__name__).warning("report not rewritten: %s: %s", type(exc).__name__, exc)
 
-    def start(self) -> "LiveReport":
+    def start(self) -> LiveReport:
         self._thread.start()
         return self
 

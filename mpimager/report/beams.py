@@ -16,9 +16,9 @@ import math
 import os
 import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from html import escape
-from typing import Sequence
 
 FLAG_FACTOR = 3.0
 

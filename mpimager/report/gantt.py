@@ -7,8 +7,8 @@ with a red outline; each bar's tooltip (<title>) gives the job, its state and it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 KIND_COLOURS = {"fixms": "#4e79a7", "wsclean": "#59a14f", "reduce": "#f28e2b"}
 OTHER_COLOUR = "#b07aa1"

@@ -12,9 +12,9 @@ import json
 import os
 import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
-from typing import Sequence
 from urllib.parse import quote
 
 from mpimager.report.gantt import gantt_svg, legend_html
@@ -34,7 +34,8 @@ tr.interrupted td { background: #eee; } tr.running td { background: #eef6ff; }
 .state-failed, .beam-failed { color: #b00; font-weight: bold; } .state-done, .beam-done { color: #176b17; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; }
 figure { margin: 0; border: 1px solid #ddd; padding: 6px; background: #fafafa; }
-figure img { display: block; } figcaption { font-size: 0.8em; color: #333; overflow-wrap: anywhere; } .img-look figcaption { max-width: 360px; }
+figure img { display: block; } figcaption { font-size: 0.8em; color: #333; overflow-wrap: anywhere; }
+.img-look figcaption { max-width: 360px; }
 .img-look img { width: 360px; height: auto; } .cube-look img { width: 100%; max-width: 1350px; height: auto; }
 .warn { background: #fff4ce; border: 1px solid #e0c060; padding: 6px 10px; }
 .error { color: #b00; }

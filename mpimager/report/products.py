@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+
 from mpimager.rundir import layout
 from mpimager.wsclean.names import parse_image_name
-
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from mpimager.errors import InputError, MpimagerError
 from mpimager.rundir.layout import JOURNAL, LOCK

@@ -30,9 +30,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from mpimager.errors import InputError
 from mpimager.rundir.journal import lock_holder, read_records
@@ -207,7 +207,7 @@ def read_status(run_dir, now: float | None = None) -> RunStatus:
 
 def format_duration(seconds: float) -> str:
     """3 s, 4m05s, 2h03m."""
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:

@@ -32,8 +32,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from mpimager.config.container import PULL_SCHEMES, SYSTEM_DIRS, SYSTEM_TREES, ContainerOptions, parse_bind
 from mpimager.environment import cache_dir
@@ -77,7 +77,7 @@ def collapse_binds(job_paths: Iterable, defaults: Iterable, extra: Iterable[str]
     return tuple(src if (src == dst and not ro) else f"{src}:{dst}" + (":ro" if ro else "") for src, dst, ro in kept)
 
 
-def default_binds(env: Mapping[str, str], cwd: Optional[str] = None) -> list[str]:
+def default_binds(env: Mapping[str, str], cwd: str | None = None) -> list[str]:
     """$HOME, /tmp and the working directory: what Singularity binds by default, made explicit."""
     home = env.get("HOME") or os.path.expanduser("~")
     return [p for p in (home, "/tmp", cwd or os.getcwd()) if p and os.path.isdir(p)]
@@ -141,7 +141,7 @@ class Runtime:
     def __init__(self, options: ContainerOptions):
         self.options = options
 
-    def prepare(self, env: Optional[Mapping[str, str]] = None) -> None:
+    def prepare(self, env: Mapping[str, str] | None = None) -> None:
         """Check (and fetch) everything before any job: InputError naming what is missing."""
         raise NotImplementedError
 
@@ -191,7 +191,7 @@ class Runtime:
 class NativeRuntime(Runtime):
     """WSClean from PATH (or the path given as `wsclean`)."""
 
-    def _resolve(self, env: Optional[Mapping[str, str]] = None) -> str:
+    def _resolve(self, env: Mapping[str, str] | None = None) -> str:
         path = (env or os.environ).get("PATH", os.defpath)
         found = shutil.which(self.options.wsclean, path=path)
         if not found:
@@ -226,7 +226,7 @@ class ContainerRuntime(Runtime):
         self.image = str(pulled_image_path(self.uri, cache)) if self.uri else options.image
         self.cache_dir = cache
 
-    def _resolve_binary(self, env: Optional[Mapping[str, str]] = None) -> str:
+    def _resolve_binary(self, env: Mapping[str, str] | None = None) -> str:
         found = shutil.which(self.binary, path=(env or os.environ).get("PATH", os.defpath))
         if not found:
             raise InputError(f"[container] binary: container runtime {self.binary!r} not found "
@@ -244,7 +244,8 @@ class ContainerRuntime(Runtime):
     def _pull(self, uri: str, dest: Path, env) -> None:
         from mpimager.runtime import process
 
-        argv = [sys.executable, "-m", "mpimager.runtime.containers", "pull", "--runtime-binary", self.binary, uri, str(dest)]
+        argv = [sys.executable, "-m", "mpimager.runtime.containers", "pull", "--runtime-binary", self.binary,
+                uri, str(dest)]
         log = Path(self.cache_dir) / (pulled_image_path(uri, self.cache_dir).stem + ".pull.log")
         result = process.run(argv, log=log, env=self.env(env or os.environ))
         if not result.ok:

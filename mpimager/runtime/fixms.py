@@ -478,7 +478,7 @@ def _quiet(log: Path | None):
     from fixms.logger import logger as fixms_logger
 
     saved_handlers, saved_propagate = list(fixms_logger.handlers), fixms_logger.propagate
-    target = open(log, "a") if log is not None else open(os.devnull, "w")
+    target = open(log, "a") if log is not None else open(os.devnull, "w")  # noqa: SIM115 - closed below
     if log is not None:
         handler: logging.Handler = logging.StreamHandler(target)
         handler.setFormatter(logging.Formatter("%(asctime)s FixMS-%(levelname)s %(message)s"))

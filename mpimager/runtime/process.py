@@ -24,9 +24,9 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
 
 from mpimager.errors import Interrupted, JobError, WatchAbort
 from mpimager.runtime import interrupt
@@ -48,7 +48,7 @@ class ProcessResult:
     log: Path
     tail: tuple[str, ...]  # the last lines of output (at most TAIL_LINES)
     timed_out: bool = False
-    error: Optional[WatchAbort] = None  # what the watcher raised, if it stopped the process
+    error: WatchAbort | None = None  # what the watcher raised, if it stopped the process
 
     @property
     def ok(self) -> bool:
@@ -70,7 +70,7 @@ class ProcessResult:
             return f"{name} succeeded in {self.duration:.1f} s (log: {self.log})"
         return f"{name} failed ({how}); log: {self.log}"
 
-    def raise_for_failure(self) -> "ProcessResult":
+    def raise_for_failure(self) -> ProcessResult:
         """Return self when ok, else raise JobError(summary, log=...)."""
         if not self.ok:
             raise JobError(self.summary(), log=self.log)
@@ -81,10 +81,10 @@ def run(
     argv: Sequence[str],
     *,
     log: Path,
-    env: Optional[Mapping[str, str]] = None,
-    cwd: Optional[os.PathLike | str] = None,
-    timeout: Optional[float] = None,
-    on_line: Optional[Callable[[str], None]] = None,
+    env: Mapping[str, str] | None = None,
+    cwd: os.PathLike | str | None = None,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
     kill_grace: float = KILL_GRACE_S,
     append: bool = False,
 ) -> ProcessResult:
@@ -99,7 +99,7 @@ def run(
     log = Path(log)
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
-        logf = open(log, "ab" if append else "wb")
+        logf = open(log, "ab" if append else "wb")  # noqa: SIM115 - the pump owns it; closed by _supervise
     except OSError as exc:
         raise JobError(f"cannot run {argv[0]}: cannot write its log {log} ({exc.strerror or exc})") from None
     start = time.monotonic()
@@ -165,7 +165,7 @@ class _Pump:
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.pending = bytearray()
         self.eof = False
-        self.error: Optional[WatchAbort] = None
+        self.error: WatchAbort | None = None
 
     def __call__(self, wait: float) -> None:
         """Read what arrives within `wait` s. A WatchAbort from the watcher is recorded, not raised."""
@@ -217,7 +217,7 @@ def _supervise(proc, argv, logf, log, start, timeout, on_line, kill_grace) -> Pr
     pump = _Pump(proc.stdout, logf, on_line)
     deadline = None if timeout is None else start + timeout
     timed_out = False
-    exited_at: Optional[float] = None
+    exited_at: float | None = None
     stopping = False
     interrupted = None
     try:

@@ -319,7 +319,7 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
             if result.returncode == 0 and not result.timed_out and result.error is None:
                 pairs = [(stage.path(o), o) for o in job.outputs] if stage is not None else \
                     [(o, o) for o in job.outputs]
-                good, bad = check_outputs([src for src, _ in pairs])
+                _good, bad = check_outputs([src for src, _ in pairs])
                 made = [src for src, _ in pairs]
                 diverged = image_divergence(made) if not bad and job.kind == "wsclean" else None
                 if not bad and not diverged:

@@ -13,8 +13,8 @@ POL is there when the run images more than one polarisation (XY and YX are writt
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from mpimager.errors import WSCleanOptionError
 

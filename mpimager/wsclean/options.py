@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from mpimager.atomic import write_text_atomic
 from mpimager.config.load import PATH_OPTIONS, suggest
@@ -191,5 +191,16 @@ def command(wsclean: str, options: Sequence[tuple[str, object]], name: str, ms: 
     return argv + ["-name", name, *ms]
 
 
-__all__ = ["option_argv", "substitute", "resolve_channels_out", "parse_help", "known_options", "option_arity",
-           "check_value_counts", "check_options", "command", "PATH_OPTIONS", "TOKENS"]
+__all__ = [
+    "PATH_OPTIONS",
+    "TOKENS",
+    "check_options",
+    "check_value_counts",
+    "command",
+    "known_options",
+    "option_argv",
+    "option_arity",
+    "parse_help",
+    "resolve_channels_out",
+    "substitute",
+]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from mpimager.errors import WatchAbort
 
@@ -77,13 +77,13 @@ def _jy(number: str, unit: str) -> float:
     return float(number) * _FLUX_UNITS[next(u for u in _FLUX_UNITS if u.lower() == unit.lower())]
 
 
-def peak_flux_jy(line: str) -> Optional[float]:
+def peak_flux_jy(line: str) -> float | None:
     """The flux (Jy) of a WSClean deconvolution peak/iteration line, or None for other lines."""
     m = _PEAK_LINE.search(line)
     return None if m is None else _jy(m.group(1), m.group(2))
 
 
-def _argv_float(argv: Sequence[str], flag: str) -> Optional[float]:
+def _argv_float(argv: Sequence[str], flag: str) -> float | None:
     """The value of `flag` in a WSClean argv, in Jy for -threshold ('1mJy', '0.5'); None when unset."""
     if flag not in argv or argv.index(flag) + 1 >= len(argv):
         return None
@@ -101,10 +101,10 @@ class WSCleanWatcher:
         self.divergence_jy = divergence_jy
         self.threshold_jy = _argv_float(argv, "-threshold")
         self.auto_threshold = _argv_float(argv, "-auto-threshold")
-        self.noise_jy: Optional[float] = None
-        self.lowest_start: Optional[float] = None
+        self.noise_jy: float | None = None
+        self.lowest_start: float | None = None
 
-    def threshold(self) -> Optional[float]:
+    def threshold(self) -> float | None:
         """The deconvolution's stopping threshold (Jy) as far as the output has told it."""
         auto = self.auto_threshold * self.noise_jy if self.auto_threshold and self.noise_jy else None
         known = [t for t in (self.threshold_jy, auto) if t]
@@ -153,7 +153,7 @@ def wsclean_watcher(argv: Sequence[str] = (), *, divergence_jy: float = DIVERGEN
 _DIRTY_PAIR = re.compile(r"-(image|model)\.fits$")
 
 
-def _peak(path: str) -> Optional[float]:
+def _peak(path: str) -> float | None:
     import numpy as np
     from astropy.io import fits
 
@@ -167,7 +167,7 @@ def _peak(path: str) -> Optional[float]:
         return float(np.max(np.abs(data))) if finite.any() else None
 
 
-def image_divergence(outputs: Iterable[str], factor: float = IMAGE_FACTOR) -> Optional[str]:
+def image_divergence(outputs: Iterable[str], factor: float = IMAGE_FACTOR) -> str | None:
     """Why a finished WSClean run's images show a divergence, or None: a restored (`-image`) or `-model` image
     whose peak |value| exceeds `factor` x the peak of the dirty image of the same channel and polarisation
     (or is infinite). Images without a dirty sibling among `outputs` (-no-dirty) are not judged."""

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from mpimager.queue import mpiqueue
 from mpimager.errors import ConfigError, MpimagerError
+from mpimager.queue import mpiqueue
 from mpimager.queue.mpiqueue import Task
 
 
