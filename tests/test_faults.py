@@ -504,7 +504,9 @@ def test_sigterm_to_mpirun_during_fixms_leaves_no_fixms_running_and_a_rerun_fixe
                                                         worker="", size="64 64", scale="20asec", wsclean="")
                      .replace("enabled = false", "enabled = true", 1))
     proc = launch(c, [ms], tmp_path / "run", tmp_path)
-    marker = ms / "MPIMAGER_FIXMS.inprogress.json"
+    from mpimager.inputs.msstate import work_dir
+
+    marker = work_dir(ms)  # the working copy FixMS fixes before swapping it in
     try:
         deadline = time.time() + 120
         while not marker.exists() and time.time() < deadline and proc.poll() is None:
