@@ -38,7 +38,7 @@ def _all_tables_readable(ms) -> None:
 
 def test_a_fix_killed_at_any_of_24_moments_ends_exactly_like_an_uninterrupted_fix(tmp_path):
     pristine = synth.make_ms(tmp_path / "pristine" / "beam.ms", raw_askap=True, beam=2, beam_offset_deg=(0.6, -0.4),
-                             n_ant=36, n_times=60, n_chan=32, freq_start_hz=748e6, chan_width_hz=9e6,
+                             n_ant=36, n_times=160, n_chan=32, freq_start_hz=748e6, chan_width_hz=9e6,
                              history_rows=20, pointing=True)
     original = file_digests(pristine)
     reference = copy_ms(pristine, tmp_path / "reference" / "beam.ms")
