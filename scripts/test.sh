@@ -69,11 +69,12 @@ if [[ " $jobs " == *" suite "* ]]; then
     || status=$?
   echo "test.sh: the tests that need root, as root, against the same install"
   in_src "$work/venv" -m "slurm or multinode or root" "$@" || status=$?
-  echo "test.sh: mypy over the typed public modules"
-  "$work/venv/bin/python" -m pip install -q mypy 2>&1 | grep -v "^WARNING: Location" || true
+  echo "test.sh: ruff (ruff.toml) over the sources, mypy over the installed package"
+  "$work/venv/bin/python" -m pip install -q mypy ruff 2>&1 | grep -v "^WARNING: Location" || true
+  "$work/venv/bin/ruff" check --config "$here/ruff.toml" "$here/mpimager" "$here/tests" "$here/bench" "$here/scripts" \
+    || status=$?
   (cd "$work" && "$work/venv/bin/python" -m mypy --ignore-missing-imports --follow-imports=silent \
-     -m mpimager.api -m mpimager.log -m mpimager.resources -m mpimager.environment \
-     -m mpimager.config.reference -m mpimager.cli.init -m mpimager.cli.config -m mpimager) || status=$?
+     -p mpimager) || status=$?
 fi
 if [[ " $jobs " == *" floors "* ]]; then
   echo "test.sh: the declared lowest versions"

@@ -349,7 +349,7 @@ def _normalise_layer(path: Path, data: dict, problems: _Problems) -> dict:
                             table[k] = resolve_path(v, base, where)
                         except ConfigError as exc:
                             problems.items.append(str(exc))
-                else:
+                elif callable(parser):
                     try:
                         table[k] = parser(v)
                     except ValueError as exc:
@@ -501,15 +501,16 @@ def _load_layers(files: list[Path], datas: list[dict]) -> Config:
     def build(cls, table, **fields):
         return cls(**{**table, **fields})
 
-    sections = {}
-    for table, cls in (("worker", WorkerOptions), ("inputs", InputsOptions),
-                       ("data_handler", DataHandlerOptions), ("fixms", FixMSSettings)):
-        sections[table] = build(cls, merged.get(table, {}))
-    for table, cls in (("container", ContainerOptions), ("reduce", ReduceOptions),  # each raises ConfigError
-                       ("mosaic", MosaicOptions)):
-        sections[table] = cls.from_mapping(merged.get(table, {}), where=f"{user}: [{table}]")
     return Config(path=user, layers=tuple(files), passes=_passes(merged, str(user)),
-                  resolved=merged, origins=origins, **sections)
+                  resolved=merged, origins=origins,
+                  worker=build(WorkerOptions, merged.get("worker", {})),
+                  inputs=build(InputsOptions, merged.get("inputs", {})),
+                  data_handler=build(DataHandlerOptions, merged.get("data_handler", {})),
+                  fixms=build(FixMSSettings, merged.get("fixms", {})),
+                  # these three validate themselves (ConfigError naming the file and table)
+                  container=ContainerOptions.from_mapping(merged.get("container", {}), where=f"{user}: [container]"),
+                  reduce=ReduceOptions.from_mapping(merged.get("reduce", {}), where=f"{user}: [reduce]"),
+                  mosaic=MosaicOptions.from_mapping(merged.get("mosaic", {}), where=f"{user}: [mosaic]"))
 
 
 def wsclean_keys(config: Config) -> list[tuple[str, str]]:

@@ -209,7 +209,9 @@ def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None 
     cache = _load_cache(cache_path)
     taken: set[str] = set()
     drawn = reused = failed = 0
-    image_entries, cube_entries, aux_entries = [], [], []
+    image_entries: list[ImageEntry] = []
+    cube_entries: list[CubeEntry] = []
+    aux_entries: list[ImageEntry] = []
     made_by = {p: j.id for j in status.jobs for p in j.outputs}
     aux = residuals_and_psfs(status.jobs)
     for kind, paths in (("image", images), ("cube", cubes), ("aux", [p for _, p in aux])):
@@ -225,9 +227,12 @@ def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None 
                 reused += not now_drawn and error is None
                 failed += error is not None
             rel = f"{REPORT_DIR}/{png.name}" if not missing and error is None else None
-            entry_cls = CubeEntry if kind == "cube" else ImageEntry
-            {"image": image_entries, "cube": cube_entries, "aux": aux_entries}[kind].append(
-                entry_cls(path, rel, caption, error, job=made_by.get(path, "")))
+            job = made_by.get(path, "")
+            if kind == "cube":
+                cube_entries.append(CubeEntry(path, rel, caption, error, job=job))
+            else:
+                (image_entries if kind == "image" else aux_entries).append(
+                    ImageEntry(path, rel, caption, error, job=job))
     if not missing:
         write_text_atomic(cache_path, json.dumps({"version": CACHE_VERSION, "look_version": quicklook.LOOK_VERSION,
                                                   "entries": cache}, indent=1))

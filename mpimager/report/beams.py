@@ -168,7 +168,7 @@ def flag_rows(rows: Sequence[BeamRow]) -> list[BeamRow]:
             flags.append(f"{r.state}: {r.error}" if r.error else r.state)
         peers = [p for p in by_stokes.get(r.stokes, []) if p.rms]
         if len(peers) >= 3 and r.rms:
-            med_rms = statistics.median(p.rms for p in peers)
+            med_rms = statistics.median(p.rms for p in peers if p.rms is not None)
             if med_rms and r.rms > FLAG_FACTOR * med_rms:
                 flags.append(f"rms {r.rms / med_rms:.1f}x the median of Stokes {r.stokes}")
             drs = [p.dynamic_range for p in peers if p.dynamic_range]

@@ -72,7 +72,7 @@ def gantt_svg(jobs: Sequence, *, now: float, last_record: float | None = None, w
                      f'fill="#444">{escape(_label(k * step))}</text>')
         k += 1
     for i, rank in enumerate(ranks):
-        y = TOP + i * ROW_H
+        y: float = TOP + i * ROW_H
         label = f"rank {rank}" + (f" ({hosts[rank]})" if hosts.get(rank) else "")
         parts.append(f'<text x="{LABEL_W - 8}" y="{y + ROW_H / 2 + 4:.1f}" font-size="12" text-anchor="end" '
                      f'fill="#222">{escape(label)}</text>')

@@ -113,7 +113,7 @@ def jsonable(value: Any) -> Any:
 
 def gather(runtime=None, config=None, argv=None) -> dict:
     """Everything the manifest and the report record about how a run was made."""
-    versions = {"mpimager": __version__, "python": platform.python_version()}
+    versions: dict[str, object] = {"mpimager": __version__, "python": platform.python_version()}
     if runtime is not None:
         versions["wsclean"] = wsclean_version(runtime)
     versions.update({name: distribution_version(name) for name in DISTRIBUTIONS})

@@ -230,7 +230,7 @@ def _image_quicklook(fits_path: str, png_path: str, max_px: int) -> ImageLook:
 
     fig = Figure(figsize=IMAGE_FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
-    ax = fig.add_axes([0.17, 0.1, 0.62, 0.8], projection=wcs)
+    ax: Any = fig.add_axes((0.17, 0.1, 0.62, 0.8), projection=wcs)  # a WCSAxes (astropy has no type stubs)
     norm = ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(soft))
     im = ax.imshow(drawn, origin="lower", cmap=CMAP, norm=norm, interpolation="nearest")
     ax.set_xlim(-0.5, drawn.shape[1] - 0.5)
@@ -241,7 +241,7 @@ def _image_quicklook(fits_path: str, png_path: str, max_px: int) -> ImageLook:
     ax.coords[1].set_major_formatter("dd:mm:ss")
     name = os.path.basename(fits_path)
     ax.set_title(name if len(name) <= 70 else "..." + name[-67:], fontsize=9)
-    cax = fig.add_axes([0.81, 0.1, 0.03, 0.8])
+    cax = fig.add_axes((0.81, 0.1, 0.03, 0.8))
     ticks = np.ravel(norm.inverse(np.linspace(0.0, 1.0, 7)))  # evenly spaced on the bar, whatever the stretch
     bar = fig.colorbar(im, cax=cax, ticks=ticks)
     scale, label = (1e3, "mJy/beam") if unit_label == "Jy/beam" else (1.0, unit_label or "pixel value")
@@ -262,7 +262,8 @@ def _image_quicklook(fits_path: str, png_path: str, max_px: int) -> ImageLook:
     return ImageLook(fits=str(fits_path), png=str(png_path), shape=(ny, nx), factor=factor, unit=unit_label,
                      beam=beam, peak=peak, peak_radec=peak_radec, rms=rms, freq_hz=_freq_of(full),
                      wsclean=str(wsc).strip() if wsc is not None else None, png_size=(width, height),
-                     axes_box=axes_box, limits=tuple(float(v) for v in limits), wcs=wcs)
+                     axes_box=axes_box, limits=(float(limits[0]), float(limits[1]), float(limits[2]), float(limits[3])),
+                     wcs=wcs)
 
 
 # ------------------------------------------------------------------------------------------------ cubes
@@ -381,8 +382,8 @@ def _cube_quicklook(fits_path: str, png_path: str, beamlog: str | None, weights:
         if not noise and weights:
             noise, noise_from = read_weights(weights), "weights"
         planes = sorted({round(k) for k in np.linspace(0, nchan - 1, min(PEAK_PLANES, nchan))})
-        total = None
-        measured = {}
+        total: np.ndarray | None = None
+        measured: dict[int, float] = {}
         for k in planes:
             plane = np.asarray(cube[k], dtype=np.float64)
             if not noise:
@@ -393,6 +394,7 @@ def _cube_quicklook(fits_path: str, png_path: str, beamlog: str | None, weights:
             noise_from = "measured"
             noise = [measured.get(k, float("nan")) for k in range(nchan)]
         noise = (list(noise) + [float("nan")] * nchan)[:nchan]
+        assert total is not None  # planes holds at least one channel
         y, x = np.unravel_index(np.argmax(np.abs(total)), total.shape)
         spectrum = [float(v) for v in np.asarray(cube[:, y, x], dtype=np.float64)]
     cel = wcs.celestial

@@ -176,7 +176,9 @@ def image_divergence(outputs: Iterable[str], factor: float = IMAGE_FACTOR) -> st
     worst: tuple[float, str] | None = None
     for path in outputs:
         m = _DIRTY_PAIR.search(path)
-        dirty = path[:m.start()] + "-dirty.fits" if m else None
+        if m is None:
+            continue
+        dirty = path[:m.start()] + "-dirty.fits"
         if dirty not in present:
             continue
         try:
