@@ -134,7 +134,8 @@ def node_resources(args, needed: bool):
             raise
         return None
     return NodeResources(args.cpus_per_node or node.cpus,
-                         parse_mem(args.mem_per_node) if args.mem_per_node else node.mem_bytes, node.source)
+                         (parse_mem(args.mem_per_node) if args.mem_per_node else None) or node.mem_bytes,
+                         node.source)
 
 
 def script_values(args, prepared) -> dict[str, str]:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from mpimager.config.load import Config, as_config, wsclean_keys
 from mpimager.errors import InputError
@@ -161,6 +161,23 @@ def check_wsclean_mp(config: Config, jobs, runtime) -> None:
 # ------------------------------------------------------------------------------------------------ dry run
 
 
+class _JobRow(TypedDict):
+    status: str
+    reason: str
+    seconds: float
+    memory_bytes: int
+    disk_bytes: int
+
+
+class _KindRow(TypedDict):
+    name: str
+    run: int
+    skip: int
+    core_hours: float
+    peak_memory_bytes: int
+    disk_bytes: int
+
+
 KIND_NAMES = (("fixms", "FixMS"), ("wsclean", "WSClean"), ("reduce", "reduce"), ("mosaic", "mosaic"))
 
 
@@ -180,12 +197,12 @@ def plan_summary(prepared: Prepared, force: bool = False) -> dict:
     jobs = prepared.jobs
     skip = {} if force else jobs_to_skip(jobs, read_records(prepared.run_dir))
     by_id = {j.id: j for j in jobs}
-    rows = {}
+    rows: dict[str, _JobRow] = {}
     for j in jobs:
         rows[j.id] = {"status": "skip" if j.id in skip else "run", "reason": skip.get(j.id, ""),
                       "seconds": round(sizing.job_seconds(j), 1), "memory_bytes": sizing.job_memory_bytes(j),
                       "disk_bytes": sizing.job_output_bytes(j, by_id)}
-    kinds = {}
+    kinds: dict[str, _KindRow] = {}
     for kind, name in KIND_NAMES:
         mine = [j for j in jobs if j.kind == kind]
         todo = [j for j in mine if j.id not in skip]

@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from mpimager import __version__
 from mpimager.atomic import write_text_atomic
@@ -70,6 +71,7 @@ def _main(request: RunRequest, comm) -> int:
         except MpimagerError as exc:  # rank 0 says it
             raise ReportedElsewhere(exc.exit_code) from exc
         return mpiqueue.bcast(EXIT_OK, comm)  # rank 0's exit code; waits asleep while rank 0 reports
+    assert started is not None  # rank 0 gets _prepare's result
     prepared, lock = started
     if lock is None:  # a dry run
         print_plan(prepared, request.json, force=request.force)
@@ -158,6 +160,26 @@ def _execute(task: mpiqueue.Task, placement: mpiqueue.Placement):
     return run_job(job, ctx, placement)
 
 
+class _Output(TypedDict):
+    path: str
+    size: int
+
+
+class _ManifestJobBase(TypedDict):
+    id: str
+    kind: str
+    status: str
+    ms: list[str]
+    argv: list[str]
+    outputs: list[_Output]
+
+
+class _ManifestJob(_ManifestJobBase, total=False):
+    """One job's entry in the manifest; argv_run only when a retry changed the argv."""
+
+    argv_run: list[str]
+
+
 REPORT_TIME_S = 60.0  # the report is not started this close to the end of a Slurm allocation
 
 
@@ -169,7 +191,7 @@ class Coordinator:
         self.run_dir = prepared.run_dir
         self.jobs = {j.id: j for j in prepared.jobs}
         self.t0 = time.time()
-        self.progress = None  # mpimager.pipeline.progress.Progress, while the queue runs
+        self.progress: Progress | None = None  # while the queue runs
         self.queue = "not started"  # -> "running" -> "done" | "failed" (the workers left with its error)
         self.deadline = Deadline(None, Estimates())  # the Slurm allocation's end, read when the run starts
         self.provenance: dict | None = None
@@ -201,8 +223,8 @@ class Coordinator:
         self.record_provenance()
         self.say(f"{len(self.p.jobs)} jobs: {len(tasks)} to run, {len(skip)} already done; "
                  f"{workers} worker rank{'s' * (workers > 1)}; run directory {self.run_dir}")
-        self.progress = Progress([self.jobs[t.id] for t in tasks], workers)
-        self.progress.start_timer()
+        self.progress = progress = Progress([self.jobs[t.id] for t in tasks], workers)
+        progress.start_timer()
         self.queue = "running"
         from mpimager.report import LiveReport
 
@@ -210,12 +232,13 @@ class Coordinator:
         try:
             outcomes = mpiqueue.run_tasks(tasks, _execute, comm=self.comm, max_per_host=cfg.worker.max_concurrent,
                                           on_event=self.on_event, stop=interrupt.requested, admit=self.admit)
+            assert outcomes is not None  # rank 0 gets every task's Outcome
         except BaseException:
             self.queue = "failed"
             raise
         finally:
             live.stop()
-            self.progress.stop()
+            progress.stop()
         self.queue = "done"
         ended = {o.task_id for o in outcomes}
         not_started = [t.id for t in tasks if t.id not in ended]
@@ -277,18 +300,20 @@ class Coordinator:
             self.journal.write("note", message=ev.message)
             self.say(ev.message)
         elif ev.kind == "start":
+            assert ev.task_id is not None and self.progress is not None
             self.journal.write("start", job=ev.task_id, rank=ev.rank, host=ev.host,
                                argv=list(self.jobs[ev.task_id].argv))
             self.progress.started(ev.task_id, ev.rank, ev.host, ev.time)
         elif ev.kind == "end":
+            assert ev.outcome is not None
             self._end(ev.outcome)
             o = ev.outcome
             if o.status == mpiqueue.OK and o.rank is not None:
                 self.deadline.estimates.ended(self.jobs[o.task_id].kind, self.jobs[o.task_id].cost, o.end - o.start)
 
     def _end(self, o: mpiqueue.Outcome) -> None:
-        record = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start, end=o.end,
-                      argv=list(self.jobs[o.task_id].argv))
+        record: dict[str, object] = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start,
+                                         end=o.end, argv=list(self.jobs[o.task_id].argv))
         r = o.value  # a JobResult, also for a failed job (its attempts, exit code and logs)
         if isinstance(r, JobResult):
             record.update(attempts=r.attempts, exit=r.exit_code, argv_run=list(r.argv), logs=list(r.logs),
@@ -298,6 +323,7 @@ class Coordinator:
         if o.status == mpiqueue.INTERRUPTED:
             record.update(log=log_path(str(self.run_dir), o.task_id))
         self.journal.write("end", **record)
+        assert self.progress is not None
         self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error,
                             notes=r.notes if isinstance(r, JobResult) else ())
 
@@ -371,7 +397,7 @@ class Coordinator:
         records = read_records(self.run_dir)
         done = finished_jobs(records)
         ended = {o.task_id: o.status for o in outcomes}
-        jobs = []
+        jobs: list[_ManifestJob] = []
         for job_id, job in self.jobs.items():
             status = "ok" if job_id in skip else ended.get(job_id, "pending")
             outputs = done[job_id].outputs if status == "ok" else ()

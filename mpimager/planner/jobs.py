@@ -16,8 +16,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mpimager.config.load import Config, ImagingPass, is_askap
+from mpimager.config.reduce import ReduceOptions
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
 from mpimager.rundir import layout
@@ -25,6 +27,9 @@ from mpimager.states import JobKind
 from mpimager.wsclean import names
 from mpimager.wsclean import options as wsclean
 from mpimager.wsclean.names import parse_image_name
+
+if TYPE_CHECKING:
+    from mpimager.planner.products import CubePaths
 
 MODES = ("single", "combine", "combine-obs-ids")
 
@@ -45,6 +50,12 @@ class Job:
     nranks: int = 1
     pols: tuple[str, ...] = ()  # the polarisations a WSClean job images
     tags: tuple[tuple[str, str], ...] = field(default=())  # obs_id, sw, field, beam: for reduction and reports
+
+    @property
+    def image_prefix(self) -> str:
+        """The prefix of a WSClean job's images (only WSClean jobs have one)."""
+        assert self.prefix is not None, f"{self.id}: not a WSClean job"
+        return self.prefix
 
     def to_json(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -240,12 +251,13 @@ def _data_column(config: Config, group: Sequence[InputMS], options: dict) -> str
     if len(set(fixed.values())) > 1:
         raise InputError(f"the MSs of one job hold their sky-frame data in different columns after FixMS "
                          f"({', '.join(f'{p}: {c}' for p, c in fixed.items())}): image them apart")
-    column = options.get("data-column") or config.inputs.data_column or \
+    column: str | None = options.get("data-column") or config.inputs.data_column or \
         (next(iter(fixed.values())) if fixed else None)
-    for m in group if column else ():
-        if not m.info.has_column(column) and not (m.info.path in fixed and column == fixed[m.info.path]):
-            raise InputError(f"{m.info.path}: has no column {column} to image "
-                             f"(columns: {', '.join(sorted(c for c in m.info.columns if 'DATA' in c))})")
+    if column:
+        for m in group:
+            if not m.info.has_column(column) and not (m.info.path in fixed and column == fixed[m.info.path]):
+                raise InputError(f"{m.info.path}: has no column {column} to image "
+                                 f"(columns: {', '.join(sorted(c for c in m.info.columns if 'DATA' in c))})")
     return column
 
 
@@ -302,7 +314,7 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         outputs = [str(p) for j in unit for _, _, paths in _job_cubes(r, j, out_dir, cubes)
                    for p in (paths.cube, paths.beamlog, paths.weights)]
         name = unit[0].id.split(":", 1)[1] if len(unit) == 1 else (
-            os.path.commonprefix([os.path.basename(j.prefix) for j in unit]).rstrip(".-_")  # noqa: RUF071 - names
+            os.path.commonprefix([os.path.basename(j.image_prefix) for j in unit]).rstrip(".-_")  # noqa: RUF071 - names
             or "all")
         jobs.append(Job(id=f"reduce:{name}", kind=JobKind.REDUCE, ms=tuple(unit_ms), argv=tuple(argv + images),
                         outputs=tuple(outputs), depends_on=tuple(j.id for j in unit), host=unit[0].host,
@@ -312,14 +324,14 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
 
 def _unit_out_dir(unit: Sequence[Job]) -> str:
     """Where the gather job of `unit` writes its cubes."""
-    return os.path.commonpath([os.path.dirname(j.prefix) for j in unit])
+    return os.path.commonpath([os.path.dirname(j.image_prefix) for j in unit])
 
 
-def _job_cubes(r, job: Job, out_dir: str, kinds: Sequence[str]) -> list[tuple[str, str, object]]:
+def _job_cubes(r: ReduceOptions, job: Job, out_dir: str, kinds: Sequence[str]) -> list[tuple[str, str, CubePaths]]:
     """(Stokes, kind, CubePaths) of every cube of `kinds` the gather step makes from imaging job `job`'s channels."""
     from mpimager.planner.products import cube_paths
 
-    return [(stokes, kind, cube_paths(_CubeName(os.path.basename(job.prefix), stokes, kind), r, Path(out_dir)))
+    return [(stokes, kind, cube_paths(_CubeName(os.path.basename(job.image_prefix), stokes, kind), r, Path(out_dir)))
             for kind in kinds for stokes in job.pols]
 
 
@@ -354,8 +366,8 @@ def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
     jobs = []
     for (field, pass_name, stokes, kind), members in units.items():
         name = _safe(f"{field}.{pass_name}" if pass_name else field) + f"-{stokes}-{kind}"
-        beams = [dict(j.tags).get("beam") for j, _, _ in members]
-        ids = [int(b) for b in beams] if all(b is not None for b in beams) else list(range(len(members)))
+        beams = [b for j, _, _ in members if (b := dict(j.tags).get("beam")) is not None]
+        ids = [int(b) for b in beams] if len(beams) == len(members) else list(range(len(members)))
         argv = [settings.python, "-m", "mpimager", "mosaic", "--out", out_dir, "--name", name,
                 "--telescope", m.telescope, "--cutoff", str(m.cutoff), "--interpolation", m.interpolation,
                 "--planes", str(m.planes), "--quiet", "--beam-ids", ",".join(map(str, ids))]
@@ -363,6 +375,7 @@ def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         argv += ["--fwhm-factor", str(m.fwhm_factor)] if m.fwhm_factor else []
         argv += ["--centre", *map(str, m.centre)] if m.centre else []
         for i in ids if m.primary_beams else ():
+            assert m.primary_beams is not None
             pb = m.primary_beams.replace("$beam$", f"{i:02d}")
             if not os.path.isfile(pb):
                 raise InputError(f"{config.path}: [mosaic] primary_beams: {pb} (beam {i:02d} of {field}) is not a file")
@@ -418,15 +431,16 @@ def _short_names(paths: Sequence[str]) -> list[str]:
 def _name_jobs(jobs: list[Job]) -> list[Job]:
     from dataclasses import replace
 
-    names = _short_names([j.prefix for j in jobs]) if jobs else []
+    names = _short_names([j.image_prefix for j in jobs]) if jobs else []
     return [replace(j, id=f"wsclean:{n}") for j, n in zip(jobs, names)]
 
 
 def _check_unique_prefixes(jobs: Sequence[Job]) -> None:
     seen: dict[str, Job] = {}
     for j in jobs:
-        if j.prefix in seen:
-            raise ConfigError(f"two jobs would write the same images {j.prefix}-*.fits (MSs "
-                              f"{', '.join(seen[j.prefix].ms)} and {', '.join(j.ms)}): "
+        prefix = j.image_prefix
+        if prefix in seen:
+            raise ConfigError(f"two jobs would write the same images {prefix}-*.fits (MSs "
+                              f"{', '.join(seen[prefix].ms)} and {', '.join(j.ms)}): "
                               f"put a token such as $ms_stem$ or $beam$ in [wsclean] name or out-dir")
-        seen[j.prefix] = j
+        seen[prefix] = j

@@ -236,7 +236,7 @@ def _why(job: Job | None, node: NodeResources | None) -> str:
         return "the jobs"
     limit = wsclean_limit_bytes(job, node)
     if limit and limit >= job_memory_bytes(job):
-        flags = [f"{f[1:]} {_argv_value(job.argv, f)[0]}" for f in ("-abs-mem", "-mem") if _argv_value(job.argv, f)]
+        flags = [f"{f[1:]} {v[0]}" for f in ("-abs-mem", "-mem") if (v := _argv_value(job.argv, f))]
         return f"{job.id} ({', '.join(flags)})"
     return f"{job.id} (its images)"
 
