@@ -29,7 +29,9 @@ def test_plan_returns_the_jobs_dry_run_json_shows(tmp_path, tiny_ms_dir):
         f"{k} = {json.dumps(v)}" for k, v in CONFIG["wsclean"].items()))
     jobs = mpimager.plan(config, [tiny_ms_dir], run_dir=tmp_path / "run")
     r = run_cli(config, tiny_ms_dir, "--dry-run", "--json", "--run-dir", tmp_path / "run", cwd=tmp_path)
-    assert [j.to_json() for j in jobs] == json.loads(r.stdout)["jobs"]
+    shown = json.loads(r.stdout)["jobs"]  # each job as planned, with the dry run's estimates beside it
+    assert len(shown) == len(jobs)
+    assert [j.to_json() for j in jobs] == [{key: s[key] for key in j.to_json()} for j, s in zip(jobs, shown)]
     assert not (tmp_path / "run").exists()
 
 
