@@ -70,7 +70,7 @@ if [[ " $jobs " == *" suite "* ]]; then
   echo "test.sh: the tests that need root, as root, against the same install"
   in_src "$work/venv" -m "slurm or multinode or root" "$@" || status=$?
   echo "test.sh: ruff (ruff.toml) over the sources, mypy over the installed package"
-  "$work/venv/bin/python" -m pip install -q mypy ruff 2>&1 | grep -v "^WARNING: Location" || true
+  "$work/venv/bin/python" -m pip install -q "mypy==2.4.1" "ruff==0.17.6" 2>&1 | grep -v "^WARNING: Location" || true
   "$work/venv/bin/ruff" check --config "$here/ruff.toml" "$here/mpimager" "$here/tests" "$here/bench" "$here/scripts" \
     || status=$?
   (cd "$work" && "$work/venv/bin/python" -m mypy --ignore-missing-imports --follow-imports=silent \
