@@ -250,7 +250,8 @@ def test_pol_axis_comes_from_a_fixms_d_measurement_set(tmp_path):
     from mpimager.testing.synth import make_ms
 
     ms = make_ms(tmp_path / "raw.ms", raw_askap=True, receptor_angle_deg=-45.0 + 10.0)
-    assert pol_axis_from_ms(ms) is None  # not FixMS'd yet
+    # not FixMS'd: the beam's own RECEPTOR_ANGLE gives it (as Arrakis writes it with FixMS off; issue 9)
+    assert pol_axis_from_ms(ms) == pytest.approx(45.0 - (-45.0 + 10.0))
     fix_ms_corrs(Path(ms))
     assert pol_axis_from_ms(ms) == pytest.approx(45.0 - (-45.0 + 10.0))
 

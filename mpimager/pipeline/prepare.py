@@ -153,6 +153,13 @@ def check_wsclean_mp(config: Config, jobs, runtime) -> None:
     if image and os.path.isdir(image):
         inside = [os.path.join(image, d, binary.lstrip("/")) for d in (("",) if os.path.isabs(binary) else
                                                                      ("usr/local/bin", "usr/bin", "bin", "opt/bin"))]
+        # a binary bound into the image ([container] binds "SRC:DST") is looked for at its source on the host
+        from mpimager.config.container import parse_bind
+
+        for spec in config.container.binds:
+            src, dst, _ = parse_bind(spec)
+            if os.path.isabs(binary) and (binary == dst or binary.startswith(dst.rstrip("/") + "/")):
+                inside.append(src + binary[len(dst.rstrip("/")):])
         if not any(os.path.exists(p) for p in inside):
             raise InputError(f"[container] wsclean_mp: {binary!r} not found in the image {image} (needed by "
                              f"--nodes-mpi / [worker] nodes_mpi)")
