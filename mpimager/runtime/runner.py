@@ -284,6 +284,8 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
     t0 = time.monotonic()
     deadline = None if ctx.timeout is None else t0 + ctx.timeout
     os.makedirs(os.path.join(ctx.run_dir, layout.LOGS), exist_ok=True)
+    if job.prefix:  # the products' folder: every rank of a multi-node job checks that it sees it
+        os.makedirs(os.path.dirname(job.prefix), exist_ok=True)
     first_log = log_path(ctx.run_dir, job.id, 1)
     with open(first_log, "w"):
         pass
