@@ -52,7 +52,7 @@ def test_config_names_the_layer_that_set_each_key(tmp_path):
     lines = {line.split("=")[0].strip(): line for line in r.stdout.splitlines() if "=" in line}
     assert lines["retries"].endswith("# site.toml") and "4" in lines["retries"]
     assert lines["niter"].endswith("# mine.toml") and "500" in lines["niter"]
-    assert lines["max_concurrent"].endswith("# defaults.toml")
+    assert lines["run_on_file_host"].endswith("# defaults.toml")  # a packaged default (max_concurrent has none now)
     assert tomllib.loads(r.stdout)["wsclean"]["niter"] == 500
 
 

@@ -453,7 +453,8 @@ def test_scancel_ends_the_run_cleanly_and_does_not_resubmit(slurm_cluster, tmp_p
 def test_near_the_time_limit_no_job_that_cannot_finish_starts_and_a_follow_on_job_resumes(slurm_cluster, tmp_path,
                                                                                        tiny_ms_dir):
     ms = sorted(tiny_ms_dir.glob("obs*.ms"))
-    c = config(tmp_path, **{**SLOW, "worker": ""}, extra='[passes.a]\n[passes.b]\n[passes.c]\n')  # 9 x ~8 s
+    c = config(tmp_path, **{**SLOW, "size": "2048 2048", "scale": "1.5asec", "worker": ""},
+               extra='[passes.a]\n[passes.b]\n[passes.c]\n')  # 9 x ~8 s
     run_dir = tmp_path / "run"
     t0 = time.time()
     job = slurm_cluster.run(["sbatch", "--parsable", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem=0",
