@@ -125,16 +125,6 @@ enabled = false
 """
 
 
-@pytest.fixture(scope="module")
-def wsclean_mp() -> str:
-    """The wsclean-mp binary (scripts/build-wsclean-mp.sh: cached outside the clone, built once)."""
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "build-wsclean-mp.sh")], capture_output=True, text=True,
-                       timeout=1800)
-    if r.returncode != 0:
-        pytest.fail(f"building wsclean-mp failed: {r.stderr[-2000:]}")
-    return r.stdout.strip().splitlines()[-1]
-
-
 @pytest.mark.wsclean_mp
 def test_the_nodes_mpi_template_runs_each_job_as_a_wsclean_mp_step_on_all_cpus(slurm_cluster, tiny_ms_dir,
                                                                                wsclean_mp, tmp_path):

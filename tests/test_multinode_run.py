@@ -25,16 +25,6 @@ TEMPLATE_MP = ROOT / "slurm" / "mpimager-nodes-mpi.sbatch"
 PYTHON = f"MPIMAGER_PYTHON={sys.executable}"
 
 
-@pytest.fixture(scope="module")
-def wsclean_mp() -> str:
-    """The wsclean-mp binary (scripts/build-wsclean-mp.sh: cached under /var/cache/mpimager, built once)."""
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "build-wsclean-mp.sh")], capture_output=True, text=True,
-                       timeout=1800)
-    if r.returncode != 0:
-        pytest.fail(f"building wsclean-mp failed: {r.stderr[-2000:]}")
-    return r.stdout.strip().splitlines()[-1]
-
-
 def starts(run: Path) -> dict[str, str]:
     """job id -> the host its (last) start was on, from the run's journal."""
     return {r["job"]: r["host"] for r in read_records(run) if r["event"] == "start"}

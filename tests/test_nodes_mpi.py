@@ -12,16 +12,6 @@ from conftest import ROOT, run_cli, write_config
 pytestmark = pytest.mark.wsclean_mp
 
 
-@pytest.fixture(scope="module")
-def wsclean_mp():
-    """The wsclean-mp binary built from Debian's source package (cached outside the clone)."""
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "build-wsclean-mp.sh")], capture_output=True, text=True,
-                       timeout=1800)
-    if r.returncode != 0:
-        pytest.fail(f"building wsclean-mp failed: {r.stderr[-2000:]}")
-    return r.stdout.strip().splitlines()[-1]
-
-
 CONFIG = """
 [worker]
 max_concurrent = 2          # both ranks of the group are on this one host
