@@ -50,6 +50,10 @@ class JobError(MpimagerError):
         self.result = result
 
 
+class EnvFileTimeout(JobError):
+    """Sourcing [worker] env_file took longer than the time a job has."""
+
+
 class ReportedElsewhere(MpimagerError):
     """An error another rank reports (rank 0 prints the line); this rank only leaves with the same code."""
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpimager.config.container import ContainerOptions
-from mpimager.errors import JobError
+from mpimager.errors import EnvFileTimeout, JobError
 from mpimager.planner.jobs import Job
 from mpimager.rundir import layout
 from mpimager.rundir.layout import log_path
@@ -98,7 +98,7 @@ def job_env(env_file: str | None, base: dict | None = None, *, log: str | None =
         r = process.run(["bash", "-c", script, "mpimager-env-file", path, out], env=env, timeout=limit,
                         log=Path(log or os.path.join(tmp, "log")), append=True)
         if r.timed_out:
-            raise JobError(f"env_file {path}: sourcing it took more than {limit:.0f} s", log=log)
+            raise EnvFileTimeout(f"env_file {path}: sourcing it took more than {limit:.0f} s", log=log)
         if r.returncode != 0:
             last = next((line for line in reversed(r.tail) if line.strip()), f"exit {r.returncode}")
             raise JobError(f"env_file {path}: sourcing it failed ({last.strip()})", log=log)
