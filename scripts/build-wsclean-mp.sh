@@ -29,11 +29,13 @@ if [ -x "$binary" ]; then
   exit 0
 fi
 
-[ "$(id -u)" = 0 ] || die "building needs root (apt-get build-dep); run as root or build once as root to fill $cache_root"
-mkdir -p "$cache_root"
+needs_root="building needs root (apt-get build-dep); run as root or build once as root to fill $cache_root"
+mkdir -p "$cache_root" 2>/dev/null || die "cannot make $cache_root (set MPIMAGER_CACHE); $needs_root"
 
-# One builder at a time per version; the others wait, then find the cache filled.
-exec 9>"$cache_root/wsclean-mp-$version.lock"
+# One builder at a time per version; the others wait, then find the cache filled (root or not).
+lock="$cache_root/wsclean-mp-$version.lock"
+touch "$lock" 2>/dev/null || die "cannot write $lock; $needs_root"
+exec 9>"$lock"
 if ! flock -n 9; then
   log "another build of wsclean-mp $version is running; waiting for it"
   flock 9
@@ -42,6 +44,7 @@ if [ -x "$binary" ]; then
   echo "$binary"
   exit 0
 fi
+[ "$(id -u)" = 0 ] || die "$needs_root"
 
 export DEBIAN_FRONTEND=noninteractive
 apt_opts=(-o DPkg::Lock::Timeout=600)  # wait for another apt run instead of failing

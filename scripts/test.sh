@@ -23,7 +23,8 @@ jobs="${MPIMAGER_TEST_JOBS:-suite floors pipmpi}"
 user="${MPIMAGER_TEST_USER:-mpimager-test}"
 export PIP_CACHE_DIR="${MPIMAGER_CACHE:-/var/cache/mpimager}/pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-work="${MPIMAGER_TEST_WORK:-/tmp/mpimager-test}"
+# not under /tmp: the multi-node cluster's nodes each mount a private /tmp, and they run the venv's python
+work="${MPIMAGER_TEST_WORK:-/var/tmp/mpimager-test}"
 rm -rf "$work" && mkdir -p "$work" "$PIP_CACHE_DIR"
 PY="${PYTHON:-python3}"             # builds the sdist and the wheel
 # the venvs' interpreter: Debian's, which the unprivileged user can run (root's own pythons may live in /root)

@@ -41,8 +41,9 @@ def test_srun_pmix_makes_one_mpi_world_over_both_nodes(slurm_multinode, multinod
 
 
 def test_stopping_a_cluster_stops_every_daemon_by_its_pid_file_and_removes_its_directory():
-    from fixtures.slurm import _daemon_pid_files, _LocalCluster, _pid_from_file
+    from fixtures.slurm import _daemon_pid_files, _LocalCluster, _pid_from_file, skip_unless_multinode_possible
 
+    skip_unless_multinode_possible()
     local = _LocalCluster(("n1", "n2"))
     try:
         cluster = local.start()
