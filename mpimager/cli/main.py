@@ -94,9 +94,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """`mpimager [COMMAND] ...` with `argv` (None: sys.argv[1:]): parse, run the command, and return its
-    exit code; the one place where an exception becomes an exit code (an MpimagerError its own, printed in one
-    line; a bug EXIT_BUG, with its traceback, ending every rank under MPI)."""
+    """`mpimager [COMMAND] ...` with `argv` (None: sys.argv[1:]): parse, run the command, return its exit
+    code. The one place where an exception becomes an exit code: an MpimagerError gives its own (the error
+    printed in one line), a bug gives EXIT_BUG (its traceback printed, every rank ended under MPI)."""
     argv = _normalise(list(sys.argv[1:] if argv is None else argv))
     command = "run"
     if argv and argv[0] in SUBCOMMANDS:
