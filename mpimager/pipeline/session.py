@@ -322,17 +322,21 @@ class Coordinator:
         record: dict[str, object] = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start,
                                          end=o.end, argv=list(self.jobs[o.task_id].argv))
         r = o.value  # a JobResult, also for a failed job (its attempts, exit code and logs)
+        notes: list[str] = list(r.notes) if isinstance(r, JobResult) else []
+        if isinstance(r, JobResult) and o.status == mpiqueue.OK and self.jobs[o.task_id].kind == "reduce":
+            from mpimager.report.beams import blanked_summary  # blanked channels and why: console and journal
+
+            notes += blanked_summary([p for p, _ in r.outputs])
         if isinstance(r, JobResult):
             record.update(attempts=r.attempts, exit=r.exit_code, argv_run=list(r.argv), logs=list(r.logs),
-                          notes=list(r.notes), outputs=[{"path": p, "size": s} for p, s in r.outputs])
+                          notes=notes, outputs=[{"path": p, "size": s} for p, s in r.outputs])
         if o.status != mpiqueue.OK:
             record.update(error=o.error, log=self.failure_log(o))
         if o.status == mpiqueue.INTERRUPTED:
             record.update(log=log_path(str(self.run_dir), o.task_id))
         self.journal.write("end", **record)
         assert self.progress is not None
-        self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error,
-                            notes=r.notes if isinstance(r, JobResult) else ())
+        self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error, notes=tuple(notes))
 
     def failure_log(self, o: mpiqueue.Outcome) -> str | None:
         """The log of the last attempt of the failed job of outcome `o` (None for a job not run because a

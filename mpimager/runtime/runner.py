@@ -332,10 +332,6 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                 made = [src for src, _ in pairs]
                 diverged = image_divergence(made) if not bad and job.kind == "wsclean" else None
                 if not bad and not diverged:
-                    if job.kind == "reduce":  # blanked channels and why, to the console and the journal
-                        from mpimager.report.beams import blanked_summary
-
-                        notes.extend(blanked_summary(made))
                     if stage is not None:
                         pairs += _extra_files(stage, {src for src, _ in pairs})
                         install(pairs)
