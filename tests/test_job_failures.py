@@ -32,11 +32,28 @@ def end_record(run_dir, job):
     return [r for r in read_records(run_dir) if r["event"] == "end" and r["job"] == job][-1]
 
 
-def test_lower_gains_halves_gain_and_mgain_and_sets_an_unset_mgain():
+def test_lower_gains_halves_gain_and_mgain_and_sets_unset_ones_to_half_wscleans_defaults():
     assert lower_gains(["wsclean", "-gain", "0.2", "-mgain", "0.8", "-name", "p", "a.ms"]) == \
         ["wsclean", "-gain", "0.1", "-mgain", "0.4", "-name", "p", "a.ms"]
+    # WSClean 3.1's defaults (wsclean --help): gain 0.1, mgain 1.0
     assert lower_gains(["wsclean", "-niter", "9", "-name", "p", "a.ms"]) == \
-        ["wsclean", "-niter", "9", "-mgain", "0.5", "-name", "p", "a.ms"]
+        ["wsclean", "-niter", "9", "-gain", "0.05", "-mgain", "0.5", "-name", "p", "a.ms"]
+    assert lower_gains(["wsclean", "-mgain", "0.8", "-name", "p", "a.ms"]) == \
+        ["wsclean", "-mgain", "0.4", "-gain", "0.05", "-name", "p", "a.ms"]
+    assert lower_gains(["wsclean", "-gain", "0.3", "-name", "p", "a.ms"]) == \
+        ["wsclean", "-gain", "0.15", "-mgain", "0.5", "-name", "p", "a.ms"]
+
+
+def test_the_default_gains_are_those_the_installed_wsclean_states():
+    import re
+    import subprocess
+
+    from mpimager.wsclean.options import DEFAULT_GAINS
+
+    help_text = subprocess.run(["wsclean", "--help"], capture_output=True, text=True).stdout
+    for flag, default in DEFAULT_GAINS.items():
+        stated = re.search(rf"^{flag} <gain>\n(?:   .*\n)*?   .*Default: ([0-9.]+)", help_text, re.M)
+        assert stated and float(stated.group(1)) == default, flag
 
 
 def test_a_diverging_wsclean_is_stopped_and_retried_with_lower_gains(tmp_path, tiny_ms_dir):

@@ -16,7 +16,8 @@ was in the out-dir untouched and removes only its own staging.
 
 Retry strategy (`[worker] retries` extra attempts, the failed process and its children dead first):
 - WSClean diverged (by the rules of mpimager.wsclean.watcher: from its log as it runs, or from its images
-  once it exited 0): again with `-gain` and `-mgain` halved (an unset `-mgain`, 1.0, becomes 0.5);
+  once it exited 0): again with `-gain` and `-mgain` halved (an unset one is set to half WSClean's default,
+  mpimager.wsclean.options.DEFAULT_GAINS: `-gain 0.05`, `-mgain 0.5`);
 - an I/O error line, a kill by a signal, or casacore's abort (134): the same command again;
 - any other failure (exit 255: WSClean refused its options; a timeout): no retry, it would fail alike.
 The timeout (`[worker] timeout`) covers the whole job: sourcing `env_file` and every attempt.
@@ -38,6 +39,7 @@ from mpimager.planner.jobs import Job
 from mpimager.rundir import layout
 from mpimager.rundir.layout import log_path
 from mpimager.states import Retry
+from mpimager.wsclean.options import DEFAULT_GAINS
 
 RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = Retry.SAME, Retry.LOWER_GAINS, Retry.NONE
 
@@ -109,15 +111,16 @@ def job_env(env_file: str | None, base: dict | None = None, *, log: str | None =
 
 
 def lower_gains(argv: list[str]) -> list[str]:
-    """The argv with -gain and -mgain halved (-mgain added as 0.5 when unset: WSClean's default is 1)."""
+    """The WSClean `argv` with -gain and -mgain halved; one it does not set is added before `-name` as half
+    WSClean's default (mpimager.wsclean.options.DEFAULT_GAINS: -gain 0.05, -mgain 0.5)."""
     argv = list(argv)
-    for flag in ("-gain", "-mgain"):
+    for flag, default in DEFAULT_GAINS.items():
         if flag in argv:
             i = argv.index(flag) + 1
             argv[i] = str(round(float(argv[i]) / 2, 4))
-        elif flag == "-mgain":
+        else:
             i = argv.index("-name")
-            argv[i:i] = ["-mgain", "0.5"]
+            argv[i:i] = [flag, str(round(default / 2, 4))]
     return argv
 
 

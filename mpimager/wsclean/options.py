@@ -25,6 +25,10 @@ MIXED = "\0mixed"
 TOKENS = ("ms_in", "ms_dir", "ms_basename", "ms_stem", "name", "obs_id", "sw", "beam", "field", "pass", "run_dir")
 _TOKEN = re.compile(r"\$([A-Za-z_]*)\$")
 
+#: WSClean's cleaning gains when its argv sets none (`wsclean --help`, 3.1: "-gain ... Default: 0.1",
+#: "-mgain ... Default: 1.0")
+DEFAULT_GAINS = {"-gain": 0.1, "-mgain": 1.0}
+
 
 def format_value(v) -> str:
     """`v` as WSClean reads it on its command line: ints as written, floats as repr (0.8, 3.0, 1e-05)."""
