@@ -22,6 +22,7 @@ import numpy as np
 
 from mpimager.errors import InputError
 from mpimager.reduce.beams import Beam, beam_from_header
+from mpimager.reduce.cube import read_weights as read_weights_file
 from mpimager.reduce.fitsio import (
     STOKES_CODES,
     ReadSpec,
@@ -136,25 +137,12 @@ def read_weights(path: Path, nchan: int, cube: Path) -> tuple[float, ...]:
     in channel order; InputError naming the file when it is missing, unreadable or malformed, does not give
     every channel, or gives only zeros."""
     try:
-        lines = Path(path).read_text().splitlines()
+        weights = read_weights_file(path)
     except FileNotFoundError:
         raise InputError(f"{cube}: no weights file {path} beside it (the gather step writes one; "
                          f"or give the weights with --weights)") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
-    weights: dict[int, float] = {}
-    for n, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        parts = text.split()
-        try:
-            chan, value = int(parts[0]), float(parts[1])
-        except (ValueError, IndexError):
-            raise InputError(f"{path}:{n}: expected 'CHANNEL WEIGHT', got {text!r}") from None
-        if not (math.isfinite(value) and value >= 0):
-            raise InputError(f"{path}:{n}: weight {value!r} is not a finite number >= 0")
-        weights[chan] = value
     if sorted(weights) != list(range(nchan)):
         raise InputError(f"{path}: {len(weights)} channel weights for the {nchan} channels of {cube}")
     if not any(weights.values()):

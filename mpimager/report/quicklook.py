@@ -336,17 +336,13 @@ def read_beamlog(path: str) -> BeamLog:
     return BeamLog(tuple(freqs), tuple(beams), common, tuple(sigmas), tuple(status))
 
 
-def read_weights(path: str) -> list[float]:
-    """Per-channel sigma (NaN for weight 0) from the linmos weights file at `path` (`#Channel Weight`,
-    weight = 1/sigma^2), in the file's line order."""
-    sigmas = []
-    with open(path) as f:
-        for line in f:
-            cols = line.split()
-            if len(cols) >= 2 and not line.startswith("#"):
-                w = float(cols[1])
-                sigmas.append(1.0 / math.sqrt(w) if w > 0 else float("nan"))
-    return sigmas
+def _weight_sigmas(path: str, nchan: int) -> list[float]:
+    """The `nchan` per-channel sigmas (1/sqrt(weight); NaN for weight 0 or a channel the file does not give)
+    of the linmos weights file at `path`, in channel order (mpimager.reduce.cube.read_weights reads it)."""
+    from mpimager.reduce.cube import read_weights
+
+    weights = read_weights(path)
+    return [1.0 / math.sqrt(w) if (w := weights.get(c, 0.0)) > 0 else float("nan") for c in range(nchan)]
 
 
 def _spectral_view(hdu):
@@ -387,7 +383,7 @@ def _cube_quicklook(fits_path: str, png_path: str, beamlog: str | None, weights:
         noise_from = "beam log"
         noise = list(log.sigmas) if log and any(s == s for s in log.sigmas) else []
         if not noise and weights:
-            noise, noise_from = read_weights(weights), "weights"
+            noise, noise_from = _weight_sigmas(weights, nchan), "weights"
         planes = sorted({round(k) for k in np.linspace(0, nchan - 1, min(PEAK_PLANES, nchan))})
         total: np.ndarray | None = None
         measured: dict[int, float] = {}
