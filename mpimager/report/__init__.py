@@ -148,9 +148,10 @@ def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, c
 
 def _mosaic_note(look, fits_path: str) -> str:
     """A mosaic MFS image gets its beam centres drawn (mpimager.report.mosaiclook)."""
+    from mpimager.planner.products import is_mosaic_mfs
     from mpimager.report import mosaiclook
 
-    if not mosaiclook.is_mosaic_mfs(fits_path):
+    if not is_mosaic_mfs(fits_path):
         return ""
     return f"; {mosaiclook.mark_beam_centres(look, fits_path)} beam centres marked"
 

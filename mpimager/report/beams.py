@@ -104,16 +104,17 @@ def _image_facts(path: str) -> dict:
     import numpy as np
     from astropy.io import fits
 
-    from mpimager.report.quicklook import _beam_of, robust_sigma
+    from mpimager.reduce.cube import robust_sigma
+    from mpimager.report.quicklook import header_beam
 
     with fits.open(path, memmap=True) as hdul:
         header = hdul[0].header
         data = np.asarray(hdul[0].data, dtype=np.float32).squeeze()
     finite = data[np.isfinite(data)]
     side = max(int(header.get("NAXIS1", 0)), int(header.get("NAXIS2", 0)))
-    return {"rms": robust_sigma(finite) if finite.size else None,
+    return {"rms": robust_sigma(np.atleast_2d(data), samples=data.size) if finite.size else None,
             "peak": float(np.max(np.abs(finite))) if finite.size else None,
-            "restoring": _beam_of(header),
+            "restoring": header_beam(header),
             "centre": (float(header["CRVAL1"]), float(header["CRVAL2"])) if "CRVAL1" in header else None,
             "radius_deg": abs(float(header.get("CDELT1", 0.0))) * side / 2 or None}
 
