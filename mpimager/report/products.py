@@ -29,7 +29,7 @@ class Cube:
     weights: str | None
 
 
-def is_mfs_image(path: str) -> bool:
+def _is_mfs_image(path: str) -> bool:
     """Whether `path` names an MFS image (see the module docstring)."""
     name = os.path.basename(path)
     if is_mosaic_mfs(name):
@@ -38,7 +38,7 @@ def is_mfs_image(path: str) -> bool:
     return n.chan is None and n.kind == "image" and not n.pb if n else name.endswith("-image.fits")
 
 
-def is_cube_name(path: str) -> bool:
+def _is_cube_name(path: str) -> bool:
     """Whether `path` is named as a cube: `*.cube.fits` (mpimager) or `*.conv.fits` (Arrakis)."""
     name = os.path.basename(path)
     return name.endswith(".cube.fits") or name.endswith(".conv.fits")
@@ -59,9 +59,9 @@ def select(outputs: Iterable[tuple[str, str]]) -> tuple[list[str], list[str]]:
         if path in seen or not path.endswith(".fits"):
             continue
         seen.add(path)
-        if kind == "reduce" or is_cube_name(path):
+        if kind == "reduce" or _is_cube_name(path):
             cubes.append(path)
-        elif is_mfs_image(path):
+        elif _is_mfs_image(path):
             images.append(path)
     return images, cubes
 

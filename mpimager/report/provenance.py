@@ -33,7 +33,7 @@ def _unknown(exc: BaseException | str) -> str:
     return f"unknown ({text[:160]})"
 
 
-def distribution_version(name: str) -> str:
+def _distribution_version(name: str) -> str:
     """The installed version of the Python distribution `name`, or 'not installed'."""
     try:
         return importlib.metadata.version(name)
@@ -119,7 +119,7 @@ def gather(runtime=None, config=None, argv=None) -> dict:
     versions: dict[str, object] = {"mpimager": __version__, "python": platform.python_version()}
     if runtime is not None:
         versions["wsclean"] = wsclean_version(runtime)
-    versions.update({name: distribution_version(name) for name in DISTRIBUTIONS})
+    versions.update({name: _distribution_version(name) for name in DISTRIBUTIONS})
     versions["casacore (C++)"] = casacore_library()
     versions["MPI"] = mpi_library()
     prov = {

@@ -174,7 +174,7 @@ def _freq_of(wcs) -> float | None:
 # ------------------------------------------------------------------------------------------------ images
 
 
-def display_range(values: np.ndarray, rms: float) -> tuple[float, float, float]:
+def _display_range(values: np.ndarray, rms: float) -> tuple[float, float, float]:
     """(vmin, vmax, asinh softening) of the finite pixel `values` of an image with noise `rms`: from
     -3 sigma (or the 0.5th percentile if lower) to the peak, linear up to about 3 sigma above vmin and
     logarithmic beyond, so noise and sources both show."""
@@ -219,7 +219,7 @@ def _image_quicklook(fits_path: str, png_path: str, max_px: int) -> ImageLook:
     ra, dec = (float(v) for v in wcs.pixel_to_world_values(i, j))
     peak_radec = (ra % 360.0, dec)
     rms = robust_sigma(drawn, samples=250_000)
-    vmin, vmax, soft = display_range(finite, rms)
+    vmin, vmax, soft = _display_range(finite, rms)
     unit = str(header.get("BUNIT", "")).strip()
     unit_label = {"JY/BEAM": "Jy/beam"}.get(unit.upper(), unit)
     beam = header_beam(header)
