@@ -292,6 +292,9 @@ def test_a_cubes_beam_log_and_weights_are_found_beside_it_under_either_naming(tm
     assert find_side_files(str(arrakis)).beamlog == str(tmp_path / "beamlog.image.restored.i.SB1.beam00.conv.txt")
     assert find_side_files(str(arrakis)).weights == str(tmp_path / "weights.restored.i.SB1.beam00.conv.txt")
     assert find_side_files(str(tmp_path / "lonely.cube.fits")).beamlog is None
+    racs = tmp_path / "beamlog.q-I-restored.cube.txt"  # RACS-tools' beam log beside any cube
+    racs.write_text("x")
+    assert find_side_files(str(tmp_path / "q-I-restored.cube.fits")).beamlog == str(racs)
 
 
 def test_the_page_escapes_what_it_shows_and_links_inside_the_run_directory_relatively():

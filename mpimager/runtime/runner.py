@@ -45,7 +45,7 @@ from mpimager.rundir.layout import log_path
 from mpimager.states import Retry
 from mpimager.wsclean.options import DEFAULT_GAINS
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = Retry.SAME, Retry.LOWER_GAINS, Retry.NONE
 
@@ -262,7 +262,7 @@ def _put_back(done: list[tuple[str, str]], kept: dict[str, str]) -> None:
             if old:
                 os.replace(old, dst)
         except OSError as exc:  # renames back within the same directories: not seen, but never lose the old file
-            log.error("could not put %s back as it was (%s)%s", dst, exc, f"; its old file is {old}" if old else "")
+            logger.error("could not put %s back as it was (%s)%s", dst, exc, f"; its old file is {old}" if old else "")
 
 
 def _copy_synced(src: str, dst: str) -> None:
