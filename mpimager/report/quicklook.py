@@ -418,7 +418,8 @@ def _cube_quicklook(fits_path: str, png_path: str, beamlog: str | None, weights:
     a1.set_xlabel("frequency (MHz)")
     a1.set_ylabel("beam axis (arcsec)")
     a1.set_title("restoring beam per channel", fontsize=9)
-    a1.legend(fontsize=7)
+    if a1.get_legend_handles_labels()[0]:  # none without a beam log and a header beam
+        a1.legend(fontsize=7)
     scale, prefix = (1e3, "m") if unit_label == "Jy/beam" else (1.0, "")
     a2.plot(mhz, np.array(noise) * scale, "o-", color="tab:green", ms=3)
     a2.set_xlabel("frequency (MHz)")
