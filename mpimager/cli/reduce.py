@@ -95,7 +95,7 @@ def options_from_args(args) -> ReduceOptions:
 
 def _comm():
     """COMM_WORLD under an MPI launcher with several ranks, else None (a plain process skips MPI_Init)."""
-    from mpimager.queue import mpiqueue
+    from mpimager import queue as mpiqueue
 
     comm = mpiqueue.world()
     return comm if comm.Get_size() > 1 else None

@@ -56,7 +56,7 @@ def interval_from_env(env: Mapping[str, str] | None = None) -> tuple[float, str 
 
 def live_bar_wanted(stream) -> bool:
     """A terminal, and no MPI launcher between it and us (see the module docstring)."""
-    from mpimager.queue.mpiqueue import launched
+    from mpimager.queue import launched
 
     try:
         return bool(stream.isatty()) and not launched()
