@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -313,3 +314,22 @@ def test_scheduler_group_tasks_get_ranks_on_distinct_hosts_and_the_others_stay_r
         for other in out.values():  # the reserved rank ran nothing while the group ran
             if other.task_id != gid and other.rank == ranks[1]:
                 assert other.end <= out[gid].start or other.start >= out[gid].end, (gid, other.task_id)
+
+
+def test_an_exception_crosses_ranks_as_its_class_and_args_or_an_mpimager_error_naming_it():
+    from mpimager.errors import ConfigError
+    from mpimager.queue.protocol import Failure
+
+    def travel(exc):
+        return pickle.loads(pickle.dumps(Failure.of(exc))).rebuild()
+
+    same = travel(ConfigError("[worker] threads: must be at least 1"))
+    assert type(same) is ConfigError and str(same) == "[worker] threads: must be at least 1"
+
+    class Local(Exception):  # not importable by name on another rank
+        pass
+
+    lost = travel(Local("gone"))
+    assert type(lost) is MpimagerError and str(lost) == f"{Local.__qualname__}: gone"
+    odd = travel(ValueError(lambda: None))  # args that do not pickle travel as the message
+    assert type(odd) is ValueError and str(odd).startswith("<function")
