@@ -24,6 +24,7 @@ from mpimager.errors import InputError, JobError, MpimagerError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `mpimager reduce` arguments to `parser` (main.build_parser adds the output options)."""
     parser.epilog = __doc__.split("\n", 2)[2].strip()
     parser.add_argument("images", nargs="+", metavar="IMAGES", type=Path,
                         help="channel images (FITS, one plane each) and/or cubes")
@@ -73,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args) -> ReduceOptions:
+    """The `ReduceOptions` of `--options` (one JSON table) when given, else of the option flags; InputError
+    for --options that are not a JSON object, ConfigError for a bad value."""
     if args.options is not None:
         import json
 
@@ -102,6 +105,9 @@ def _comm():
 
 
 def run(args) -> int:
+    """Make the cubes of `args.images` in `args.out` (over the ranks when launched so); rank 0 prints each
+    cube made. Exit code 0; the first failed product raises (InputError or JobError) on rank 0, its exit code
+    is returned on the others."""
     import gc
     import os
 
