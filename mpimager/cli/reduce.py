@@ -99,7 +99,7 @@ def options_from_args(args) -> ReduceOptions:
 def parallel_comm():
     """COMM_WORLD under an MPI launcher with several ranks, else None: the communicator of the collective
     commands (`reduce`, `mosaic`; a process no launcher started skips MPI_Init)."""
-    from mpimager.queue import mpiqueue
+    from mpimager import queue as mpiqueue
 
     comm = mpiqueue.world()
     return comm if comm.Get_size() > 1 else None

@@ -67,7 +67,7 @@ def casacore_library() -> str:
 
 def mpi_library() -> str:
     """The MPI library's own version string (first line)."""
-    from mpimager.queue import mpiqueue
+    from mpimager import queue as mpiqueue
 
     ask = getattr(mpiqueue, "library_version", None)  # MPI_Get_library_version, when the queue module offers it
     try:
