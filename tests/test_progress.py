@@ -192,7 +192,10 @@ def test_a_run_under_mpirun_streams_whole_flushed_lines_to_a_non_terminal(tmp_pa
     try:
         first = proc.stdout.readline()
         running_when_read = proc.poll() is None
-        rest, err = proc.communicate(timeout=300)
+        # not communicate(): it reads the pipe itself and loses what readline() buffered beyond the first line
+        rest = proc.stdout.read()
+        err = proc.stderr.read()
+        proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
