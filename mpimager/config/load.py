@@ -5,8 +5,10 @@ the user's file names, then the user's file. Tables merge key by key; in `[wscle
 a `false` removes a flag set by a lower layer. Relative paths resolve against the file that names
 them; `~` and `$VAR` are expanded (mpimager's own `$token$`s are left for the plan).
 
-Every problem is reported at once, on one line, naming the file, the key path and what was expected,
-with the nearest valid key for a misspelt one. `[wsclean]` keys are checked against the option list of
+Every table's keys are declared once (`SECTIONS`, `WSCLEAN`) in the vocabulary of mpimager.config.validate.
+Each layer is checked against them, then the merged tables as a whole: every problem of every layer and
+section is reported at once, on one line, naming the file, the key path and what was expected, with the
+nearest valid key or value for a misspelt one. `[wsclean]` keys are checked against the option list of
 the WSClean that will run by `mpimager.wsclean.options.check_options`, not here.
 """
 
