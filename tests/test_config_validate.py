@@ -14,7 +14,7 @@ from mpimager.cli.mosaic import options_from_args as mosaic_options
 from mpimager.cli.reduce import options_from_args as reduce_options
 from mpimager.config import validate as v
 from mpimager.config.container import ContainerOptions
-from mpimager.config.load import SECTIONS, load_config
+from mpimager.config.load import SECTIONS, FixMSSettings, InputsOptions, WorkerOptions, load_config
 from mpimager.config.mosaic import MosaicOptions
 from mpimager.config.reduce import ReduceOptions
 from mpimager.errors import ConfigError
@@ -146,6 +146,21 @@ def test_values_built_in_code_are_stored_as_a_config_would_hold_them():
     assert ContainerOptions.from_mapping({"binds": ["/a:/b:ro"]}, "x").binds == ("/a:/b:ro",)
 
 
+@pytest.mark.parametrize("build, message", [
+    (lambda: WorkerOptions(retries=-1), "WorkerOptions retries: expected an integer >= 0, got -1"),
+    (lambda: WorkerOptions(timeout="1x"), "WorkerOptions timeout: expected a positive number of seconds"),
+    (lambda: InputsOptions(num_beams=0), "InputsOptions num_beams: expected an integer >= 1, got 0"),
+    (lambda: FixMSSettings(enabled="yes"), "FixMSSettings enabled: expected true, false or \"auto\", got 'yes'"),
+    (lambda: ContainerOptions(runtime="singularity"), "ContainerOptions image: required when runtime = 'singularity'"),
+    (lambda: ReduceOptions(names="arakis"), "(did you mean 'arrakis'?)"),
+])
+def test_every_option_class_checks_values_built_in_code_as_a_config_table(build, message):
+    with pytest.raises(ConfigError) as e:
+        build()
+    assert message in str(e.value)
+    assert WorkerOptions(timeout="2h").timeout == 7200.0 and WorkerOptions(env_file="/e.sh").env_file == Path("/e.sh")
+
+
 REFUSED = object()
 
 
@@ -160,7 +175,9 @@ REFUSED = object()
     (v.boolean, 1, REFUSED),
     (v.choice(("a", "b"), fold=str.lower), "B", "b"),
     (v.optional(v.number(1.0), unset=(None, False, 0)), 0.0, None),
-    (v.optional(v.integer(1)), False, None),
+    (v.optional(v.integer(1)), None, None),
+    (v.optional(v.integer(1)), False, REFUSED),
+    (v.optional(v.integer(1), unset=(None, False)), False, None),
     (v.either(v.boolean, v.choice(("auto",)), what="x"), "auto", "auto"),
     (v.list_of(v.choice(("a", "b")), what="x", scalar=True, unique=True), "a", ("a",)),
     (v.list_of(v.choice(("a", "b")), what="x", nonempty=True), [], REFUSED),

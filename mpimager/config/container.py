@@ -41,6 +41,9 @@ class ContainerOptions:
     cache_dir: str | None = None
     """Where URI images are pulled to; default $APPTAINER_CACHEDIR/mpimager, else $XDG_CACHE_HOME/mpimager/images."""
 
+    def __post_init__(self) -> None:
+        SECTION.normalise(self, "ContainerOptions")  # values built in code get the checks of a config table
+
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], where: str) -> ContainerOptions:
         """Validate a `[container]` table `d`: every problem at once, in one ConfigError line naming `where`
@@ -106,10 +109,10 @@ _executable = v.string(what="the executable's name or path")
 #: every key of [container] and what it may be (the defaults are ContainerOptions' own)
 SECTION = v.Section({
     "runtime": v.choice(RUNTIMES),
-    "image": v.optional(_image, unset=(None,)),
+    "image": v.optional(_image),
     "binds": v.list_of(_bind, what='a list of "SRC[:DST[:ro]]" strings'),
-    "binary": v.optional(v.string(user=True), unset=(None,)),
+    "binary": v.optional(v.string(user=True)),
     "wsclean": _executable,
     "wsclean_mp": _executable,
-    "cache_dir": v.optional(v.path(absolute=True, what="a non-empty string"), unset=(None,)),
+    "cache_dir": v.optional(v.path(absolute=True, what="a non-empty string")),
 }, unknown=v.AT_KEY, together=(_image_needed,))

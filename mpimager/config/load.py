@@ -75,6 +75,9 @@ class WorkerOptions:
     temp_dir: Path | None = None
     """Base of each job's own -temp-dir (e.g. node-local scratch); default RUN_DIR/tmp."""
 
+    def __post_init__(self) -> None:
+        WORKER.normalise(self, "WorkerOptions")  # values built in code get the checks of a config table
+
 
 @dataclass(frozen=True)
 class InputsOptions:
@@ -88,6 +91,9 @@ class InputsOptions:
     data_column: str | None = None
     """The column WSClean images (-data-column), checked to exist in every MS."""
 
+    def __post_init__(self) -> None:
+        INPUTS.normalise(self, "InputsOptions")
+
 
 @dataclass(frozen=True)
 class DataHandlerOptions:
@@ -97,6 +103,9 @@ class DataHandlerOptions:
     """A TOML file mapping data level, obs_id and spectral window to MS paths or globs (for obs_id inputs)."""
     data_level: str | None = None
     """The data level (table) of config_file to read, e.g. "L2"."""
+
+    def __post_init__(self) -> None:
+        DATA_HANDLER.normalise(self, "DataHandlerOptions")
 
 
 def is_askap(telescope: str) -> bool:
@@ -116,6 +125,9 @@ class FixMSSettings:
     """The column FixMS writes and WSClean then images; an existing one FixMS did not make is an error."""
     fix_stokes_factor: bool = True
     """Apply ASKAP's factor-of-two Stokes convention correction."""
+
+    def __post_init__(self) -> None:
+        FIXMS.normalise(self, "FixMSSettings")
 
     def applies_to(self, telescope: str) -> bool:
         """Whether FixMS runs on an MS whose TELESCOPE_NAME is `telescope`."""
@@ -165,18 +177,19 @@ class Config:
 
 
 WORKER = v.Section({
-    "max_concurrent": v.integer(1), "threads": v.integer(1), "env_file": v.path(as_path=True),
-    "dry_run": v.boolean, "run_on_file_host": v.boolean,
+    "max_concurrent": v.optional(v.integer(1)), "threads": v.optional(v.integer(1)),
+    "env_file": v.optional(v.path(as_path=True)), "dry_run": v.boolean, "run_on_file_host": v.boolean,
     "run_on_file_host_pattern": v.regex(group="capturing the host name"), "retries": v.integer(0),
-    "timeout": v.duration, "nodes_mpi": v.integer(1), "temp_dir": v.path(as_path=True),
+    "timeout": v.optional(v.duration), "nodes_mpi": v.integer(1), "temp_dir": v.optional(v.path(as_path=True)),
 }, unknown=v.OF_TABLE, foreign={  # keys of the tools mpimager replaces that have no equivalent: what to do instead
     "nodes": "imgpipe's SSH host list has no equivalent: mpimager runs on the hosts of its MPI or Slurm allocation "
              "(mpirun -H/--hostfile, srun, or `mpimager sbatch --nodes N`), [worker] max_concurrent jobs on each; "
              "remove the key",
 })
-INPUTS = v.Section({"ms_glob_pattern": v.string(), "num_beams": v.integer(1), "data_column": v.string()},
-                   unknown=v.OF_TABLE)
-DATA_HANDLER = v.Section({"config_file": v.path(as_path=True), "data_level": v.string()}, unknown=v.OF_TABLE)
+INPUTS = v.Section({"ms_glob_pattern": v.string(), "num_beams": v.optional(v.integer(1)),
+                    "data_column": v.optional(v.string())}, unknown=v.OF_TABLE)
+DATA_HANDLER = v.Section({"config_file": v.optional(v.path(as_path=True)), "data_level": v.optional(v.string())},
+                         unknown=v.OF_TABLE)
 FIXMS = v.Section({
     "enabled": v.either(v.boolean, v.choice(("auto",)), what='true, false or "auto"'),
     "data_column": v.string(), "corrected_data_column": v.string(), "fix_stokes_factor": v.boolean,

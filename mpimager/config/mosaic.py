@@ -79,12 +79,12 @@ _positive = v.number(0.0, strict=True, what="a positive number")
 SECTION = v.Section({
     "enabled": v.boolean,
     "telescope": v.choice(TELESCOPES, quote=False, fold=str.upper),
-    "dish_diameter": v.optional(_positive, unset=(None,)),
-    "fwhm_factor": v.optional(_positive, unset=(None,)),
+    "dish_diameter": v.optional(_positive),
+    "fwhm_factor": v.optional(_positive),
     "cutoff": v.number(0.0, strict=True, below=1.0, what="a positive number"),
-    "centre": v.optional(_centre, unset=(None,)),
+    "centre": v.optional(_centre),
     "interpolation": v.choice(INTERPOLATIONS, quote=False),
-    "primary_beams": v.optional(v.path(keep=ABSOLUTE_TOKENS), unset=(None,)),
-    "out_dir": v.optional(v.path(keep=ABSOLUTE_TOKENS), unset=(None,)),
+    "primary_beams": v.optional(v.path(keep=ABSOLUTE_TOKENS)),
+    "out_dir": v.optional(v.path(keep=ABSOLUTE_TOKENS)),
     "planes": v.integer(1, what="a positive integer"),
 })

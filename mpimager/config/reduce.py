@@ -86,20 +86,21 @@ def _beam(value: Any, base: Path | None = None) -> tuple[float, float, float]:
     return (bmaj, bmin, bpa)
 
 
+_UNSET = (None, False)  # `false` unsets an option a lower layer set
 #: every key of [reduce] and what it may be (the defaults are ReduceOptions' own)
 SECTION = v.Section({
     "enabled": v.boolean, "purge": v.boolean, "circularise": v.boolean, "use_beamlogs": v.boolean,
-    "psf_cutoff": v.optional(v.number(0.0, strict=True)),
+    "psf_cutoff": v.optional(v.number(0.0, strict=True), unset=_UNSET),
     "resolution": v.choice(RESOLUTIONS), "scope": v.choice(SCOPES), "axis_order": v.choice(AXIS_ORDERS),
     "names": v.choice(NAME_STYLES),
     "cubes": v.list_of(v.choice(CUBE_KINDS), what="a list of " + ", ".join(repr(c) for c in CUBE_KINDS),
                        scalar=True, nonempty=True, unique=True),
-    "psf_outlier": v.optional(v.number(1.0), unset=(None, False, 0)),
+    "psf_outlier": v.optional(v.number(1.0), unset=(*_UNSET, 0)),
     "ref_chan": v.optional(v.either(v.choice(("first", "last", "mid")), v.integer(0),
-                                    what="'first', 'last', 'mid' or a plane index >= 0"), unset=(None,)),
-    "ref_freq": v.optional(v.number(0.0, strict=True)),
+                                    what="'first', 'last', 'mid' or a plane index >= 0")),
+    "ref_freq": v.optional(v.number(0.0, strict=True), unset=_UNSET),
     "round_up": v.number(0.0),
     "min_weight": v.number(0.0, strict=True, below=1.0),
-    "threads": v.optional(v.integer(1, what="a positive integer")),
-    "beam": v.optional(_beam),
+    "threads": v.optional(v.integer(1, what="a positive integer"), unset=_UNSET),
+    "beam": v.optional(_beam, unset=_UNSET),
 })

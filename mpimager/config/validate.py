@@ -233,8 +233,9 @@ def path(*, absolute: bool = False, keep: tuple[str, ...] = (), what: str = "a p
 # ---------------------------------------------------------------------------------------------------- combinators
 
 
-def optional(validator: Validator, *, unset: tuple[Any, ...] = (None, False)) -> Validator:
-    """None for a value in `unset` (TOML has no null: `false` unsets), else `validator`'s value."""
+def optional(validator: Validator, *, unset: tuple[Any, ...] = (None,)) -> Validator:
+    """None (the option unset) for a value in `unset`, else `validator`'s value. TOML has no null: a key
+    that a layer may unset takes `false` too (`unset=(None, False)`)."""
 
     def parse(value: Any, base: Path | None = None) -> Any:
         if any(value is u or (_is_number(value) and _is_number(u) and value == u) for u in unset):
