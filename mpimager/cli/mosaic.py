@@ -21,6 +21,8 @@ _DEFAULT = MosaicOptions()  # the defaults the help names (an unset flag leaves 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `mpimager mosaic` arguments to `parser` (main.build_parser adds the output options).
+    Its epilog is the module docstring."""
     parser.epilog = __doc__.split("\n", 2)[2].strip()
     parser.add_argument("cubes", nargs="+", type=Path, metavar="CUBES", help="one PSF-matched cube per beam")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (made if missing)")
@@ -52,8 +54,8 @@ def _ids(text: str) -> list[int]:
 
 
 def options_from_args(args) -> MosaicOptions:
-    """The MosaicOptions of the parsed command line `args` (an unset flag: the option's default), checked as a
-    config's [mosaic] table is."""
+    """The MosaicOptions of the parsed command line `args`: the flags given, checked as a config's [mosaic]
+    table is (the others keep the options' defaults); ConfigError for a bad value."""
     flags = {"telescope": args.telescope, "dish_diameter": args.dish_diameter, "fwhm_factor": args.fwhm_factor,
              "cutoff": args.cutoff, "centre": list(args.centre) if args.centre else None,
              "interpolation": args.interpolation, "planes": args.planes}
@@ -61,6 +63,8 @@ def options_from_args(args) -> MosaicOptions:
 
 
 def run(args) -> int:
+    """Make the mosaic of `args.cubes` in `args.out` (over the ranks when launched so); rank 0 prints its
+    files. Exit code 0; an MpimagerError is raised on rank 0, its exit code returned on the others."""
     from mpimager.cli.reduce import _comm
     from mpimager.mosaic.run import mosaic_cubes
 

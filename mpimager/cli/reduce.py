@@ -26,6 +26,7 @@ _DEFAULT = ReduceOptions()  # the defaults the help names (an unset flag leaves 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `mpimager reduce` arguments to `parser` (main.build_parser adds the output options)."""
     parser.epilog = __doc__.split("\n", 2)[2].strip()
     parser.add_argument("images", nargs="+", metavar="IMAGES", type=Path,
                         help="channel images (FITS, one plane each) and/or cubes")
@@ -80,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args) -> ReduceOptions:
     """The ReduceOptions of the parsed command line `args`: its --options JSON table, else its flags (an unset
-    flag: the option's default), checked as a config's [reduce] table is."""
+    flag: the option's default), checked as a config's [reduce] table is; InputError for --options that are
+    not a JSON object, ConfigError for a bad value."""
     if args.options is not None:
         import json
 
@@ -111,6 +113,9 @@ def _comm():
 
 
 def run(args) -> int:
+    """Make the cubes of `args.images` in `args.out` (over the ranks when launched so); rank 0 prints each
+    cube made. Exit code 0; the first failed product raises (InputError or JobError) on rank 0, its exit code
+    is returned on the others."""
     import gc
     import os
 

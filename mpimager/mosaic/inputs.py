@@ -81,6 +81,7 @@ class BeamCube:
         return h
 
     def wcs(self):
+        """The astropy WCS of the cube's celestial axes (`celestial_header`), its warnings silenced."""
         import warnings
 
         from astropy.wcs import WCS
@@ -131,7 +132,9 @@ def _celestial(header, path: Path) -> None:
 
 
 def read_weights(path: Path, nchan: int, cube: Path) -> tuple[float, ...]:
-    """The linmos weights file `path` of `cube` (`#Channel Weight`, one line per channel)."""
+    """The linmos weights file `path` of `cube` (`#Channel Weight`, one line per channel): `nchan` weights,
+    in channel order; InputError naming the file when it is missing, unreadable or malformed, does not give
+    every channel, or gives only zeros."""
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
@@ -250,9 +253,9 @@ def read_cubes(paths: Sequence[Path], beam_ids: Sequence[int] | None = None,
 
 
 def check_compatible(cubes: Sequence[BeamCube]) -> None:
-    """Refuse (InputError naming the cube and what differs) inputs that cannot be mosaicked together:
+    """Refuse (InputError naming the cube and what differs) `cubes` that cannot be mosaicked together:
     another Stokes or unit, another spectral axis, another pixel size, or another restoring beam in a
-    channel both use."""
+    channel both use; or no channel of any cube usable."""
     from mpimager.reduce.beams import same_beam
 
     first = cubes[0]

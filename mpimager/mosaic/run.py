@@ -64,8 +64,12 @@ def plan_mosaic(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pat
                 beam_ids: Sequence[int] | None = None, weights: Sequence[Path] | None = None,
                 pb_files: Sequence[Path] | None = None) -> MosaicPlan:
     """Read and check the inputs, choose primary beams and the field grid; InputError when they cannot be
-    mosaicked. cube_paths: one cube per beam; out_dir/name: where (see products); beam_ids, weights, pb_files:
-    per cube, in the same order (defaults: from the names, the weights files beside the cubes, Gaussians)."""
+    mosaicked (also when the grid would be more than MAX_SIDE pixels a side). Nothing is written.
+
+    `cube_paths`: one cube per beam; `options`: the `[mosaic]` options; `out_dir`/`name`: where (see products);
+    `beam_ids`, `weights`, `pb_files`: per cube, in the same order (defaults: from the names, the weights files
+    beside the cubes, Gaussians).
+    """
     from mpimager.mosaic.primarybeam import primary_beams
 
     cubes = read_cubes([Path(p) for p in cube_paths], beam_ids, weights)
@@ -177,8 +181,9 @@ def mosaic_cubes(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pa
                  log: Callable[[str], None] | None = None, *, beam_ids: Sequence[int] | None = None,
                  weights: Sequence[Path] | None = None, pb_files: Sequence[Path] | None = None) -> Mosaic:
     """Make the mosaic `name` in `out_dir` from one PSF-matched cube per beam; collective over `comm`
-    (None: this process alone). See `plan_mosaic` for the other parameters; `log` gets progress lines
-    (rank 0). Raises InputError (bad inputs: nothing written) or JobError (a plane failed: nothing kept)."""
+    (None: this process alone). `cube_paths`, `options`, `beam_ids`, `weights`, `pb_files` as for
+    `plan_mosaic`; `log` gets progress lines (rank 0). Raises InputError (bad inputs: nothing written) or
+    JobError (a plane failed: nothing kept)."""
     from mpimager.queue import mpiqueue
 
     rank = comm.Get_rank() if comm is not None else 0

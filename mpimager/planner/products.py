@@ -35,7 +35,8 @@ class CubePaths:
 
 
 def cube_paths(plan, options: ReduceOptions, out_dir: Path, out_file: Path | None = None) -> CubePaths:
-    """Where a cube and its side files go; `plan` needs .prefix, .stokes and .kind (a CubePlan or alike)."""
+    """Where a cube and its side files go: `out_file` (side files beside it) when given, else in `out_dir`
+    under the naming `options.names` picks; `plan` needs .prefix, .stokes and .kind (a CubePlan or alike)."""
     if out_file is not None:
         stem = out_file.name[:-5] if out_file.name.endswith(".fits") else out_file.name
         return CubePaths(out_file, out_file.with_name(f"{stem}.beamlog.ecsv"),
@@ -61,7 +62,8 @@ class CubeName:
 
 
 def cube_name_parts(path: Path) -> CubeName:
-    """The prefix, Stokes and kind of a cube from its name (mpimager's or Arrakis'), else the file stem."""
+    """The prefix, Stokes and kind of the cube at `path` from its name (mpimager's or Arrakis'), else the
+    file stem (Stokes None; kind residual when the stem says so)."""
     name = path.name
     m = _OURS.match(name)
     if m:
@@ -108,6 +110,7 @@ class MosaicPaths:
         return (self.cube, self.mfs, self.weight)
 
     def all(self) -> tuple[Path, ...]:
+        """Every file of the mosaic: its FITS files, then the beam log."""
         return (*self.fits, self.beamlog)
 
 

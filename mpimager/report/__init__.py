@@ -70,6 +70,8 @@ def _scaled(value: float, unit: str) -> str:
 
 
 def image_caption(look) -> str:
+    """The caption of an image quick-look `look` (a quicklook.ImageLook): size (and drawing factor),
+    frequency, peak and where, rms, restoring beam."""
     ny, nx = look.shape
     parts = [f"{nx} x {ny} px" + (f" (drawn 1:{look.factor})" if look.factor > 1 else "")]
     if look.freq_hz:
@@ -82,6 +84,8 @@ def image_caption(look) -> str:
 
 
 def cube_caption(look) -> str:
+    """The caption of a cube quick-look `look` (a quicklook.CubeLook): channels and band, common beam,
+    median noise and where it came from, brightest pixel, blank channels."""
     import numpy as np
 
     f = [v / 1e6 for v in look.freqs_hz]
@@ -152,7 +156,8 @@ def _mosaic_note(look, fits_path: str) -> str:
 
 
 def recorded_provenance(run_dir: Path) -> dict | None:
-    """The provenance the run recorded: in manifest.json, else (a run going on or killed) in the journal."""
+    """The provenance the run in `run_dir` recorded: in manifest.json, else (a run going on or killed) in
+    the journal's last `provenance` record; None when neither has one."""
     from mpimager.rundir.journal import read_records
 
     try:
@@ -183,8 +188,13 @@ def residuals_and_psfs(jobs) -> list[tuple[str, str]]:
 
 def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None = None,
                  now: float | None = None, live: bool = False) -> Report:
-    """Write RUN_DIR/report.html (see the module docstring); InputError if RUN_DIR holds no journal.
-    `live`: the run is going on (the page says it is rewritten every few minutes)."""
+    """Write RUN_DIR/report.html for the run in `run_dir` (see the module docstring); InputError if it
+    holds no journal. Returns what was written (`Report`).
+
+    `provenance`: what to show (default: what the run recorded, else this environment's); `max_px`: the
+    largest side of an image quick-look (default quicklook.DEFAULT_MAX_PX); `now`: the time the status is
+    read at (default: the clock); `live`: the run is going on (the page says it is rewritten every few minutes).
+    """
     from mpimager.report import quicklook
     from mpimager.report.beams import beam_rows
     from mpimager.report.provenance import gather, image_wsclean_versions
@@ -277,10 +287,12 @@ class LiveReport:
                 logging.getLogger(__name__).warning("report not rewritten: %s: %s", type(exc).__name__, exc)
 
     def start(self) -> LiveReport:
+        """Start the rewriting thread; returns self."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """End the rewriting thread, waiting (up to 120 s) for a write under way to finish."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=120)

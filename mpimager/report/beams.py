@@ -59,8 +59,8 @@ def mfs_images(outputs: Sequence[str]) -> dict[str, tuple[str, str]]:
 
 
 def blanked_channels(beamlog: str) -> list[str]:
-    """'plane N: reason' of each blanked plane of an mpimager beam log (ECSV with `status` and `reason`
-    columns; the older text log with the status in column 9 is read too)."""
+    """'plane N: reason' of each blanked plane of the mpimager beam log at `beamlog` (ECSV with `status`
+    and `reason` columns; the older text log with the status in column 9 is read too)."""
     try:
         with open(beamlog) as f:
             first = f.readline()
@@ -211,8 +211,9 @@ def table_html(rows: Sequence[BeamRow]) -> list[str]:
 
 
 def footprint_svg(rows: Sequence[BeamRow], size: int = 420) -> str:
-    """The beams on the sky (tangent plane around their mean centre, north up, east left): a circle of each
-    image's half side, its number, red when any of its rows is flagged; '' without positions."""
+    """The beams of `rows` on the sky (tangent plane around their mean centre, north up, east left) as an
+    <svg> `size` pixels square: a circle of each image's half side, its number, red when any of its rows is
+    flagged; '' without positions."""
     beams: dict[str, tuple[tuple[float, float], float, bool]] = {}
     for r in rows:
         if r.centre and r.radius_deg:

@@ -18,7 +18,7 @@ def is_mosaic_mfs(path: str) -> bool:
 
 
 def beam_centres(fits_path: str) -> list[tuple[int, float, float]]:
-    """(beam, RA deg, Dec deg) of the BEAMCENTRES table of a mosaic file (empty without one)."""
+    """(beam, RA deg, Dec deg) of the BEAMCENTRES table of the mosaic file `fits_path` (empty without one)."""
     from astropy.io import fits
 
     with fits.open(fits_path, memmap=True) as hdul:

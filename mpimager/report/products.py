@@ -31,6 +31,7 @@ class Cube:
 
 
 def is_mfs_image(path: str) -> bool:
+    """Whether `path` names an MFS image (see the module docstring)."""
     name = os.path.basename(path)
     if name.endswith(".mosaic.mfs.fits"):  # a mosaic's MFS image (mpimager.mosaic.products)
         return True
@@ -39,6 +40,7 @@ def is_mfs_image(path: str) -> bool:
 
 
 def is_cube_name(path: str) -> bool:
+    """Whether `path` is named as a cube: `*.cube.fits` (mpimager) or `*.conv.fits` (Arrakis)."""
     name = os.path.basename(path)
     return name.endswith(".cube.fits") or name.endswith(".conv.fits")
 
@@ -57,13 +59,15 @@ def side_file_candidates(cube: str) -> tuple[list[str], list[str]]:
 
 
 def find_side_files(cube: str) -> Cube:
+    """The `Cube` at `cube` with the first beam log and weights file of `side_file_candidates` that exist
+    (None for each not found)."""
     beamlogs, weights = side_file_candidates(cube)
     return Cube(cube, next((p for p in beamlogs if os.path.isfile(p)), None),
                 next((p for p in weights if os.path.isfile(p)), None))
 
 
 def select(outputs: Iterable[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    """(MFS images, cubes) among (job kind, output path) pairs, in order, each once."""
+    """(MFS images, cubes) among the (job kind, output path) pairs of `outputs`, in order, each once."""
     images, cubes, seen = [], [], set()
     for kind, path in outputs:
         if path in seen or not path.endswith(".fits"):
@@ -77,8 +81,8 @@ def select(outputs: Iterable[tuple[str, str]]) -> tuple[list[str], list[str]]:
 
 
 def run_outputs(jobs: Sequence, run_dir: Path) -> list[tuple[str, str]]:
-    """(kind, path) of every output the journal recorded for the run's finished jobs; the manifest's
-    products (kind unknown: "") when the journal recorded none."""
+    """(kind, path) of every output the journal recorded for the finished (done or skipped) `jobs`; the
+    products of the manifest in `run_dir` (kind unknown: "") when the journal recorded none."""
     pairs = [(j.kind, p) for j in jobs if j.state in ("done", "skipped") for p in j.outputs]
     if pairs:
         return pairs

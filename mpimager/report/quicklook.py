@@ -96,7 +96,7 @@ class ImageLook:
     wcs: Any = field(default=None, compare=False, repr=False)  # celestial WCS of the drawn array
 
     def world_to_png(self, ra_deg: float, dec_deg: float) -> tuple[float, float]:
-        """(column, row) in the PNG (row 0 at the top) of a sky position."""
+        """(column, row) in the PNG (row 0 at the top) of the sky position `ra_deg`, `dec_deg` (degrees)."""
         x, y = (float(v) for v in self.wcs.world_to_pixel_values(ra_deg, dec_deg))
         left, top, right, bottom = self.axes_box
         xmin, xmax, ymin, ymax = self.limits
@@ -157,6 +157,8 @@ def block_average(plane: np.ndarray, factor: int) -> np.ndarray:
 
 
 def robust_sigma(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation of the finite `values`: a noise level sources barely move;
+    NaN when none is finite."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -181,8 +183,9 @@ def _freq_of(wcs) -> float | None:
 
 
 def display_range(values: np.ndarray, rms: float) -> tuple[float, float, float]:
-    """(vmin, vmax, asinh softening) of an image: from -3 sigma (or the 0.5th percentile if lower) to the
-    peak, linear up to about 3 sigma above vmin and logarithmic beyond, so noise and sources both show."""
+    """(vmin, vmax, asinh softening) of the finite pixel `values` of an image with noise `rms`: from
+    -3 sigma (or the 0.5th percentile if lower) to the peak, linear up to about 3 sigma above vmin and
+    logarithmic beyond, so noise and sources both show."""
     vmin = float(np.percentile(values, 0.5))
     if rms == rms and rms > 0:
         vmin = min(vmin, -3.0 * rms)
@@ -194,7 +197,8 @@ def display_range(values: np.ndarray, rms: float) -> tuple[float, float, float]:
 
 
 def image_quicklook(fits_path: str, png_path: str, *, max_px: int = DEFAULT_MAX_PX) -> ImageLook:
-    """Draw `fits_path` into `png_path` (see the module docstring); QuickLookError if it cannot."""
+    """Draw `fits_path` into `png_path`, at most `max_px` pixels a side (see the module docstring);
+    QuickLookError if it cannot."""
     with _quiet():
         return _image_quicklook(str(fits_path), str(png_path), max_px)
 
@@ -295,7 +299,8 @@ def _read_ecsv_beamlog(path: str) -> BeamLog:
 
 
 def read_beamlog(path: str) -> BeamLog:
-    """mpimager's beam log (ECSV; before it `#plane freq_Hz bmaj_in ...`) or RACS-tools' (`#Channel BMAJ[arcsec]`)."""
+    """The beam log at `path`: mpimager's (ECSV; before it `#plane freq_Hz bmaj_in ...`) or RACS-tools'
+    (`#Channel BMAJ[arcsec]`)."""
     with open(path) as f:
         if f.readline().startswith("# %ECSV"):
             return _read_ecsv_beamlog(path)
@@ -332,7 +337,8 @@ def read_beamlog(path: str) -> BeamLog:
 
 
 def read_weights(path: str) -> list[float]:
-    """Per-channel sigma from a linmos weights file (`#Channel Weight`, weight = 1/sigma^2)."""
+    """Per-channel sigma (NaN for weight 0) from the linmos weights file at `path` (`#Channel Weight`,
+    weight = 1/sigma^2), in the file's line order."""
     sigmas = []
     with open(path) as f:
         for line in f:
@@ -357,7 +363,8 @@ def _spectral_view(hdu):
 
 
 def cube_quicklook(fits_path: str, png_path: str, beamlog: str | None = None, weights: str | None = None) -> CubeLook:
-    """Draw the beams, noise and peak spectrum of a cube into `png_path`; QuickLookError if it cannot."""
+    """Draw the beams, noise and peak spectrum of the cube `fits_path` into `png_path`, with the beams and
+    noise of its `beamlog` and the noise of its `weights` file when given; QuickLookError if it cannot."""
     with _quiet():
         return _cube_quicklook(str(fits_path), str(png_path), beamlog, weights)
 

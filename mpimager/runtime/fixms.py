@@ -244,8 +244,8 @@ def _set_direction(work: Path, ev: msstate.Evidence) -> str | None:
 
 
 def corrections_match(fixed: np.ndarray, expected: np.ndarray, flag: np.ndarray | None = None) -> bool:
-    """Whether fixms' output equals the expected rotation: NaN equal to NaN, the tolerance built from the
-    finite values, flagged samples (`flag` True) not compared. Arrays of one shape (rows, chans, corrs)."""
+    """Whether fixms' output `fixed` equals the `expected` rotation: NaN equal to NaN, the tolerance built from
+    the finite values, flagged samples (`flag` True) not compared. Arrays of one shape (rows, chans, corrs)."""
     finite = np.isfinite(expected)
     scale = float(np.abs(expected[finite]).max()) if finite.any() else 0.0
     ok = np.isclose(fixed, expected, rtol=1e-4, atol=1e-6 * (1 + scale), equal_nan=True)
@@ -547,6 +547,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv=None) -> int:
+    """`python -m mpimager.runtime.fixms [options] MS` with `argv` (None: sys.argv): fix the MS (or with
+    `--state` print its state), print the outcome; returns 0, or the error's exit code with the error on stderr."""
     parser = argparse.ArgumentParser(prog="python -m mpimager.runtime.fixms", description=__doc__.splitlines()[0])
     parser.add_argument("ms", type=Path)
     parser.add_argument("--data-column", default=FixMSOptions.data_column)

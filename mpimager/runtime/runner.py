@@ -122,6 +122,8 @@ def lower_gains(argv: list[str]) -> list[str]:
 
 
 def retry_strategy(result) -> Retry:
+    """How to retry after the failed attempt `result` (a ProcessResult): with lower gains when WSClean diverged,
+    the same command after an I/O error, a kill by a signal or exit 134, else not at all."""
     from mpimager.wsclean.watcher import Divergence, IOFailure
 
     if isinstance(result.error, Divergence):
@@ -133,7 +135,8 @@ def retry_strategy(result) -> Retry:
 
 
 def check_outputs(paths) -> tuple[list[tuple[str, int]], list[str]]:
-    """(path, size) of good outputs, and the problems of the others (missing, empty, unreadable FITS)."""
+    """(path, size) of the good outputs of `paths`, and the problems of the others (missing, empty, unreadable
+    FITS)."""
     from astropy.io import fits
 
     good, bad = [], []
@@ -167,7 +170,8 @@ class Staging:
         return os.path.join(self.dir, os.path.relpath(output, self.out_dir))
 
     def argv(self, job: Job, argv: list[str]) -> list[str]:
-        """`argv` with its output location (`-name PREFIX`, reduce's `--out DIR`) pointing into the staging."""
+        """`argv` with its output location (`-name PREFIX` for a WSClean `job`, else reduce's `--out DIR`)
+        pointing into the staging."""
         argv = list(argv)
         if job.kind == "wsclean":
             i = argv.index("-name") + 1
@@ -178,10 +182,12 @@ class Staging:
         return argv
 
     def reset(self) -> None:
+        """Make the staging directory empty (removed, then made again) for a new attempt."""
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
 
     def remove(self) -> None:
+        """Remove the staging directory and what it holds."""
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -196,8 +202,8 @@ def staging_for(job: Job) -> Staging | None:
 
 
 def install(pairs: list[tuple[str, str]]) -> None:
-    """Move each (staged, final) file into place; see the module docstring. Raises JobError naming the path
-    that could not be written (a full disk, ...), with every final path as it was before the call."""
+    """Move each (staged, final) file of `pairs` into place; see the module docstring. Raises JobError naming
+    the path that could not be written (a full disk, ...), with every final path as it was before the call."""
     moves, partials = [], []
     try:
         for src, dst in pairs:
@@ -236,11 +242,12 @@ def _safe_name(job_id: str) -> str:
 def mpi_launcher(placement, env: dict) -> list[str]:
     """The launch of a `wsclean-mp` job over the ranks the queue reserved for it (WSClean's own MPI mode).
 
-    Parameters: the job's `Placement` (its ranks and their hosts, leader first); the job's environment.
-    Inside a Slurm allocation: a job step on the group's nodes (`srun --overlap`: the step of our own ranks
-    holds the CPUs; `--kill-on-bad-exit`: a rank that fails ends the step instead of leaving the others
-    waiting for it); elsewhere `mpirun`, one slot per rank, on the group's hosts (Open MPI ends the job when
-    a rank exits non-zero)."""
+    `placement`: the job's `Placement` (its ranks and their hosts, leader first); `env`: the job's environment.
+    Inside a Slurm allocation (SLURM_JOB_ID in `env`): a job step on the group's nodes (`srun --overlap`: the step
+    of our own ranks holds the CPUs; `--kill-on-bad-exit`: a rank that fails ends the step instead of leaving the
+    others waiting for it); elsewhere `mpirun`, one slot per rank, on the group's hosts (Open MPI ends the job when
+    a rank exits non-zero).
+    """
     n = len(placement.ranks)
     hosts = list(dict.fromkeys(placement.hosts))
     if env.get("SLURM_JOB_ID"):
@@ -265,9 +272,9 @@ def _group_command(job: Job, placement, env: dict, command: list[str], token: st
 
 
 def wsclean_command(job: Job, argv, runtime, placement, env: dict, token: str | None = None) -> list[str]:
-    """The command line of a WSClean job's attempt: `argv` through the runtime (container binds: the job's MSs,
-    image folder and temp dir), launched over its `placement`'s group when it runs over several ranks
-    (`token`: the temp-dir marker's, for showing the line without writing the marker)."""
+    """The command line of a WSClean `job`'s attempt: `argv` through the `runtime` (container binds: the job's
+    MSs, image folder and temp dir), launched over its `placement`'s group in `env` when it runs over several
+    ranks (`token`: the temp-dir marker's, for showing the line without writing the marker)."""
     command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix or ""), job.temp_dir])
     return _group_command(job, placement, env, command, token) if job.nranks > 1 else command
 
@@ -325,10 +332,6 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                 made = [src for src, _ in pairs]
                 diverged = image_divergence(made) if not bad and job.kind == "wsclean" else None
                 if not bad and not diverged:
-                    if job.kind == "reduce":  # blanked channels and why, to the console and the journal
-                        from mpimager.report.beams import blanked_summary
-
-                        notes.extend(blanked_summary(made))
                     if stage is not None:
                         pairs += _extra_files(stage, {src for src, _ in pairs})
                         install(pairs)
