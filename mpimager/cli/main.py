@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     except Exception:  # a bug: say it, and under MPI end all ranks rather than leave them waiting
         import traceback
 
-        from mpimager.queue import mpiqueue
+        from mpimager import queue as mpiqueue
 
         traceback.print_exc()
         sys.stderr.flush()

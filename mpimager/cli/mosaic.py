@@ -65,10 +65,10 @@ def options_from_args(args) -> MosaicOptions:
 def run(args) -> int:
     """Make the mosaic of `args.cubes` in `args.out` (over the ranks when launched so); rank 0 prints its
     files. Exit code 0; an MpimagerError is raised on rank 0, its exit code returned on the others."""
-    from mpimager.cli.reduce import _comm
+    from mpimager.cli.reduce import parallel_comm
     from mpimager.mosaic.run import mosaic_cubes
 
-    comm = _comm()
+    comm = parallel_comm()
     rank = comm.Get_rank() if comm is not None else 0
     try:
         options = options_from_args(args)

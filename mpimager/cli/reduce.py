@@ -104,9 +104,10 @@ def options_from_args(args) -> ReduceOptions:
     return ReduceOptions.from_mapping({k: v for k, v in table.items() if v is not None}, where="mpimager reduce:")
 
 
-def _comm():
-    """COMM_WORLD under an MPI launcher with several ranks, else None (a plain process skips MPI_Init)."""
-    from mpimager.queue import mpiqueue
+def parallel_comm():
+    """COMM_WORLD under an MPI launcher with several ranks, else None: the communicator of the collective
+    commands (`reduce`, `mosaic`; a process no launcher started skips MPI_Init)."""
+    from mpimager import queue as mpiqueue
 
     comm = mpiqueue.world()
     return comm if comm.Get_size() > 1 else None
@@ -125,7 +126,7 @@ def run(args) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from mpimager.reduce.run import reduce_images
 
-    comm = _comm()
+    comm = parallel_comm()
     rank = comm.Get_rank() if comm is not None else 0
     try:
         options = options_from_args(args)

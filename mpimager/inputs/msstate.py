@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mpimager.errors import MSError
+from mpimager.inputs.sky import separation_arcsec
 from mpimager.states import StrEnum
 
 IRA = "INSTRUMENT_RECEPTOR_ANGLE"
@@ -126,13 +127,6 @@ def beam_centre(boresight_deg: Sequence[float], beam_offset_deg: Sequence[float]
     ra = lon + math.atan2(y, x)
     dec = math.asin(max(-1.0, min(1.0, z)))
     return math.degrees(ra) % 360.0, math.degrees(dec)
-
-
-def separation_arcsec(a: Sequence[float], b: Sequence[float]) -> float:
-    """Great-circle distance in arcseconds between `a` and `b`, (ra, dec) pairs in degrees (haversine)."""
-    ra1, dec1, ra2, dec2 = (math.radians(v) for v in (a[0], a[1], b[0], b[1]))
-    h = math.sin((dec2 - dec1) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra2 - ra1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 3600.0
 
 
 def direction_deg(direction: np.ndarray) -> tuple[float, float]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpimager.inputs.sky import separation_deg
 from mpimager.mosaic.inputs import BeamCube
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open) in grid pixels
@@ -43,14 +44,6 @@ def offset_direction(centre: tuple[float, float], radius_deg: float, bearings_ra
     ra = ra0 + np.arctan2(np.sin(bearings_rad) * math.sin(r) * math.cos(dec0),
                           math.cos(r) - math.sin(dec0) * np.sin(dec))
     return np.degrees(ra) % 360.0, np.degrees(dec)
-
-
-def separation_deg(ra1, dec1, ra2, dec2):
-    """Angular distance in degrees between the directions (`ra1`, `dec1`) and (`ra2`, `dec2`), given in
-    degrees as arrays broadcast together (haversine: exact at small distances)."""
-    ra1, dec1, ra2, dec2 = (np.radians(v) for v in (ra1, dec1, ra2, dec2))
-    h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
 
 
 @dataclass(frozen=True)

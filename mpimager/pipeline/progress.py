@@ -57,7 +57,7 @@ def interval_from_env(env: Mapping[str, str] | None = None) -> tuple[float, str 
 
 def live_bar_wanted(stream) -> bool:
     """Whether `stream` is a terminal with no MPI launcher between it and us (see the module docstring)."""
-    from mpimager.queue.mpiqueue import launched
+    from mpimager.queue import launched
 
     try:
         return bool(stream.isatty()) and not launched()

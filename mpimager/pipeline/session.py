@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import TypedDict
 
 from mpimager import __version__
+from mpimager import queue as mpiqueue
 from mpimager.atomic import write_text_atomic
 from mpimager.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError, ReportedElsewhere
 from mpimager.log import SUMMARY, run_log
 from mpimager.pipeline.allocation import Deadline, Estimates, allocation_end
 from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
 from mpimager.pipeline.progress import Progress
-from mpimager.queue import mpiqueue
 from mpimager.rundir import layout
 from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
 from mpimager.rundir.layout import log_path

@@ -69,7 +69,7 @@ def _scaled(value: float, unit: str) -> str:
     return f"{value:.3g} {unit}".strip()
 
 
-def image_caption(look) -> str:
+def _image_caption(look) -> str:
     """The caption of an image quick-look `look` (a quicklook.ImageLook): size (and drawing factor),
     frequency, peak and where, rms, restoring beam."""
     ny, nx = look.shape
@@ -83,7 +83,7 @@ def image_caption(look) -> str:
     return "; ".join(parts)
 
 
-def cube_caption(look) -> str:
+def _cube_caption(look) -> str:
     """The caption of a cube quick-look `look` (a quicklook.CubeLook): channels and band, common beam,
     median noise and where it came from, brightest pixel, blank channels."""
     import numpy as np
@@ -136,9 +136,9 @@ def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, c
     try:
         if kind == "image":
             look = quicklook.image_quicklook(fits_path, str(png_path), max_px=max_px)
-            caption = image_caption(look) + _mosaic_note(look, fits_path)
+            caption = _image_caption(look) + _mosaic_note(look, fits_path)
         else:
-            caption = cube_caption(quicklook.cube_quicklook(fits_path, str(png_path), cube.beamlog, cube.weights))
+            caption = _cube_caption(quicklook.cube_quicklook(fits_path, str(png_path), cube.beamlog, cube.weights))
     except Exception as exc:  # noqa: BLE001 - one bad product must not lose the report
         cache.pop(key, None)
         return "", f"no quick-look: {type(exc).__name__}: {exc}", False
@@ -148,9 +148,10 @@ def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, c
 
 def _mosaic_note(look, fits_path: str) -> str:
     """A mosaic MFS image gets its beam centres drawn (mpimager.report.mosaiclook)."""
+    from mpimager.planner.products import is_mosaic_mfs
     from mpimager.report import mosaiclook
 
-    if not mosaiclook.is_mosaic_mfs(fits_path):
+    if not is_mosaic_mfs(fits_path):
         return ""
     return f"; {mosaiclook.mark_beam_centres(look, fits_path)} beam centres marked"
 

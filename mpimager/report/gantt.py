@@ -33,7 +33,7 @@ def _label(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def bars(jobs: Sequence, now: float, last_record: float | None) -> list[tuple]:
+def _bars(jobs: Sequence, now: float, last_record: float | None) -> list[tuple]:
     """(rank, host, start, end, job) of every job of `jobs` (JobStatus) this run started on a rank; a
     running job ends at `now`, one without an end at `last_record` (the journal's last record)."""
     out = []
@@ -47,8 +47,8 @@ def bars(jobs: Sequence, now: float, last_record: float | None) -> list[tuple]:
 
 def gantt_svg(jobs: Sequence, *, now: float, last_record: float | None = None, width: int = 1100) -> str:
     """The timeline of `jobs` (JobStatus) as an <svg> element `width` pixels wide ('' when no job of this
-    run started); `now` and `last_record` end the bars of jobs without an end, as in `bars`."""
-    rows = bars(jobs, now, last_record)
+    run started); `now` and `last_record` end the bars of jobs without an end, as in `_bars`."""
+    rows = _bars(jobs, now, last_record)
     if not rows:
         return ""
     t0 = min(r[2] for r in rows)

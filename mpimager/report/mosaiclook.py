@@ -1,20 +1,12 @@
 """The mosaic's quick-look: the MFS image's quick-look with the beam centres drawn on it.
 
-A mosaic MFS image (`NAME.mosaic.mfs.fits`) is drawn as every image is (`quicklook.image_quicklook`); then
-its BEAMCENTRES table is read and each beam centre is marked (a cross and the beam number) where the
-image quick-look puts that sky position (`ImageLook.world_to_png`), on the same PNG.
+A mosaic MFS image (`NAME.mosaic.mfs.fits`: mpimager.planner.products.is_mosaic_mfs) is drawn as every image
+is (`quicklook.image_quicklook`); then its BEAMCENTRES table is read and each beam centre is marked (a cross
+and the beam number) where the image quick-look puts that sky position (`ImageLook.world_to_png`), on the
+same PNG.
 """
 
 from __future__ import annotations
-
-import os
-
-MFS_SUFFIX = ".mosaic.mfs.fits"
-
-
-def is_mosaic_mfs(path: str) -> bool:
-    """Is `path` the MFS image of a mosaic?"""
-    return os.path.basename(path).endswith(MFS_SUFFIX)
 
 
 def beam_centres(fits_path: str) -> list[tuple[int, float, float]]:

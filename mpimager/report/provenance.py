@@ -33,7 +33,7 @@ def _unknown(exc: BaseException | str) -> str:
     return f"unknown ({text[:160]})"
 
 
-def distribution_version(name: str) -> str:
+def _distribution_version(name: str) -> str:
     """The installed version of the Python distribution `name`, or 'not installed'."""
     try:
         return importlib.metadata.version(name)
@@ -67,7 +67,7 @@ def casacore_library() -> str:
 
 def mpi_library() -> str:
     """The MPI library's own version string (first line)."""
-    from mpimager.queue import mpiqueue
+    from mpimager import queue as mpiqueue
 
     ask = getattr(mpiqueue, "library_version", None)  # MPI_Get_library_version, when the queue module offers it
     try:
@@ -119,7 +119,7 @@ def gather(runtime=None, config=None, argv=None) -> dict:
     versions: dict[str, object] = {"mpimager": __version__, "python": platform.python_version()}
     if runtime is not None:
         versions["wsclean"] = wsclean_version(runtime)
-    versions.update({name: distribution_version(name) for name in DISTRIBUTIONS})
+    versions.update({name: _distribution_version(name) for name in DISTRIBUTIONS})
     versions["casacore (C++)"] = casacore_library()
     versions["MPI"] = mpi_library()
     prov = {

@@ -141,7 +141,7 @@ def finished_jobs(records: Iterable[dict]) -> dict[str, Done]:
     return done
 
 
-def outputs_intact(done: Done) -> bool:
+def _outputs_intact(done: Done) -> bool:
     """Whether every output `done` recorded still exists with its recorded size."""
     for path, size in done.outputs:
         try:
@@ -162,7 +162,7 @@ def jobs_to_skip(jobs: Sequence, records: Iterable[dict]) -> dict[str, str]:
     skip: dict[str, str] = {}
     for job in jobs:  # the plan lists dependencies before their dependents
         d = done.get(job.id)
-        if d is None or d.argv != tuple(job.argv) or not outputs_intact(d):
+        if d is None or d.argv != tuple(job.argv) or not _outputs_intact(d):
             continue
         if all(dep in skip for dep in job.depends_on):
             skip[job.id] = f"done at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.end))}"

@@ -25,8 +25,12 @@ MIXED = "\0mixed"
 TOKENS = ("ms_in", "ms_dir", "ms_basename", "ms_stem", "name", "obs_id", "sw", "beam", "field", "pass", "run_dir")
 _TOKEN = re.compile(r"\$([A-Za-z_]*)\$")
 
+#: WSClean's cleaning gains when its argv sets none (`wsclean --help`, 3.1: "-gain ... Default: 0.1",
+#: "-mgain ... Default: 1.0")
+DEFAULT_GAINS = {"-gain": 0.1, "-mgain": 1.0}
 
-def format_value(v) -> str:
+
+def _format_value(v) -> str:
     """`v` as WSClean reads it on its command line: ints as written, floats as repr (0.8, 3.0, 1e-05)."""
     return str(v)  # ints as written, floats as repr (0.8, 3.0, 1e-05): all parsed by WSClean
 
@@ -39,10 +43,10 @@ def option_argv(key: str, value) -> list[str]:
     if value is False or value is None:
         return []
     if isinstance(value, (list, tuple)):
-        return [f"-{key}", *(format_value(x) for x in value)]
+        return [f"-{key}", *(_format_value(x) for x in value)]
     if isinstance(value, str):
         return [f"-{key}", *value.split()]
-    return [f"-{key}", format_value(value)]
+    return [f"-{key}", _format_value(value)]
 
 
 def substitute(template: str, values: Mapping[str, str | None], where: str) -> str:
