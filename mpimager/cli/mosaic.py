@@ -17,6 +17,8 @@ from pathlib import Path
 from mpimager.config.mosaic import INTERPOLATIONS, TELESCOPES, MosaicOptions
 from mpimager.errors import MpimagerError
 
+_DEFAULT = MosaicOptions()  # the defaults the help names (an unset flag leaves the option's own default)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `mpimager mosaic` arguments to `parser` (main.build_parser adds the output options).
@@ -30,14 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam-ids", type=_ids, metavar="N,N,...", help="beam numbers, one per cube")
     parser.add_argument("--pb", type=Path, action="append", metavar="FILE",
                         help="a primary-beam image or cube (repeat it: one per cube; default: the Gaussian model)")
-    parser.add_argument("--telescope", choices=sorted(TELESCOPES), help="Gaussian primary-beam preset (default ASKAP)")
+    parser.add_argument("--telescope", choices=sorted(TELESCOPES),
+                        help=f"Gaussian primary-beam preset (default {_DEFAULT.telescope})")
     parser.add_argument("--dish-diameter", type=float, metavar="M", help="dish diameter (m) of the Gaussian model")
     parser.add_argument("--fwhm-factor", type=float, metavar="F", help="FWHM = F lambda / D (ASKAP 1.09)")
-    parser.add_argument("--cutoff", type=float, metavar="P", help="primary-beam cutoff (default 0.2)")
+    parser.add_argument("--cutoff", type=float, metavar="P", help=f"primary-beam cutoff (default {_DEFAULT.cutoff:g})")
     parser.add_argument("--centre", type=float, nargs=2, metavar=("RA", "DEC"),
                         help="grid centre (deg; default: the mean of the beam centres)")
-    parser.add_argument("--interpolation", choices=INTERPOLATIONS, help="reproject's order (default bicubic)")
-    parser.add_argument("--planes", type=int, metavar="N", help="channels reprojected together (default 2)")
+    parser.add_argument("--interpolation", choices=INTERPOLATIONS,
+                        help=f"reproject's order (default {_DEFAULT.interpolation})")
+    parser.add_argument("--planes", type=int, metavar="N",
+                        help=f"channels reprojected together (default {_DEFAULT.planes})")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
 
 
@@ -49,7 +54,8 @@ def _ids(text: str) -> list[int]:
 
 
 def options_from_args(args) -> MosaicOptions:
-    """The `MosaicOptions` of the flags given (the others keep their defaults); ConfigError for a bad value."""
+    """The MosaicOptions of the parsed command line `args`: the flags given, checked as a config's [mosaic]
+    table is (the others keep the options' defaults); ConfigError for a bad value."""
     flags = {"telescope": args.telescope, "dish_diameter": args.dish_diameter, "fwhm_factor": args.fwhm_factor,
              "cutoff": args.cutoff, "centre": list(args.centre) if args.centre else None,
              "interpolation": args.interpolation, "planes": args.planes}

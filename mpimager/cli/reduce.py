@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mpimager.config.reduce import AXIS_ORDERS, NAME_STYLES, RESOLUTIONS, ReduceOptions
+from mpimager.config.reduce import AXIS_ORDERS, CUBE_KINDS, NAME_STYLES, RESOLUTIONS, ReduceOptions
 from mpimager.errors import InputError, JobError, MpimagerError
+
+_DEFAULT = ReduceOptions()  # the defaults the help names (an unset flag leaves the option's own default)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,15 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="OUT.fits for a single cube, else an output directory (made if missing)")
     parser.add_argument("--psf-cutoff", type=float, metavar="ARCSEC",
                         help="blank channels whose BMAJ exceeds this and leave them out of the common beam")
-    parser.add_argument("--resolution", choices=RESOLUTIONS, default="total",
-                        help="total: one beam for the band; natural: one common beam per channel (default total)")
-    parser.add_argument("--scope", choices=("prefix", "observation"), default="prefix",
+    parser.add_argument("--resolution", choices=RESOLUTIONS,
+                        help="total: one beam for the band; natural: one common beam per channel "
+                             f"(default {_DEFAULT.resolution})")
+    parser.add_argument("--scope", choices=("prefix", "observation"),
                         help="channels sharing a common beam: each imaging prefix (or cube), or all inputs, "
-                             "e.g. a field's beams (default prefix)")
+                             f"e.g. a field's beams (default {_DEFAULT.scope})")
     parser.add_argument("--circularise", action="store_true", help="make the target beam circular")
-    parser.add_argument("--psf-outlier", type=float, default=3.0, metavar="F",
+    parser.add_argument("--psf-outlier", type=float, metavar="F",
                         help="without --psf-cutoff: blank channels whose BMAJ exceeds F x the median or a quarter "
-                             "of the image (0: keep them; default 3)")
+                             f"of the image (0: keep them; default {_DEFAULT.psf_outlier:g})")
     ref = parser.add_mutually_exclusive_group()
     ref.add_argument("--ref-chan", metavar="first|last|mid|N",
                      help="natural mode: the plane whose beam is written in the header")
@@ -48,20 +51,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="natural mode: the plane nearest this frequency gives the header beam")
     parser.add_argument("--use-beamlogs", action="store_true",
                         help="input cubes: a beam log beside the cube before its header beam")
-    parser.add_argument("--cubes", default="restored", metavar="KINDS",
-                        help="comma-separated: restored, residual, unconvolved (default restored)")
+    parser.add_argument("--cubes", metavar="KINDS",
+                        help=f"comma-separated: {', '.join(CUBE_KINDS)} (default {','.join(_DEFAULT.cubes)})")
     parser.add_argument("--purge", action="store_true",
                         help="delete the channel images of each cube once it is written and verified")
-    parser.add_argument("--axis-order", choices=AXIS_ORDERS, default="freq-stokes",
-                        help="axes after RA, DEC (stokes-freq is what yandasoft linmos wants)")
-    parser.add_argument("--names", choices=NAME_STYLES, default="mpimager", help="cube file names")
-    parser.add_argument("--round-up", type=float, default=0.1, metavar="ARCSEC",
-                        help="round the common beam's axes up to a multiple of this (0: off; default 0.1)")
+    parser.add_argument("--axis-order", choices=AXIS_ORDERS,
+                        help=f"axes after RA, DEC (default {_DEFAULT.axis_order}; stokes-freq is what yandasoft "
+                             "linmos wants)")
+    parser.add_argument("--names", choices=NAME_STYLES, help=f"cube file names (default {_DEFAULT.names})")
+    parser.add_argument("--round-up", type=float, metavar="ARCSEC",
+                        help=f"round the common beam's axes up to a multiple of this (0: off; default "
+                             f"{_DEFAULT.round_up:g})")
     parser.add_argument("--beam", type=float, nargs=3, metavar=("BMAJ", "BMIN", "BPA"),
                         help="target beam (arcsec, arcsec, deg) instead of the common beam")
     parser.add_argument("--threads", type=int, metavar="N", help="threads per rank (default: cores / ranks)")
-    parser.add_argument("--min-weight", type=float, default=1e-3, metavar="F",
-                        help="blank pixels with less than this fraction of valid kernel weight (default 1e-3)")
+    parser.add_argument("--min-weight", type=float, metavar="F",
+                        help="blank pixels with less than this fraction of valid kernel weight "
+                             f"(default {_DEFAULT.min_weight:g})")
     angle = parser.add_mutually_exclusive_group()
     angle.add_argument("--ms", type=Path, metavar="MS",
                        help="FixMS'd MeasurementSet whose receptor angle is written as INSTRUMENT_RECEPTOR_ANGLE")
@@ -74,8 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args) -> ReduceOptions:
-    """The `ReduceOptions` of `--options` (one JSON table) when given, else of the option flags; InputError
-    for --options that are not a JSON object, ConfigError for a bad value."""
+    """The ReduceOptions of the parsed command line `args`: its --options JSON table, else its flags (an unset
+    flag: the option's default), checked as a config's [reduce] table is; InputError for --options that are
+    not a JSON object, ConfigError for a bad value."""
     if args.options is not None:
         import json
 
@@ -87,13 +94,14 @@ def options_from_args(args) -> ReduceOptions:
             raise InputError("mpimager reduce: --options: expected a JSON object")
         return ReduceOptions.from_mapping(table, where="mpimager reduce --options:")
     table = {"psf_cutoff": args.psf_cutoff, "resolution": args.resolution, "scope": args.scope,
-             "cubes": [c.strip() for c in args.cubes.split(",") if c.strip()], "purge": args.purge,
+             "cubes": [c.strip() for c in args.cubes.split(",") if c.strip()] if args.cubes is not None else None,
+             "purge": args.purge,
              "axis_order": args.axis_order, "names": args.names, "round_up": args.round_up,
              "beam": list(args.beam) if args.beam else None, "threads": args.threads,
              "min_weight": args.min_weight, "circularise": args.circularise, "psf_outlier": args.psf_outlier,
              "ref_chan": int(args.ref_chan) if (args.ref_chan or "").isdigit() else args.ref_chan,
              "ref_freq": args.ref_freq, "use_beamlogs": args.use_beamlogs}
-    return ReduceOptions.from_mapping(table, where="mpimager reduce:")
+    return ReduceOptions.from_mapping({k: v for k, v in table.items() if v is not None}, where="mpimager reduce:")
 
 
 def parallel_comm():

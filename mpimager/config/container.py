@@ -1,4 +1,5 @@
-"""The `[container]` table: where WSClean runs (natively, or in a Singularity/Apptainer image), validated.
+"""The `[container]` table: where WSClean runs (natively, or in a Singularity/Apptainer image), its keys declared
+once in the config's validator vocabulary.
 
 Pure: the values and their checks. Running a container is `mpimager.runtime.containers`.
 """
@@ -7,9 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from mpimager.errors import ConfigError
+from mpimager.config import validate as v
 
 RUNTIMES = ("native", "singularity", "apptainer")
 PULL_SCHEMES = ("docker://", "library://", "oras://", "shub://", "https://")
@@ -38,61 +41,18 @@ class ContainerOptions:
     cache_dir: str | None = None
     """Where URI images are pulled to; default $APPTAINER_CACHEDIR/mpimager, else $XDG_CACHE_HOME/mpimager/images."""
 
+    def __post_init__(self) -> None:
+        SECTION.normalise(self, "ContainerOptions")  # values built in code get the checks of a config table
+
     @classmethod
-    def from_mapping(cls, d: Mapping, where: str) -> ContainerOptions:
-        """Validate a `[container]` table; every problem at once, one line, naming `where` and the key."""
-        known = {f.name for f in fields(cls)}
-        problems = []
-
-        def bad(key, msg):
-            problems.append(f"{where} {key}: {msg}")
-
-        for key in d:
-            if key not in known:
-                bad(key, f"unknown key (known: {', '.join(sorted(known))})")
-        values = {}
-        runtime = d.get("runtime", "native")
-        if runtime not in RUNTIMES:
-            bad("runtime", f"expected one of {', '.join(repr(r) for r in RUNTIMES)}, got {runtime!r}")
-        values["runtime"] = runtime
-        for key in ("image", "binary", "cache_dir"):
-            v = d.get(key)
-            if v is None:
-                continue
-            if not isinstance(v, str) or not v.strip():
-                bad(key, f"expected a non-empty string, got {v!r}")
-                continue
-            v = os.path.expanduser(v)
-            if key == "image" and "://" in v:
-                if not v.startswith(PULL_SCHEMES):
-                    bad(key, f"unsupported URI {v!r} (use {', '.join(PULL_SCHEMES)} or a local path)")
-            elif key != "binary" and not os.path.isabs(v):
-                bad(key, f"expected an absolute path{' or a docker:// URI' if key == 'image' else ''}, got {v!r}")
-            values[key] = v
-        for key, default in (("wsclean", "wsclean"), ("wsclean_mp", "wsclean-mp")):
-            v = d.get(key, default)
-            if not isinstance(v, str) or not v.strip():
-                bad(key, f"expected the executable's name or path, got {v!r}")
-            values[key] = v
-        binds = d.get("binds", ())
-        if not isinstance(binds, (list, tuple)) or not all(isinstance(b, str) for b in binds):
-            bad("binds", f"expected a list of \"SRC[:DST[:ro]]\" strings, got {binds!r}")
-            binds = ()
-        for b in binds:
-            try:
-                parse_bind(b)
-            except ValueError as exc:
-                bad("binds", str(exc))
-        values["binds"] = tuple(binds)
-        if runtime in RUNTIMES[1:] and not values.get("image"):
-            bad("image", f"required when runtime = {runtime!r} (a SIF file, sandbox directory or docker:// URI)")
-        if problems:
-            raise ConfigError("; ".join(problems))
-        return cls(**values)
+    def from_mapping(cls, d: Mapping[str, Any], where: str) -> ContainerOptions:
+        """Validate a `[container]` table `d`: every problem at once, in one ConfigError line naming `where`
+        (e.g. 'FILE: [container]') and the key."""
+        return cls(**SECTION.parse(d, where))
 
 
 def parse_bind(spec: str) -> tuple[str, str, bool]:
-    """"SRC[:DST[:ro|rw]]" -> (src, dst, read_only); ValueError with a one-line reason."""
+    """A bind `spec` "SRC[:DST[:ro|rw]]" -> (src, dst, read_only); ValueError with a one-line reason."""
     parts = spec.split(":")
     if len(parts) > 3 or not parts[0] or "," in spec:
         raise ValueError(f"bind {spec!r}: expected SRC[:DST[:ro|rw]] (no ',' inside one bind)")
@@ -107,3 +67,52 @@ def parse_bind(spec: str) -> tuple[str, str, bool]:
     if os.path.normpath(dst) in SYSTEM_DIRS:
         raise ValueError(f"bind {spec!r}: would hide the image's {os.path.normpath(dst)}")
     return os.path.normpath(src), os.path.normpath(dst), mode == "ro"
+
+
+_absolute, _a_path = v.path(absolute=True), v.path()
+
+
+def _image(value: Any, base: Path | None = None) -> str:
+    text = v.string()(value)
+    if "://" in text:
+        if not text.startswith(PULL_SCHEMES):
+            raise v.Invalid(reason=f"unsupported URI {text!r} (use {', '.join(PULL_SCHEMES)} or a local path)")
+        return text
+    try:
+        return str(_absolute(text, base))
+    except v.Invalid as exc:
+        if exc.reason:
+            raise
+        raise v.Invalid("an absolute path or a docker:// URI") from None
+
+
+def _bind(value: Any, base: Path | None = None) -> str:
+    spec = v.string()(value)
+    src, sep, rest = spec.partition(":")
+    if base is not None and src.strip():  # SRC read from a file resolves against it
+        spec = str(_a_path(src, base)) + sep + rest
+    try:
+        parse_bind(spec)
+    except ValueError as exc:
+        raise v.Invalid(reason=str(exc)) from None
+    return spec
+
+
+def _image_needed(table: Mapping[str, Any]) -> list[tuple[str, str]]:
+    runtime = table.get("runtime", ContainerOptions.runtime)
+    if runtime != "native" and not table.get("image"):
+        return [("image", f"required when runtime = {runtime!r} (a SIF file, sandbox directory or docker:// URI)")]
+    return []
+
+
+_executable = v.string(what="the executable's name or path")
+#: every key of [container] and what it may be (the defaults are ContainerOptions' own)
+SECTION = v.Section({
+    "runtime": v.choice(RUNTIMES),
+    "image": v.optional(_image),
+    "binds": v.list_of(_bind, what='a list of "SRC[:DST[:ro]]" strings'),
+    "binary": v.optional(v.string(user=True)),
+    "wsclean": _executable,
+    "wsclean_mp": _executable,
+    "cache_dir": v.optional(v.path(absolute=True, what="a non-empty string")),
+}, unknown=v.AT_KEY, together=(_image_needed,))

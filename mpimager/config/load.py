@@ -5,25 +5,29 @@ the user's file names, then the user's file. Tables merge key by key; in `[wscle
 a `false` removes a flag set by a lower layer. Relative paths resolve against the file that names
 them; `~` and `$VAR` are expanded (mpimager's own `$token$`s are left for the plan).
 
-Every problem is reported at once, on one line, naming the file, the key path and what was expected,
-with the nearest valid key for a misspelt one. `[wsclean]` keys are checked against the option list of
+Every table's keys are declared once (`SECTIONS`, `WSCLEAN`) in the vocabulary of mpimager.config.validate.
+Each layer is checked against them, then the merged tables as a whole: every problem of every layer and
+section is reported at once, on one line, naming the file, the key path and what was expected, with the
+nearest valid key or value for a misspelt one. `[wsclean]` keys are checked against the option list of
 the WSClean that will run by `mpimager.wsclean.options.check_options`, not here.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mpimager.config import container, mosaic, reduce
+from mpimager.config import validate as v
 from mpimager.config.container import ContainerOptions
 from mpimager.config.mosaic import MosaicOptions
 from mpimager.config.reduce import ReduceOptions
+from mpimager.config.validate import ABSOLUTE_TOKENS, resolve_path, suggest
 from mpimager.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -33,8 +37,6 @@ else:  # pragma: no cover
 
 DEFAULTS = Path(__file__).with_name("defaults.toml")
 
-#: tokens whose value is an absolute path: an out-dir starting with one is not made relative to the file
-ABSOLUTE_TOKENS = ("$ms_in$", "$ms_dir$", "$run_dir$")
 #: WSClean options whose (first) value is a path, resolved against the file that sets it
 PATH_OPTIONS = frozenset({
     "fits-mask", "casa-mask", "temp-dir", "reuse-psf", "reuse-dirty", "aterm-config", "facet-regions",
@@ -73,6 +75,9 @@ class WorkerOptions:
     temp_dir: Path | None = None
     """Base of each job's own -temp-dir (e.g. node-local scratch); default RUN_DIR/tmp."""
 
+    def __post_init__(self) -> None:
+        WORKER.normalise(self, "WorkerOptions")  # values built in code get the checks of a config table
+
 
 @dataclass(frozen=True)
 class InputsOptions:
@@ -86,6 +91,9 @@ class InputsOptions:
     data_column: str | None = None
     """The column WSClean images (-data-column), checked to exist in every MS."""
 
+    def __post_init__(self) -> None:
+        INPUTS.normalise(self, "InputsOptions")
+
 
 @dataclass(frozen=True)
 class DataHandlerOptions:
@@ -96,9 +104,12 @@ class DataHandlerOptions:
     data_level: str | None = None
     """The data level (table) of config_file to read, e.g. "L2"."""
 
+    def __post_init__(self) -> None:
+        DATA_HANDLER.normalise(self, "DataHandlerOptions")
+
 
 def is_askap(telescope: str) -> bool:
-    """An ASKAP MS (TELESCOPE_NAME): FixMS applies, and FEED1 numbers its beam."""
+    """Whether `telescope` (an MS's TELESCOPE_NAME) is ASKAP's: FixMS applies, and FEED1 numbers its beam."""
     return telescope.strip().upper().startswith("ASKAP")
 
 
@@ -115,7 +126,11 @@ class FixMSSettings:
     fix_stokes_factor: bool = True
     """Apply ASKAP's factor-of-two Stokes convention correction."""
 
+    def __post_init__(self) -> None:
+        FIXMS.normalise(self, "FixMSSettings")
+
     def applies_to(self, telescope: str) -> bool:
+        """Whether FixMS runs on an MS whose TELESCOPE_NAME is `telescope`."""
         if self.enabled == "auto":
             return is_askap(telescope)
         return bool(self.enabled)
@@ -135,6 +150,7 @@ class ImagingPass:
     options: tuple[tuple[str, Value], ...]
 
     def option(self, key: str, default: Value = None) -> Value:
+        """The value of the WSClean option `key` in this pass, else `default`."""
         return dict(self.options).get(key, default)
 
 
@@ -157,78 +173,70 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------------------
-# schema of the plain sections: key -> (parser, description of what is expected)
+# the keys of every table, declared once in the vocabulary of mpimager.config.validate
 
 
-def _int(minimum):
-    def parse(v):
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ValueError(f"an integer >= {minimum}")
-        return v
-    return parse
+WORKER = v.Section({
+    "max_concurrent": v.optional(v.integer(1)), "threads": v.optional(v.integer(1)),
+    "env_file": v.optional(v.path(as_path=True)), "dry_run": v.boolean, "run_on_file_host": v.boolean,
+    "run_on_file_host_pattern": v.regex(group="capturing the host name"), "retries": v.integer(0),
+    "timeout": v.optional(v.duration), "nodes_mpi": v.integer(1), "temp_dir": v.optional(v.path(as_path=True)),
+}, unknown=v.OF_TABLE, foreign={  # keys of the tools mpimager replaces that have no equivalent: what to do instead
+    "nodes": "imgpipe's SSH host list has no equivalent: mpimager runs on the hosts of its MPI or Slurm allocation "
+             "(mpirun -H/--hostfile, srun, or `mpimager sbatch --nodes N`), [worker] max_concurrent jobs on each; "
+             "remove the key",
+})
+INPUTS = v.Section({"ms_glob_pattern": v.string(), "num_beams": v.optional(v.integer(1)),
+                    "data_column": v.optional(v.string())}, unknown=v.OF_TABLE)
+DATA_HANDLER = v.Section({"config_file": v.optional(v.path(as_path=True)), "data_level": v.optional(v.string())},
+                         unknown=v.OF_TABLE)
+FIXMS = v.Section({
+    "enabled": v.either(v.boolean, v.choice(("auto",)), what='true, false or "auto"'),
+    "data_column": v.string(), "corrected_data_column": v.string(), "fix_stokes_factor": v.boolean,
+}, unknown=v.OF_TABLE)
 
-
-def _bool(v):
-    if not isinstance(v, bool):
-        raise ValueError("true or false")
-    return v
-
-
-def _str(v):
-    if not isinstance(v, str) or not v:
-        raise ValueError("a non-empty string")
-    return v
-
-
-def _regex(v):
-    _str(v)
-    try:
-        if re.compile(v).groups < 1:
-            raise ValueError("a regular expression with one (group) capturing the host name")
-    except re.error as exc:
-        raise ValueError(f"a valid regular expression ({exc})") from None
-    return v
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")
-
-
-def _duration(v):
-    """Seconds from a number or a string like '90m', '12h', '2d'."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
-        return float(v)
-    m = _DURATION.match(v) if isinstance(v, str) else None
-    if not m or float(m.group(1)) <= 0:
-        raise ValueError("a positive number of seconds, or a string like '90m', '12h' or '2d'")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-
-
-def _auto_or_bool(v):
-    if v == "auto" or isinstance(v, bool):
-        return v
-    raise ValueError("true, false or \"auto\"")
-
-
-PATH = object()  # marker: a path, resolved against the file that sets it
-
-_SCHEMA: dict[str, dict[str, Callable | object]] = {
-    "worker": {
-        "max_concurrent": _int(1), "threads": _int(1), "env_file": PATH, "dry_run": _bool,
-        "run_on_file_host": _bool, "run_on_file_host_pattern": _regex, "retries": _int(0),
-        "timeout": _duration, "nodes_mpi": _int(1), "temp_dir": PATH,
-    },
-    "inputs": {"ms_glob_pattern": _str, "num_beams": _int(1), "data_column": _str},
-    "data_handler": {"config_file": PATH, "data_level": _str},
-    "fixms": {"enabled": _auto_or_bool, "data_column": _str, "corrected_data_column": _str,
-              "fix_stokes_factor": _bool},
+#: table name -> (its option class, its keys), in the order a config is read; a Config field per table
+SECTIONS: dict[str, tuple[type, v.Section]] = {
+    "worker": (WorkerOptions, WORKER), "inputs": (InputsOptions, INPUTS),
+    "data_handler": (DataHandlerOptions, DATA_HANDLER), "fixms": (FixMSSettings, FIXMS),
+    "container": (ContainerOptions, container.SECTION), "reduce": (ReduceOptions, reduce.SECTION),
+    "mosaic": (MosaicOptions, mosaic.SECTION),
 }
-#: keys of the tools mpimager replaces that have no equivalent here: what to do instead
-_FOREIGN_KEYS = {
-    ("worker", "nodes"): "imgpipe's SSH host list has no equivalent: mpimager runs on the hosts of its MPI "
-                         "or Slurm allocation (mpirun -H/--hostfile, srun, or `mpimager sbatch --nodes N`), "
-                         "[worker] max_concurrent jobs on each; remove the key",
-}
-_TABLES = ("worker", "inputs", "data_handler", "fixms", "container", "reduce", "mosaic", "wsclean", "passes")
+_SCHEMA = {name: section.keys for name, (_, section) in SECTIONS.items()}
+
+
+def _wsclean_value(value: Value, base: Path | None = None) -> Value:
+    """A WSClean option's value: true/false, a number, a non-empty string or a list of strings and numbers."""
+    if isinstance(value, dict):
+        raise v.Invalid(reason="expected a value (true/false, number, string or list), got a table")
+    if isinstance(value, list) and not all(isinstance(x, (str, int, float)) and not isinstance(x, bool)
+                                           for x in value):
+        raise v.Invalid("a list of strings or numbers")
+    if isinstance(value, str) and not value.strip():
+        raise v.Invalid(reason="expected a value, got an empty string (use false to remove a flag)")
+    return value
+
+
+_out_dir_path, _option_path = v.path(keep=ABSOLUTE_TOKENS), v.path()
+
+
+def _out_dir(value: Value, base: Path | None = None) -> Value:
+    value = _wsclean_value(value)
+    return _out_dir_path(value, base) if isinstance(value, str) else value
+
+
+def _path_option(value: Value, base: Path | None = None) -> Value:
+    """A path-valued WSClean option: its first word resolved against the file that sets it."""
+    value = _wsclean_value(value)
+    if not isinstance(value, str):
+        return value
+    first, *rest = value.split()
+    return " ".join([str(_option_path(first, base)), *rest])
+
+
+#: [wsclean] and [passes.NAME]: any key (checked against WSClean's own option list later); paths resolved
+WSCLEAN = v.Section({"out-dir": _out_dir, **{k: _path_option for k in PATH_OPTIONS}}, other=_wsclean_value)
+_TABLES = (*SECTIONS, "wsclean", "passes")
 _TOP_KEYS = ("default_settings",)
 
 
@@ -236,50 +244,8 @@ _TOP_KEYS = ("default_settings",)
 # loading
 
 
-class _Problems:
-    """Collects every problem of a load, raised together as one ConfigError line."""
-
-    def __init__(self):
-        self.items: list[str] = []
-
-    def add(self, where: str, message: str):
-        self.items.append(f"{where}: {message}")
-
-    def raise_if_any(self):
-        if self.items:
-            rest = self.items[1:]
-            more = f" (and {len(rest)} more: " + "; ".join(rest) + ")" if rest else ""
-            raise ConfigError(self.items[0] + more)
-
-
-def suggest(name: str, choices) -> str:
-    """' (did you mean 'x'?)' for the nearest of `choices`, or ''."""
-    near = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{near[0]}'?)" if near else ""
-
-
-_ENV = re.compile(r"\$\{(\w+)\}|\$(\w+)(?!\w|\$)")
-
-
-def expand(text: str, where: str) -> str:
-    """`~` and `$VAR`/`${VAR}` expanded; `$token$` left alone; an unset variable is an error."""
-
-    def sub(m):
-        name = m.group(1) or m.group(2)
-        if name not in os.environ:
-            raise ConfigError(f"{where}: environment variable ${name} is not set")
-        return os.environ[name]
-
-    return os.path.expanduser(_ENV.sub(sub, text))
-
-
-def resolve_path(text: str, base: Path, where: str) -> Path:
-    p = Path(expand(text, where))
-    return p if p.is_absolute() else (base / p)
-
-
 def read_toml(path: Path) -> dict:
-    """Parse one TOML file; a syntax error names the file, line and column."""
+    """Parse the TOML file `path`; a syntax error names the file, line and column."""
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -319,8 +285,8 @@ def _layer_files(path: Path) -> list[Path]:
     return [DEFAULTS] + chain[::-1]
 
 
-def _normalise_layer(path: Path, data: dict, problems: _Problems) -> dict:
-    """Check one file's table/key names and types; resolve its paths against its folder."""
+def _normalise_layer(path: Path, data: dict, problems: v.Problems) -> dict:
+    """Check one file's table/key names and values; resolve its paths against its folder."""
     base = path.parent
     out: dict[str, dict] = {}
     for key, value in data.items():
@@ -328,35 +294,8 @@ def _normalise_layer(path: Path, data: dict, problems: _Problems) -> dict:
             continue
         if key not in _TABLES:
             problems.add(f"{path}", f"unknown section [{key}]{suggest(key, _TABLES)}")
-            continue
-        if not isinstance(value, dict):
+        elif not isinstance(value, dict):
             problems.add(f"{path}", f"'{key}' must be a table [{key}], got {type(value).__name__}")
-            continue
-        if key in _SCHEMA:
-            table = {}
-            for k, v in value.items():
-                where = f"{path}: [{key}] {k}"
-                parser = _SCHEMA[key].get(k)
-                if (key, k) in _FOREIGN_KEYS:
-                    problems.add(f"{path}: [{key}] {k}", _FOREIGN_KEYS[key, k])
-                elif parser is None:
-                    problems.add(f"{path}: [{key}]", f"unknown key '{k}'{suggest(k, _SCHEMA[key])}")
-                elif parser is PATH:
-                    if not isinstance(v, str) or not v:
-                        problems.add(where, f"expected a path string, got {v!r}")
-                    else:
-                        try:
-                            table[k] = resolve_path(v, base, where)
-                        except ConfigError as exc:
-                            problems.items.append(str(exc))
-                elif callable(parser):
-                    try:
-                        table[k] = parser(v)
-                    except ValueError as exc:
-                        problems.add(where, f"expected {exc}, got {v!r}")
-            out[key] = table
-        elif key == "wsclean":
-            out[key] = _wsclean_table(value, base, f"{path}: [wsclean]", problems)
         elif key == "passes":
             out[key] = {}
             for pname, ptable in value.items():
@@ -365,67 +304,16 @@ def _normalise_layer(path: Path, data: dict, problems: _Problems) -> dict:
                 elif not re.fullmatch(r"[A-Za-z0-9_+-]+", pname):
                     problems.add(f"{path}: [passes.{pname}]", "a pass name may hold letters, digits, _ + - only")
                 else:
-                    out[key][pname] = _wsclean_table(ptable, base, f"{path}: [passes.{pname}]", problems)
-        else:  # container, reduce, mosaic: validated by their own modules after merging; paths resolved here
-            out[key] = _resolve_section_paths(key, value, base, f"{path}: [{key}]", problems)
+                    out[key][pname] = WSCLEAN.read(ptable, f"{path}: [passes.{pname}]", problems, base)
+        else:
+            section = WSCLEAN if key == "wsclean" else SECTIONS[key][1]
+            out[key] = section.read(value, f"{path}: [{key}]", problems, base)
     return out
 
 
-def _resolve_section_paths(key: str, value: dict, base: Path, where: str, problems: _Problems) -> dict:
-    table = dict(value)
-    if key == "container":
-        image = table.get("image")
-        if isinstance(image, str) and image and "://" not in image:
-            table["image"] = str(resolve_path(image, base, f"{where} image"))
-        binds = table.get("binds")
-        if isinstance(binds, list) and all(isinstance(b, str) for b in binds):
-            table["binds"] = [_resolve_bind(b, base, f"{where} binds") for b in binds]
-        for k in ("cache_dir",):
-            if isinstance(table.get(k), str):
-                table[k] = str(resolve_path(table[k], base, f"{where} {k}"))
-    if key == "mosaic":
-        for k in ("out_dir", "primary_beams"):
-            if isinstance(table.get(k), str) and table[k] and not table[k].startswith(ABSOLUTE_TOKENS):
-                table[k] = str(resolve_path(table[k], base, f"{where} {k}"))
-    return table
-
-
-def _resolve_bind(spec: str, base: Path, where: str) -> str:
-    src, sep, rest = spec.partition(":")
-    return str(resolve_path(src, base, where)) + sep + rest
-
-
-def _wsclean_table(value: dict, base: Path, where: str, problems: _Problems) -> dict:
-    """Type-check WSClean option values; resolve path-valued options and out-dir against `base`."""
-    table = {}
-    for k, v in value.items():
-        here = f"{where} {k}"
-        if isinstance(v, dict):
-            problems.add(here, "expected a value (true/false, number, string or list), got a table")
-            continue
-        if isinstance(v, list) and not all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in v):
-            problems.add(here, f"expected a list of strings or numbers, got {v!r}")
-            continue
-        if isinstance(v, str) and not v.strip():
-            problems.add(here, "expected a value, got an empty string (use false to remove a flag)")
-            continue
-        try:
-            if k == "out-dir" and isinstance(v, str):
-                v = expand(v, here)
-                if not (v.startswith(ABSOLUTE_TOKENS) or os.path.isabs(v)):
-                    v = str(base / v)
-            elif k in PATH_OPTIONS and isinstance(v, str):
-                first, *rest = v.split()
-                v = " ".join([str(resolve_path(first, base, here)), *rest])
-        except ConfigError as exc:
-            problems.items.append(str(exc))
-            continue
-        table[k] = v
-    return table
-
-
 def merge_layers(layers: list[dict], files: list[Path]) -> tuple[dict, dict]:
-    """Key-by-key merge, later layers win; [passes] merges per pass. Also where each key was last set."""
+    """The tables of `layers` (bottom first, each read from the file at the same place in `files`) merged key
+    by key, later layers winning, [passes] per pass; and "table key" -> the file that set it last."""
     merged: dict[str, dict] = {}
     origins: dict[str, Path] = {}
     for layer, file in zip(layers, files):
@@ -441,7 +329,7 @@ def merge_layers(layers: list[dict], files: list[Path]) -> tuple[dict, dict]:
     return merged, origins
 
 
-def _passes(merged: dict, where: str) -> tuple[ImagingPass, ...]:
+def _passes(merged: dict, where: str, problems: v.Problems) -> tuple[ImagingPass, ...]:
     base = merged.get("wsclean", {})
     declared = merged.get("passes", {}) or {"": {}}
     passes = []
@@ -451,13 +339,14 @@ def _passes(merged: dict, where: str) -> tuple[ImagingPass, ...]:
         name, out_dir = opts.pop("name", None), opts.pop("out-dir", None)
         pw = f"{where}: [passes.{suffix}]" if suffix else f"{where}: [wsclean]"
         if not isinstance(name, str):
-            raise ConfigError(f"{pw} name: expected a string (the image name prefix), got {name!r}")
+            problems.add(f"{pw} name", f"expected a string (the image name prefix), got {name!r}")
+        elif name.strip() in ("", ".", ".."):
+            problems.add(f"{pw} name", f"{name!r} is not a file name (the images would land outside out-dir)")
         if not isinstance(out_dir, str):
-            raise ConfigError(f"{pw} out-dir: expected a path string, got {out_dir!r}")
-        if name.strip() in ("", ".", ".."):
-            raise ConfigError(f"{pw} name: {name!r} is not a file name (the images would land outside out-dir)")
-        options = tuple((k, v) for k, v in opts.items() if v is not False)
-        passes.append(ImagingPass(suffix=suffix, name=name, out_dir=out_dir, options=options))
+            problems.add(f"{pw} out-dir", f"expected a path string, got {out_dir!r}")
+        if isinstance(name, str) and isinstance(out_dir, str):
+            options = tuple((k, x) for k, x in opts.items() if x is not False)
+            passes.append(ImagingPass(suffix=suffix, name=name, out_dir=out_dir, options=options))
     return tuple(passes)
 
 
@@ -492,29 +381,22 @@ def as_config(config: str | os.PathLike | Mapping[str, Any] | Config) -> Config:
 
 
 def _load_layers(files: list[Path], datas: list[dict]) -> Config:
-    problems = _Problems()
+    problems = v.Problems()
     layers = [_normalise_layer(f, d, problems) for f, d in zip(files, datas)]
-    problems.raise_if_any()
     merged, origins = merge_layers(layers, files)
     user = files[-1]
-
-    def build(cls, table, **fields):
-        return cls(**{**table, **fields})
-
-    return Config(path=user, layers=tuple(files), passes=_passes(merged, str(user)),
-                  resolved=merged, origins=origins,
-                  worker=build(WorkerOptions, merged.get("worker", {})),
-                  inputs=build(InputsOptions, merged.get("inputs", {})),
-                  data_handler=build(DataHandlerOptions, merged.get("data_handler", {})),
-                  fixms=build(FixMSSettings, merged.get("fixms", {})),
-                  # these three validate themselves (ConfigError naming the file and table)
-                  container=ContainerOptions.from_mapping(merged.get("container", {}), where=f"{user}: [container]"),
-                  reduce=ReduceOptions.from_mapping(merged.get("reduce", {}), where=f"{user}: [reduce]"),
-                  mosaic=MosaicOptions.from_mapping(merged.get("mosaic", {}), where=f"{user}: [mosaic]"))
+    for name, (_, section) in SECTIONS.items():  # the checks over a whole merged table ([container] image)
+        table = merged.get(name, {})
+        given = {k for d in datas if isinstance(d.get(name), dict) for k in d[name]}
+        section.check_together(table, f"{user}: [{name}]", problems, refused=given - set(table))
+    passes = _passes(merged, str(user), problems)
+    problems.raise_if_any()  # every problem of every layer and section at once
+    options = {name: cls(**merged.get(name, {})) for name, (cls, _) in SECTIONS.items()}
+    return Config(path=user, layers=tuple(files), passes=passes, resolved=merged, origins=origins, **options)
 
 
 def wsclean_keys(config: Config) -> list[tuple[str, str]]:
-    """Every [wsclean] / [passes.*] option key that some pass will pass to WSClean, with where it was set
+    """Every [wsclean] / [passes.*] option key that some pass of `config` will pass to WSClean, with where it was set
     ('FILE: [wsclean] key'). A key a `false` removed from every pass is not listed: it is never passed, so
     whether the WSClean that will run knows it does not matter (a layer can remove any key of a lower one)."""
     passed = {k for p in config.passes for k, _ in p.options}

@@ -1,4 +1,4 @@
-"""The `[mosaic]` options of mpimager.mosaic: one frozen value, validated from a TOML table naming the key.
+"""The `[mosaic]` options of mpimager.mosaic: one frozen value, its keys declared once in the validator vocabulary.
 
 Pure and light to import (the config loader imports it). `MosaicOptions.from_mapping` is what the loader
 calls; `mpimager mosaic` builds the same value from its flags, so a run and a standalone mosaic agree.
@@ -6,12 +6,13 @@ calls; `mpimager mosaic` builds the same value from its flags, so a run and a st
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from mpimager.errors import ConfigError
+from mpimager.config import validate as v
+from mpimager.config.validate import ABSOLUTE_TOKENS
 
 #: Gaussian primary-beam presets: dish diameter (m) and FWHM = factor x lambda / D (linmos' Gaussian model)
 TELESCOPES: dict[str, tuple[float, float]] = {"ASKAP": (12.0, 1.09), "MEERKAT": (13.5, 1.09), "VLA": (25.0, 1.02)}
@@ -46,23 +47,13 @@ class MosaicOptions:
     """Channels reprojected together (one coordinate transform per beam per step); memory grows with it."""
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            coerced = _coerce(f.name, list(value) if isinstance(value, tuple) else value, "MosaicOptions")
-            if coerced != value:
-                object.__setattr__(self, f.name, coerced)
+        SECTION.normalise(self, "MosaicOptions")  # values built in code get the checks of a config table
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], where: str = "[mosaic]") -> MosaicOptions:
-        """Validate a `[mosaic]` TOML table `d`; unknown keys and bad values raise ConfigError naming the key."""
-        known = [f.name for f in fields(cls)]
-        values = {}
-        for key, value in d.items():
-            if key not in known:
-                near = difflib.get_close_matches(key, known, n=1)
-                raise ConfigError(f"{where} unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
-            values[key] = _coerce(key, value, where)
-        return cls(**values)
+        """Validate a `[mosaic]` table `d` (TOML or command-line flags): every unknown key and bad value at once,
+        in one ConfigError naming `where` (e.g. 'FILE: [mosaic]') and the key."""
+        return cls(**SECTION.parse(d, where))
 
     def with_flags(self, **flags: Any) -> MosaicOptions:
         """A copy with the non-None `flags` set (command-line overrides)."""
@@ -75,52 +66,25 @@ class MosaicOptions:
         return (self.dish_diameter or dish, self.fwhm_factor or factor)
 
 
-def _expect(where: str, key: str, what: str, value: Any) -> ConfigError:
-    return ConfigError(f"{where} {key}: expected {what}, got {value!r}")
+
+def _centre(value: Any, base: Path | None = None) -> tuple[float, float]:
+    ra, dec = v.numbers(2, what="[RA deg, Dec deg]")(value)
+    if not -90 <= dec <= 90:
+        raise v.Invalid("[RA deg, Dec deg]")
+    return (ra % 360.0, dec)
 
 
-def _positive(where: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise _expect(where, key, "a positive number", value)
-    return float(value)
-
-
-def _coerce(key: str, value: Any, where: str) -> Any:
-    if key == "enabled":
-        if not isinstance(value, bool):
-            raise _expect(where, key, "true or false", value)
-        return value
-    if key == "telescope":
-        if not isinstance(value, str) or value.upper() not in TELESCOPES:
-            raise _expect(where, key, "one of " + ", ".join(TELESCOPES), value)
-        return value.upper()
-    if key in ("dish_diameter", "fwhm_factor"):
-        return None if value is None else _positive(where, key, value)
-    if key == "cutoff":
-        v = _positive(where, key, value)
-        if v >= 1:
-            raise _expect(where, key, "a number between 0 and 1", value)
-        return v
-    if key == "centre":
-        if value is None:
-            return None
-        if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)
-                or not -90 <= value[1] <= 90):
-            raise _expect(where, key, "[RA deg, Dec deg]", value)
-        return (float(value[0]) % 360.0, float(value[1]))
-    if key == "interpolation":
-        if value not in INTERPOLATIONS:
-            raise _expect(where, key, "one of " + ", ".join(INTERPOLATIONS), value)
-        return value
-    if key in ("primary_beams", "out_dir"):
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise _expect(where, key, "a path string", value)
-        return value
-    if key == "planes":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _expect(where, key, "a positive integer", value)
-        return value
-    raise ConfigError(f"{where} unknown key '{key}'")  # pragma: no cover
+_positive = v.number(0.0, strict=True, what="a positive number")
+#: every key of [mosaic] and what it may be (the defaults are MosaicOptions' own)
+SECTION = v.Section({
+    "enabled": v.boolean,
+    "telescope": v.choice(TELESCOPES, quote=False, fold=str.upper),
+    "dish_diameter": v.optional(_positive),
+    "fwhm_factor": v.optional(_positive),
+    "cutoff": v.number(0.0, strict=True, below=1.0, what="a positive number"),
+    "centre": v.optional(_centre),
+    "interpolation": v.choice(INTERPOLATIONS, quote=False),
+    "primary_beams": v.optional(v.path(keep=ABSOLUTE_TOKENS)),
+    "out_dir": v.optional(v.path(keep=ABSOLUTE_TOKENS)),
+    "planes": v.integer(1, what="a positive integer"),
+})

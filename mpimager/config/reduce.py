@@ -1,4 +1,4 @@
-"""The `[reduce]` options: one frozen value, validated from a TOML table with messages naming the key.
+"""The `[reduce]` options: one frozen value, its keys declared once in the config's validator vocabulary.
 
 Pure: no FITS, no MPI. `ReduceOptions.from_mapping` is what the config loader calls; the `reduce`
 command builds the same value from its flags, so a run and a standalone reduce behave alike.
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
-from mpimager.errors import ConfigError
+from mpimager.config import validate as v
 
 CUBE_KINDS = ("restored", "residual", "unconvolved")
 RESOLUTIONS = ("total", "natural")
@@ -64,124 +65,42 @@ class ReduceOptions:
     """Normalised convolution: a pixel is blanked when less than this fraction of its kernel's weight
     falls on valid (non-NaN) pixels."""
 
-    def __post_init__(self):
-        # the same checks as from_mapping, for values built in code; one line each
-        _check(self, "ReduceOptions")
+    def __post_init__(self) -> None:
+        SECTION.normalise(self, "ReduceOptions")  # values built in code get the checks of a config table
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], where: str = "[reduce]") -> ReduceOptions:
-        """Validate a `[reduce]` TOML table; unknown keys and bad values raise ConfigError naming the key."""
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in d.items():
-            if key not in known:
-                near = _nearest(key, known)
-                raise ConfigError(f"{where} unknown key '{key}'{near}")
-            values[key] = _coerce(key, value, where)
-        return cls(**values)
+        """Validate a `[reduce]` table `d` (TOML, JSON or command-line flags): every unknown key and bad value
+        at once, in one ConfigError naming `where` (e.g. 'FILE: [reduce]') and the key."""
+        return cls(**SECTION.parse(d, where))
 
     def to_mapping(self) -> dict[str, Any]:
         """Every field as a `[reduce]` table (JSON-ready): `from_mapping(o.to_mapping()) == o`."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        return {f.name: list(x) if isinstance(x := getattr(self, f.name), tuple) else x for f in fields(self)}
 
 
-def _nearest(key: str, known) -> str:
-    import difflib
-    match = difflib.get_close_matches(key, sorted(known), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+def _beam(value: Any, base: Path | None = None) -> tuple[float, float, float]:
+    bmaj, bmin, bpa = v.numbers(3, what="[BMAJ arcsec, BMIN arcsec, BPA deg]")(value)
+    if not (bmaj > 0 and 0 < bmin <= bmaj):
+        raise v.Invalid("BMAJ >= BMIN > 0")
+    return (bmaj, bmin, bpa)
 
 
-def _expect(where: str, key: str, what: str, value: Any) -> ConfigError:
-    return ConfigError(f"{where} {key}: expected {what}, got {value!r}")
-
-
-def _choice(where, key, value, choices):
-    if value not in choices:
-        what = " or ".join(repr(c) for c in choices) if len(choices) == 2 else \
-            "one of " + ", ".join(repr(c) for c in choices)
-        raise _expect(where, key, what, value)
-    return value
-
-
-def _number(where, key, value, minimum=0.0, strict=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _expect(where, key, "a number", value)
-    if value < minimum or (strict and value == minimum):
-        raise _expect(where, key, f"a number {'>' if strict else '>='} {minimum:g}", value)
-    return float(value)
-
-
-def _coerce(key: str, value: Any, where: str) -> Any:
-    if key in ("enabled", "purge", "circularise", "use_beamlogs"):
-        if not isinstance(value, bool):
-            raise _expect(where, key, "true or false", value)
-        return value
-    if key == "psf_cutoff":
-        if value is False or value is None:
-            return None
-        return _number(where, key, value, 0.0, strict=True)
-    if key == "resolution":
-        return _choice(where, key, value, RESOLUTIONS)
-    if key == "scope":
-        return _choice(where, key, value, SCOPES)
-    if key == "axis_order":
-        return _choice(where, key, value, AXIS_ORDERS)
-    if key == "names":
-        return _choice(where, key, value, NAME_STYLES)
-    if key == "cubes":
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not items:
-            raise _expect(where, key, "a list of " + ", ".join(repr(c) for c in CUBE_KINDS), value)
-        for item in items:
-            if item not in CUBE_KINDS:
-                raise _expect(where, key, "a list of " + ", ".join(repr(c) for c in CUBE_KINDS), value)
-        return tuple(dict.fromkeys(items))
-    if key == "psf_outlier":
-        if value is False or value is None or value == 0:
-            return None
-        v = _number(where, key, value, 1.0)
-        return v
-    if key == "ref_chan":
-        if value is None:
-            return None
-        if value in ("first", "last", "mid") or (isinstance(value, int) and not isinstance(value, bool)
-                                                  and value >= 0):
-            return value
-        raise _expect(where, key, "'first', 'last', 'mid' or a plane index >= 0", value)
-    if key == "ref_freq":
-        if value is None or value is False:
-            return None
-        return _number(where, key, value, 0.0, strict=True)
-    if key == "round_up":
-        return _number(where, key, value, 0.0)
-    if key == "min_weight":
-        v = _number(where, key, value, 0.0, strict=True)
-        if v >= 1:
-            raise _expect(where, key, "a number between 0 and 1", value)
-        return v
-    if key == "threads":
-        if value is None or value is False:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _expect(where, key, "a positive integer", value)
-        return value
-    if key == "beam":
-        if value is None or value is False:
-            return None
-        if (not isinstance(value, (list, tuple)) or len(value) != 3
-                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)):
-            raise _expect(where, key, "[BMAJ arcsec, BMIN arcsec, BPA deg]", value)
-        bmaj, bmin, bpa = (float(v) for v in value)
-        if not (bmaj > 0 and 0 < bmin <= bmaj):
-            raise _expect(where, key, "BMAJ >= BMIN > 0", value)
-        return (bmaj, bmin, bpa)
-    raise ConfigError(f"{where} unknown key '{key}'")  # pragma: no cover
-
-
-def _check(opts: ReduceOptions, where: str) -> None:
-    for f in fields(opts):
-        value = getattr(opts, f.name)
-        coerced = _coerce(f.name, list(value) if f.name == "cubes" and isinstance(value, tuple) else value,
-                          where)
-        if coerced != value:
-            object.__setattr__(opts, f.name, coerced)
+_UNSET = (None, False)  # `false` unsets an option a lower layer set
+#: every key of [reduce] and what it may be (the defaults are ReduceOptions' own)
+SECTION = v.Section({
+    "enabled": v.boolean, "purge": v.boolean, "circularise": v.boolean, "use_beamlogs": v.boolean,
+    "psf_cutoff": v.optional(v.number(0.0, strict=True), unset=_UNSET),
+    "resolution": v.choice(RESOLUTIONS), "scope": v.choice(SCOPES), "axis_order": v.choice(AXIS_ORDERS),
+    "names": v.choice(NAME_STYLES),
+    "cubes": v.list_of(v.choice(CUBE_KINDS), what="a list of " + ", ".join(repr(c) for c in CUBE_KINDS),
+                       scalar=True, nonempty=True, unique=True),
+    "psf_outlier": v.optional(v.number(1.0), unset=(*_UNSET, 0)),
+    "ref_chan": v.optional(v.either(v.choice(("first", "last", "mid")), v.integer(0),
+                                    what="'first', 'last', 'mid' or a plane index >= 0")),
+    "ref_freq": v.optional(v.number(0.0, strict=True), unset=_UNSET),
+    "round_up": v.number(0.0),
+    "min_weight": v.number(0.0, strict=True, below=1.0),
+    "threads": v.optional(v.integer(1, what="a positive integer"), unset=_UNSET),
+    "beam": v.optional(_beam, unset=_UNSET),
+})

@@ -16,17 +16,14 @@ from pathlib import Path
 
 
 def sections() -> dict[str, type]:
-    """Table name -> its option class, in the order a config is read."""
-    from mpimager.config import load
-    from mpimager.config.container import ContainerOptions
-    from mpimager.config.reduce import ReduceOptions
+    """Table name -> its option class, in the order a config is read (mpimager.config.load.SECTIONS)."""
+    from mpimager.config.load import SECTIONS
 
-    return {"worker": load.WorkerOptions, "inputs": load.InputsOptions, "data_handler": load.DataHandlerOptions,
-            "fixms": load.FixMSSettings, "container": ContainerOptions, "reduce": ReduceOptions}
+    return {name: cls for name, (cls, _) in SECTIONS.items()}
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> the docstring written under it in `cls`'s source ('' when there is none)."""
+    """Field name -> the docstring written under it in the source of the option class `cls` ('' when none)."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {f.name: "" for f in dataclasses.fields(cls)}
@@ -81,6 +78,7 @@ def markdown() -> str:
 
 
 def main(argv: list[str]) -> int:
+    """Write the page to the file `argv[0]`, or to stdout when `argv` is empty; returns the exit code 0."""
     text = markdown()
     if argv:
         Path(argv[0]).write_text(text)
