@@ -8,6 +8,8 @@ import re
 import pytest
 from conftest import run_cli, write_config
 
+from mpimager.cli.main import build_parser
+from mpimager.cli.mosaic import options_from_args
 from mpimager.config.load import load_config
 from mpimager.config.mosaic import MosaicOptions
 from mpimager.errors import ConfigError
@@ -58,8 +60,10 @@ def test_one_mosaic_job_per_field_pass_stokes_and_product_after_the_gather(tmp_p
     job = mosaics["mosaic:RACS_1347-37A.QU-U-residual"]
     assert job["depends_on"] == ["reduce:beam0"]
     argv = job["argv"]
-    assert argv[argv.index("--beam-ids") + 1] == "0,1,2,3" and argv[argv.index("--cutoff") + 1] == "0.3"
-    assert argv[argv.index("--centre") + 1:argv.index("--centre") + 3] == ["206.8", "-37.1"]
+    # the [mosaic] options travel whole: the job's command line parses back to the config's options
+    received = options_from_args(build_parser("mosaic").parse_args(argv[4:]))
+    assert argv[argv.index("--beam-ids") + 1] == "0,1,2,3" and received.cutoff == 0.3
+    assert received.centre == (206.8, -37.1) and received == load_config(tmp_path / "c.toml").mosaic
     run = str(tmp_path / "run")
     assert argv[-4:] == [f"{run}/images/beam{b:02d}.QU-U-residual.cube.fits" for b in range(4)]
     assert job["outputs"] == [f"{run}/mosaics/RACS_1347-37A.QU-U-residual.mosaic{s}" for s in

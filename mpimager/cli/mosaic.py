@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--planes", type=int, metavar="N",
                         help=f"channels reprojected together (default {_DEFAULT.planes})")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--options", metavar="JSON",
+                        help="every [mosaic] option as one JSON table (what a run's mosaic job passes); "
+                             "replaces the option flags above")
 
 
 def _ids(text: str) -> list[int]:
@@ -54,8 +57,14 @@ def _ids(text: str) -> list[int]:
 
 
 def options_from_args(args) -> MosaicOptions:
-    """The MosaicOptions of the parsed command line `args`: the flags given, checked as a config's [mosaic]
-    table is (the others keep the options' defaults); ConfigError for a bad value."""
+    """The MosaicOptions of the parsed command line `args`: its --options JSON table, else the flags given,
+    checked as a config's [mosaic] table is (the others keep the options' defaults); InputError for --options
+    that are not a JSON object, ConfigError for a bad value."""
+    if args.options is not None:
+        from mpimager.cli.reduce import json_table
+
+        return MosaicOptions.from_mapping(json_table(args.options, "mpimager mosaic --options"),
+                                          where="mpimager mosaic --options:")
     flags = {"telescope": args.telescope, "dish_diameter": args.dish_diameter, "fwhm_factor": args.fwhm_factor,
              "cutoff": args.cutoff, "centre": list(args.centre) if args.centre else None,
              "interpolation": args.interpolation, "planes": args.planes}

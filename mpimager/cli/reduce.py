@@ -84,15 +84,8 @@ def options_from_args(args) -> ReduceOptions:
     flag: the option's default), checked as a config's [reduce] table is; InputError for --options that are
     not a JSON object, ConfigError for a bad value."""
     if args.options is not None:
-        import json
-
-        try:
-            table = json.loads(args.options)
-        except ValueError as exc:
-            raise InputError(f"mpimager reduce: --options: not JSON ({exc})") from None
-        if not isinstance(table, dict):
-            raise InputError("mpimager reduce: --options: expected a JSON object")
-        return ReduceOptions.from_mapping(table, where="mpimager reduce --options:")
+        return ReduceOptions.from_mapping(json_table(args.options, "mpimager reduce --options"),
+                                          where="mpimager reduce --options:")
     table = {"psf_cutoff": args.psf_cutoff, "resolution": args.resolution, "scope": args.scope,
              "cubes": [c.strip() for c in args.cubes.split(",") if c.strip()] if args.cubes is not None else None,
              "purge": args.purge,
@@ -102,6 +95,20 @@ def options_from_args(args) -> ReduceOptions:
              "ref_chan": int(args.ref_chan) if (args.ref_chan or "").isdigit() else args.ref_chan,
              "ref_freq": args.ref_freq, "use_beamlogs": args.use_beamlogs}
     return ReduceOptions.from_mapping({k: v for k, v in table.items() if v is not None}, where="mpimager reduce:")
+
+
+def json_table(text: str, where: str) -> dict:
+    """The JSON object `text` of an `--options` flag (a run's job gets its option table whole this way);
+    InputError naming `where` when it is not JSON or not an object."""
+    import json
+
+    try:
+        table = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: expected a JSON object")
+    return table
 
 
 def parallel_comm():

@@ -55,6 +55,10 @@ class MosaicOptions:
         in one ConfigError naming `where` (e.g. 'FILE: [mosaic]') and the key."""
         return cls(**SECTION.parse(d, where))
 
+    def to_mapping(self) -> dict[str, Any]:
+        """Every field as a `[mosaic]` table (JSON-ready): `from_mapping(o.to_mapping()) == o`."""
+        return v.table_of(self)
+
     def with_flags(self, **flags: Any) -> MosaicOptions:
         """A copy with the non-None `flags` set (command-line overrides)."""
         return replace(self, **{k: v for k, v in flags.items() if v is not None})

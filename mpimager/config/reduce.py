@@ -7,7 +7,7 @@ command builds the same value from its flags, so a run and a standalone reduce b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ class ReduceOptions:
 
     def to_mapping(self) -> dict[str, Any]:
         """Every field as a `[reduce]` table (JSON-ready): `from_mapping(o.to_mapping()) == o`."""
-        return {f.name: list(x) if isinstance(x := getattr(self, f.name), tuple) else x for f in fields(self)}
+        return v.table_of(self)
 
 
 def _beam(value: Any, base: Path | None = None) -> tuple[float, float, float]:

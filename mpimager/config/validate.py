@@ -360,3 +360,9 @@ class Section:
         for key, value in values.items():
             if value != getattr(options, key) or type(value) is not type(getattr(options, key)):
                 object.__setattr__(options, key, value)
+
+
+def table_of(options: Any) -> dict[str, Any]:
+    """Every field of the frozen option dataclass `options` as its TOML/JSON table (tuples as lists): what a
+    run's job receives whole, so that `Cls.from_mapping(table_of(o)) == o`."""
+    return {f.name: list(x) if isinstance(x := getattr(options, f.name), tuple) else x for f in fields(options)}

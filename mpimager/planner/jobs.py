@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mpimager.config.load import Config, ImagingPass, is_askap
+from mpimager.config.mosaic import MosaicOptions
 from mpimager.config.reduce import ReduceOptions
 from mpimager.errors import ConfigError, InputError
 from mpimager.inputs.discover import InputMS
@@ -313,7 +314,7 @@ def _reduce_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         options = replace(r, scope="prefix" if r.scope == "prefix" else "observation",
                           threads=r.threads or settings.threads, cubes=cubes)
         argv = [settings.python, "-m", "mpimager", "reduce", "--out", out_dir, "--quiet",
-                "--options", json.dumps(options.to_mapping(), sort_keys=True, separators=(",", ":"))]
+                "--options", _options_json(options)]
         unit_ms = list(dict.fromkeys(m for j in unit for m in j.ms))
         argv += ["--ms", unit_ms[0]] if unit_ms[0] in askap else []  # its beam's receptor angle goes in the header
         outputs = [str(p) for j in unit for _, _, paths in _job_cubes(r, j, out_dir, cubes)
@@ -338,6 +339,11 @@ def _job_cubes(r: ReduceOptions, job: Job, out_dir: str, kinds: Sequence[str]) -
 
     return [(stokes, kind, cube_paths(_CubeName(os.path.basename(job.image_prefix), stokes, kind), r, Path(out_dir)))
             for kind in kinds for stokes in job.pols]
+
+
+def _options_json(options: ReduceOptions | MosaicOptions) -> str:
+    """A section's options as the one compact JSON value its job receives (`--options`): they travel whole."""
+    return json.dumps(options.to_mapping(), sort_keys=True, separators=(",", ":"))
 
 
 def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
@@ -373,12 +379,8 @@ def _mosaic_jobs(config: Config, settings: PlanSettings, imaging: Sequence[Job],
         name = _safe(f"{field}.{pass_name}" if pass_name else field) + f"-{stokes}-{kind}"
         beams = [b for j, _, _ in members if (b := dict(j.tags).get("beam")) is not None]
         ids = [int(b) for b in beams] if len(beams) == len(members) else list(range(len(members)))
-        argv = [settings.python, "-m", "mpimager", "mosaic", "--out", out_dir, "--name", name,
-                "--telescope", m.telescope, "--cutoff", str(m.cutoff), "--interpolation", m.interpolation,
-                "--planes", str(m.planes), "--quiet", "--beam-ids", ",".join(map(str, ids))]
-        argv += ["--dish-diameter", str(m.dish_diameter)] if m.dish_diameter else []
-        argv += ["--fwhm-factor", str(m.fwhm_factor)] if m.fwhm_factor else []
-        argv += ["--centre", *map(str, m.centre)] if m.centre else []
+        argv = [settings.python, "-m", "mpimager", "mosaic", "--out", out_dir, "--name", name, "--quiet",
+                "--beam-ids", ",".join(map(str, ids)), "--options", _options_json(m)]
         for i in ids if m.primary_beams else ():
             assert m.primary_beams is not None
             pb = m.primary_beams.replace("$beam$", f"{i:02d}")
