@@ -1,2 +1,2 @@
-"""Stage 1, the configuration: layered TOML, validated all at once, into frozen option values (`load`); every
+"""The configuration: layered TOML, validated all at once, into frozen option values (`load`); every
 section declares its keys in one validator vocabulary (`validate`)."""

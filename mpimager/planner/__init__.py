@@ -1,3 +1,3 @@
-"""Stage 3, the planner (pure): config + MS metadata to the jobs of a run (`jobs`), the names of the products they
+"""The planner (pure): config + MS metadata to the jobs of a run (`jobs`), the names of the products they
 write (`products`; WSClean's own in `wsclean.names`), and a Slurm allocation sized
 from those jobs (`sbatch`). (Not `plan`: that name is the API's `mpimager.plan(...)`.)"""

@@ -1,4 +1,4 @@
-"""Stage 4, the queue: hands planned tasks to free MPI ranks as they become free. Knows nothing of WSClean.
+"""The queue: hands planned tasks to free MPI ranks as they become free. Knows nothing of WSClean.
 
 Owns the only `mpi4py` import of the package (`world.mpi`, lazy: importing `mpimager.queue` neither needs nor
 initialises MPI). Rank 0 is the master, ranks 1..N-1 are workers; with a single rank (no MPI launcher) the same
