@@ -459,7 +459,7 @@ def test_near_the_time_limit_no_job_that_cannot_finish_starts_and_a_follow_on_jo
     t0 = time.time()
     job = slurm_cluster.run(["sbatch", "--parsable", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem=0",
                              "--time=1", str(TEMPLATE), str(c), *map(str, ms), "--run-dir", str(run_dir)],
-                            cwd=tmp_path, env=sbatch_env(slurm_cluster, tmp_path, MPIMAGER_RESUBMIT="4"))
+                            cwd=tmp_path, env=sbatch_env(slurm_cluster, tmp_path, MPIMAGER_RESUBMIT="8"))
     assert job.returncode == 0, job.stderr
     first = job.stdout.strip().split(";")[0]
     state = slurm_cluster.wait(first, timeout=180)
@@ -472,7 +472,7 @@ def test_near_the_time_limit_no_job_that_cannot_finish_starts_and_a_follow_on_jo
     ends = [r for r in records if r["event"] == "end"]
     assert ends and max(r["end"] for r in ends) < records[0]["time"] + 60  # nothing ran past the limit
     chain = [first]
-    while "follow-on job " in out and len(chain) < 5:  # each job resumes the run, until one finishes it
+    while "follow-on job " in out and len(chain) < 9:  # each job resumes the run, until one finishes it
         chain.append(out.split("follow-on job ")[1].split()[0])
         state = slurm_cluster.wait(chain[-1], timeout=300)
         out = slurm_out(tmp_path, chain[-1])
