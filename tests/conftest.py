@@ -20,6 +20,26 @@ os.environ.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
 pytest_plugins = ["fixtures.synth", "fixtures.containers", "fixtures.slurm", "fixtures.reduce"]
 
 
+class RealToolInPureTest(AssertionError):
+    """A test marked `pure` started a process or imported MPI: it tests the real tools, so it is not pure."""
+
+
+@pytest.fixture(autouse=True)
+def _pure_tests_start_no_tool(request, monkeypatch):
+    """The suite in two sets: tests marked `pure` (pure logic, `pytest -m pure`: seconds) and the tests of the
+    real tools (`-m "not pure"`: WSClean, MPI launches, Slurm, containers, FixMS on MSs). A pure test may
+    start no process and import no MPI: this checks it."""
+    if request.node.get_closest_marker("pure") is None:
+        return
+
+    def refuse(*args, **kwargs):
+        raise RealToolInPureTest(f"{request.node.nodeid} is marked pure but starts a process")
+
+    for owner, name in ((subprocess.Popen, "__init__"), (os, "fork"), (os, "posix_spawn"), (os, "system")):
+        monkeypatch.setattr(owner, name, refuse)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # `import mpi4py` raises ImportError
+
+
 def run_cli(*args, cwd=None, timeout=300, env=None, mpi: int | None = None) -> subprocess.CompletedProcess:
     """`python -m mpimager ARGS` (under `mpirun -n MPI` when given), text output captured."""
     cmd = [sys.executable, "-m", "mpimager", *map(str, args)]

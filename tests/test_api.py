@@ -54,6 +54,7 @@ def test_a_whole_run_through_the_api_only(tmp_path, tiny_ms_dir, capsys):
     assert run_log in (tmp_path / "run" / "mpimager.log").read_text()  # every run appends its lines
 
 
+@pytest.mark.pure
 def test_a_failed_job_is_in_the_result_with_its_log(tmp_path, tiny_ms_dir):
     bad = tmp_path / "bad.ms"
     bad.mkdir()
@@ -72,6 +73,7 @@ def test_a_failed_job_is_in_the_result_with_its_log(tmp_path, tiny_ms_dir):
     assert result.failures[0].error and result.failures[0].log
 
 
+@pytest.mark.pure
 def test_a_loaded_config_and_bad_mappings(tmp_path, tiny_ms_dir):
     base = write_config(tmp_path / "base.toml", "[worker]\nretries = 3\n")
     config = mpimager.load_config(write_config(tmp_path / "c.toml", f'default_settings = "{base}"\n'))

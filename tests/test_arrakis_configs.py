@@ -128,6 +128,7 @@ def test_askap_toml_renders_arrakis_command_flag_by_flag(tmp_path, askap_dir, pa
     assert ours["-temp-dir"][0].startswith("/dev/shm/")
 
 
+@pytest.mark.pure
 def test_askap_toml_gives_one_gather_job_per_beam_across_stokes(tmp_path, askap_dir):
     _, jobs = plan_askap(tmp_path, askap_dir)
     reduce = [j for j in jobs if j.kind == "reduce"]
@@ -139,6 +140,7 @@ def test_askap_toml_gives_one_gather_job_per_beam_across_stokes(tmp_path, askap_
         assert {d.split(":")[0] for d in j.depends_on} == {"wsclean"} and len(j.depends_on) == 2
 
 
+@pytest.mark.pure
 def test_false_removes_a_key_the_local_wsclean_does_not_know(tmp_path, askap_dir):
     """Only keys that would be passed are checked against WSClean's --help."""
     known = frozenset({"verbose", "mgain"})  # a WSClean that knows neither force-mask-rounds nor gridder
@@ -230,6 +232,7 @@ def test_nenufar_toml_renders_imgpipe_command_flag_by_flag(tmp_path):
     assert {f: ours[f] for f in theirs} == theirs
 
 
+@pytest.mark.pure
 def test_imgpipe_worker_nodes_is_answered_with_what_mpimager_does_instead(tmp_path):
     config = write_config(tmp_path / "img.toml", "[worker]\nnodes = 'nancep5'\nmax_concurrent = 4\n")
     with pytest.raises(ConfigError) as exc:

@@ -9,6 +9,7 @@ from mpimager.config.load import load_config
 from mpimager.errors import ConfigError
 
 
+@pytest.mark.pure
 def test_packaged_defaults_fill_every_section(tmp_path):
     cfg = load_config(write_config(tmp_path / "c.toml", "[wsclean]\nniter = 10\n"))
     assert cfg.worker.max_concurrent is None and cfg.worker.retries == 1  # None: one job per worker rank
@@ -18,11 +19,13 @@ def test_packaged_defaults_fill_every_section(tmp_path):
     assert p.options == (("no-update-model-required", True), ("niter", 10))
 
 
+@pytest.mark.pure
 def test_false_removes_a_default_flag(tmp_path):
     cfg = load_config(write_config(tmp_path / "c.toml", "[wsclean]\nno-update-model-required = false\n"))
     assert "no-update-model-required" not in dict(cfg.passes[0].options)
 
 
+@pytest.mark.pure
 def test_layers_merge_key_by_key_and_relative_paths_follow_the_file_that_names_them(tmp_path, monkeypatch):
     monkeypatch.setenv("SITE", str(tmp_path / "site"))
     (tmp_path / "site").mkdir()
@@ -54,6 +57,7 @@ def test_layers_merge_key_by_key_and_relative_paths_follow_the_file_that_names_t
     assert cfg.layers[1:] == (tmp_path / "site" / "base.toml", tmp_path / "user" / "c.toml")
 
 
+@pytest.mark.pure
 def test_stokes_passes_override_the_common_options(tmp_path):
     cfg = load_config(write_config(tmp_path / "c.toml", """
         [wsclean]
@@ -75,6 +79,7 @@ def test_stokes_passes_override_the_common_options(tmp_path):
     assert dict(qu.options)["auto-mask"] == 16 and dict(qu.options)["join-polarizations"] is True
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("text, message", [
     ("[wsclean\nniter = 1", r"c\.toml:1:\d+: malformed TOML"),
     ("[worker]\nmax_concurrent = 2\nmax_concurrent = 3\n", r"c\.toml:3:\d+: malformed TOML"),
@@ -97,22 +102,26 @@ def test_bad_config_gives_one_line_naming_file_key_and_expectation(tmp_path, tex
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.pure
 def test_all_problems_are_reported_at_once(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(write_config(tmp_path / "c.toml", "[worker]\nmax_concurrent = 0\nretries = 'x'\n"))
     assert "max_concurrent" in str(e.value) and "and 1 more" in str(e.value) and "retries" in str(e.value)
 
 
+@pytest.mark.pure
 def test_timeouts_take_units(tmp_path):
     cfg = load_config(write_config(tmp_path / "c.toml", "[worker]\ntimeout = '90m'\n"))
     assert cfg.worker.timeout == 5400.0
 
 
+@pytest.mark.pure
 def test_a_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"nope\.toml: no such config file"):
         load_config(tmp_path / "nope.toml")
 
 
+@pytest.mark.pure
 def test_a_default_settings_loop_is_refused(tmp_path):
     write_config(tmp_path / "a.toml", "default_settings = 'b.toml'\n")
     write_config(tmp_path / "b.toml", "default_settings = 'a.toml'\n")

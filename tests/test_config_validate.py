@@ -28,6 +28,7 @@ def _error(path: Path) -> str:
     return text
 
 
+@pytest.mark.pure
 def test_two_bad_reduce_keys_and_a_bad_mosaic_key_are_one_error_naming_all_three(tmp_path):
     c = write_config(tmp_path / "c.toml", """
         [reduce]
@@ -43,6 +44,7 @@ def test_two_bad_reduce_keys_and_a_bad_mosaic_key_are_one_error_naming_all_three
     assert "(and 2 more: " in text
 
 
+@pytest.mark.pure
 def test_problems_of_every_layer_and_section_come_together_each_naming_its_file(tmp_path):
     site = write_config(tmp_path / "site.toml", "[worker]\nretries = -1\n[container]\nruntime = 'docker'\n")
     user = write_config(tmp_path / "c.toml", f"default_settings = '{site}'\n[inputs]\nnum_beams = 0\n"
@@ -57,6 +59,7 @@ def test_problems_of_every_layer_and_section_come_together_each_naming_its_file(
     assert "(and 4 more: " in text
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("text, hint", [
     ("[reduce]\naxis_order = 'stokes_freq'\n", "[reduce] axis_order: expected 'freq-stokes' or 'stokes-freq', "
                                               "got 'stokes_freq' (did you mean 'stokes-freq'?)"),
@@ -76,6 +79,7 @@ def test_a_misspelt_key_or_choice_is_answered_with_the_nearest_valid_one(tmp_pat
     assert hint in _error(write_config(tmp_path / "c.toml", text))
 
 
+@pytest.mark.pure
 def test_a_section_checked_as_a_whole_still_reports_its_other_problems(tmp_path):
     text = _error(write_config(tmp_path / "c.toml", "[container]\nruntime = 'apptainer'\nbinds = ['rel:/x']\n"
                                                    "[reduce]\nround_up = -1\n"))
@@ -84,16 +88,19 @@ def test_a_section_checked_as_a_whole_still_reports_its_other_problems(tmp_path)
     assert f"bind '{tmp_path}/rel:/x'" not in text  # a relative bind source resolves against the file
 
 
+@pytest.mark.pure
 def test_a_refused_value_is_not_reported_again_by_a_whole_table_check(tmp_path):
     text = _error(write_config(tmp_path / "c.toml", "[container]\nruntime = 'apptainer'\nimage = 3\n"))
     assert "[container] image: expected a non-empty string, got 3" in text and "required" not in text
 
 
+@pytest.mark.pure
 def test_a_bad_image_name_and_a_bad_out_dir_of_two_passes_are_reported_together(tmp_path):
     text = _error(write_config(tmp_path / "c.toml", "[passes.I]\nname = '..'\n[passes.V]\nout-dir = 3\n"))
     assert "[passes.I] name: '..' is not a file name" in text and "[passes.V] out-dir: expected a path string" in text
 
 
+@pytest.mark.pure
 def test_paths_resolve_against_the_file_that_sets_them_in_every_section(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCH", "/scratch/me")
     cfg = load_config(write_config(tmp_path / "c.toml", """
@@ -118,6 +125,7 @@ def test_paths_resolve_against_the_file_that_sets_them_in_every_section(tmp_path
     assert cfg.mosaic.out_dir == "$run_dir$/mos" and cfg.mosaic.primary_beams == str(tmp_path / "pb/beam$beam$.fits")
 
 
+@pytest.mark.pure
 def test_every_section_declares_exactly_the_fields_of_its_option_class():
     import dataclasses
 
@@ -125,6 +133,7 @@ def test_every_section_declares_exactly_the_fields_of_its_option_class():
         assert set(section.keys) == {f.name for f in dataclasses.fields(cls)}, name
 
 
+@pytest.mark.pure
 def test_from_mapping_reports_every_problem_of_a_table_at_once():
     with pytest.raises(ConfigError) as e:
         ReduceOptions.from_mapping({"resolution": "x", "purge": "yes", "colour": 1}, where="t.toml: [reduce]")
@@ -136,6 +145,7 @@ def test_from_mapping_reports_every_problem_of_a_table_at_once():
         MosaicOptions(planes=0, centre=(1.0, 100.0))
 
 
+@pytest.mark.pure
 def test_values_built_in_code_are_stored_as_a_config_would_hold_them():
     assert ReduceOptions(psf_cutoff=30, cubes=["residual", "residual"]) == \
         ReduceOptions.from_mapping({"psf_cutoff": 30.0, "cubes": "residual"})
@@ -146,6 +156,7 @@ def test_values_built_in_code_are_stored_as_a_config_would_hold_them():
     assert ContainerOptions.from_mapping({"binds": ["/a:/b:ro"]}, "x").binds == ("/a:/b:ro",)
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("build, message", [
     (lambda: WorkerOptions(retries=-1), "WorkerOptions retries: expected an integer >= 0, got -1"),
     (lambda: WorkerOptions(timeout="1x"), "WorkerOptions timeout: expected a positive number of seconds"),
@@ -164,6 +175,7 @@ def test_every_option_class_checks_values_built_in_code_as_a_config_table(build,
 REFUSED = object()
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("validator, value, parsed", [
     (v.integer(1), 3, 3),
     (v.number(0.0, strict=True, below=1.0), 1, REFUSED),
@@ -195,6 +207,7 @@ def test_each_validator_takes_what_it_says_and_refuses_the_rest(validator, value
         assert validator(validator(value)) == parsed  # idempotent: an option class may re-check its values
 
 
+@pytest.mark.pure
 def test_path_validators_resolve_only_with_a_base():
     p = v.path(keep=v.ABSOLUTE_TOKENS)
     assert p("a/b", Path("/cfg")) == "/cfg/a/b" and p("a/b") == "a/b" and p("$ms_dir$/x", Path("/cfg")) == "$ms_dir$/x"
@@ -212,6 +225,7 @@ def _args(command: str, *argv: str):
     return build_parser(command).parse_args([*argv, "--out", "/tmp/out", "x.fits"])
 
 
+@pytest.mark.pure
 def test_reduce_flags_become_the_options_a_config_table_would_and_unset_flags_keep_the_defaults():
     assert reduce_options(_args("reduce")) == ReduceOptions()
     o = reduce_options(_args("reduce", "--resolution", "natural", "--cubes", "restored,residual", "--psf-outlier",
@@ -221,6 +235,7 @@ def test_reduce_flags_become_the_options_a_config_table_would_and_unset_flags_ke
                                             "min_weight": 0.01})
 
 
+@pytest.mark.pure
 def test_bad_reduce_flags_are_all_named_in_one_error():
     with pytest.raises(ConfigError) as e:
         reduce_options(_args("reduce", "--min-weight", "2", "--threads", "0", "--cubes", "restord"))
@@ -230,6 +245,7 @@ def test_bad_reduce_flags_are_all_named_in_one_error():
     assert "min_weight: expected a number between 0 and 1, got 2.0" in text and "threads: expected a positive" in text
 
 
+@pytest.mark.pure
 def test_mosaic_flags_go_through_the_mosaic_section():
     assert mosaic_options(_args("mosaic")) == MosaicOptions()
     assert mosaic_options(_args("mosaic", "--telescope", "VLA", "--planes", "4")).dish_and_factor == (25.0, 1.02)

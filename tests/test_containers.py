@@ -40,11 +40,13 @@ PRODUCTS = ("dirty", "image", "model", "psf", "residual")
 # --- [container] options ------------------------------------------------------------------------------
 
 
+@pytest.mark.pure
 def test_options_default_to_native_wsclean():
     assert ContainerOptions.from_mapping({}, WHERE) == ContainerOptions()
     assert ContainerOptions.from_mapping({"runtime": "native", "wsclean": "wsclean"}, WHERE).runtime == "native"
 
 
+@pytest.mark.pure
 def test_options_for_a_container():
     opts = ContainerOptions.from_mapping(
         {"runtime": "apptainer", "image": "/images/wsclean.sif", "binds": ["/data", "/scratch:/s:ro"],
@@ -57,6 +59,7 @@ def test_options_for_a_container():
                                          WHERE).image == "docker://alecthomson/wsclean:latest"
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("table, message", [
     ({"runtim": "native"}, "run.toml: [container] runtim: unknown key"),
     ({"runtime": "docker"}, "[container] runtime: expected one of 'native', 'singularity', 'apptainer', got 'docker'"),
@@ -78,6 +81,7 @@ def test_option_errors_name_the_key(table, message):
     assert message in str(exc.value) and "\n" not in str(exc.value)
 
 
+@pytest.mark.pure
 def test_all_option_problems_are_reported_at_once():
     with pytest.raises(ConfigError) as exc:
         ContainerOptions.from_mapping({"runtime": "singularity", "colour": "red", "binds": ["x"]}, WHERE)
@@ -88,6 +92,7 @@ def test_all_option_problems_are_reported_at_once():
 # --- bind lists (pure) -------------------------------------------------------------------------------------
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("job, defaults, extra, expected", [
     (["/data/a.ms", "/data/a.ms", "/data/out"], [], [], ("/data/a.ms", "/data/out")),
     (["/data/a.ms", "/data", "/data/b.ms/"], [], [], ("/data",)),
@@ -103,11 +108,13 @@ def test_bind_list_dedupes_and_collapses(job, defaults, extra, expected):
     assert collapse_binds(job, defaults, extra) == expected
 
 
+@pytest.mark.pure
 def test_a_path_that_cannot_be_bound_is_an_input_error():
     with pytest.raises(InputError, match="/data/a:b.ms contains ':'"):
         collapse_binds(["/data/a:b.ms"], [])
 
 
+@pytest.mark.pure
 def test_container_command_runs_the_argv_through_the_spython_child(tmp_path):
     rt = make_runtime(ContainerOptions(runtime="apptainer", image="/images/w.sif", binds=("/models:/m:ro",)))
     cmd = rt.command(["wsclean", "-name", "/data/out/img", "/data/a.ms"], ["/data/a.ms", "/data/out"])
@@ -121,6 +128,7 @@ def test_container_command_runs_the_argv_through_the_spython_child(tmp_path):
         ["wsclean", "-name", "x", "a.ms"]
 
 
+@pytest.mark.pure
 def test_env_always_has_home():
     for rt in (make_runtime(ContainerOptions()), make_runtime(ContainerOptions(runtime="singularity", image="/i"))):
         assert rt.env({"PATH": "/bin"})["HOME"] == os.path.expanduser("~")
@@ -158,6 +166,7 @@ def test_concurrent_processes_pull_a_uri_image_once(tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == sorted([expected.name, expected.with_suffix(".lock").name])
 
 
+@pytest.mark.pure
 def test_a_failed_pull_leaves_nothing_and_the_next_call_pulls_again(tmp_path):
     uri = "docker://example/wsclean:3.4"
 
@@ -173,6 +182,7 @@ def test_a_failed_pull_leaves_nothing_and_the_next_call_pulls_again(tmp_path):
     assert ensure_pulled(uri, tmp_path, lambda u, d: pytest.fail("pulled twice")) == path
 
 
+@pytest.mark.pure
 def test_pulled_image_names_are_stable_and_distinct(tmp_path):
     a = pulled_image_path("docker://alecthomson/wsclean:latest", tmp_path)
     assert a == pulled_image_path("docker://alecthomson/wsclean:latest", tmp_path)
@@ -183,12 +193,14 @@ def test_pulled_image_names_are_stable_and_distinct(tmp_path):
 # --- prepare: everything checked before any job ---------------------------------------------------------------
 
 
+@pytest.mark.pure
 def test_missing_native_wsclean_is_named(monkeypatch):
     rt = make_runtime(ContainerOptions(wsclean="wsclean-9.9"))
     with pytest.raises(InputError, match="WSClean executable 'wsclean-9.9' not found"):
         rt.prepare()
 
 
+@pytest.mark.pure
 def test_missing_runtime_binary_is_named(tmp_path):
     rt = make_runtime(ContainerOptions(runtime="apptainer", image=str(tmp_path), binary="/opt/nowhere/apptainer"))
     with pytest.raises(InputError, match="container runtime '/opt/nowhere/apptainer' not found"):

@@ -11,6 +11,7 @@ from conftest import ROOT
 from mpimager.config import reference
 
 
+@pytest.mark.pure
 def test_every_config_key_has_its_documentation():
     from mpimager.config.load import _SCHEMA
 
@@ -26,6 +27,7 @@ def test_the_committed_reference_is_the_generated_one():
     assert page == reference.markdown(), "run: python -m mpimager.config.reference docs/configuration.md"
 
 
+@pytest.mark.pure
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed ([docs] extra)")
 def test_the_docs_build_with_warnings_as_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),

@@ -7,6 +7,8 @@ import sys
 
 from conftest import run_cli, snapshot, write_config
 
+import pytest
+
 from mpimager.environment import cache_dir, without_casacore_defaults
 
 
@@ -22,6 +24,7 @@ def test_default_threads_follow_the_affinity_mask(tmp_path, tiny_ms_dir):
     assert argv[argv.index("-j") + 1] == "1"  # one usable CPU, whatever os.cpu_count() says
 
 
+@pytest.mark.pure
 def test_caches_live_under_xdg_and_apptainer_cache_dirs(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("APPTAINER_CACHEDIR", raising=False)
@@ -41,6 +44,7 @@ def test_a_dry_run_writes_no_option_cache(tmp_path, tiny_ms_dir):
     assert snapshot(xdg) == {}
 
 
+@pytest.mark.pure
 def test_jobs_get_casacore_variables_only_when_the_user_set_them():
     import casacore
     import casacore.tables

@@ -481,6 +481,7 @@ def test_near_the_time_limit_no_job_that_cannot_finish_starts_and_a_follow_on_jo
     assert len(products(run_dir)) == 9 * 5 and run_processes(tmp_path) == []
 
 
+@pytest.mark.pure
 def test_an_image_pull_on_a_file_system_without_locks_goes_on_unlocked(tmp_path, monkeypatch, caplog):
     import errno
     import fcntl

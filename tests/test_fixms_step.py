@@ -315,6 +315,7 @@ def _field_deg(ms):
     return read_evidence(ms).field_deg
 
 
+@pytest.mark.pure
 def test_the_check_takes_nan_as_equal_to_nan_and_builds_its_tolerance_from_finite_values():
     expected = np.array([[[1 + 1j, np.nan, 2, 3]]], dtype=np.complex64)
     assert corrections_match(expected.copy(), expected)

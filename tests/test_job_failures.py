@@ -36,6 +36,7 @@ def end_record(run_dir, job):
     return [r for r in read_records(run_dir) if r["event"] == "end" and r["job"] == job][-1]
 
 
+@pytest.mark.pure
 def test_lower_gains_halves_gain_and_mgain_and_sets_unset_ones_to_half_wscleans_defaults():
     assert lower_gains(["wsclean", "-gain", "0.2", "-mgain", "0.8", "-name", "p", "a.ms"]) == \
         ["wsclean", "-gain", "0.1", "-mgain", "0.4", "-name", "p", "a.ms"]
@@ -72,6 +73,7 @@ def _staged_and_finals(stage, out):
     return [(str(stage / n), str(out / n)) for n in names]
 
 
+@pytest.mark.pure
 def test_outputs_moved_into_place_replace_the_old_finals_and_leave_nothing_hidden(staging, tmp_path):
     out = tmp_path / "out"
     install(_staged_and_finals(staging, out))
@@ -79,6 +81,7 @@ def test_outputs_moved_into_place_replace_the_old_finals_and_leave_nothing_hidde
         {"a.fits": b"new a.fits", "b.fits": b"new b.fits", "c.fits": b"new c.fits"}
 
 
+@pytest.mark.pure
 def test_a_final_that_cannot_be_replaced_leaves_every_other_final_with_its_old_bytes(staging, tmp_path):
     out = tmp_path / "out"
     pairs = _staged_and_finals(staging, out)

@@ -67,6 +67,7 @@ def test_the_mosaic_is_the_weighted_formula_on_the_reprojected_planes(field):
         assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref))
 
 
+@pytest.mark.pure
 def test_the_noise_of_the_mosaic_is_one_over_the_square_root_of_the_weight(field):
     _paths, made = field
     cube = fits.getdata(made.paths.cube)[0]
@@ -76,6 +77,7 @@ def test_the_noise_of_the_mosaic_is_one_over_the_square_root_of_the_weight(field
     assert abs(1.4826 * np.median(np.abs(z - np.median(z))) - 1) < 0.05
 
 
+@pytest.mark.pure
 def test_the_grid_is_a_sin_projection_at_the_mean_beam_centre_covering_every_beam(field):
     paths, made = field
     h = fits.getheader(made.paths.cube)
@@ -182,6 +184,7 @@ def test_cubes_on_other_pixel_sizes_or_spectral_axes_are_refused(tmp_path):
     _refused([a[0], c[1]], tmp_path, rf"{c[1]}: another spectral axis")
 
 
+@pytest.mark.pure
 def test_a_cube_without_its_weights_or_with_the_wrong_number_of_them_is_refused(tmp_path):
     paths = square_field(tmp_path / "in", sky=SKY[:1], shape=(64, 64), cell_asec=90.0)
     weights = paths[1].with_name(paths[1].name[:-5] + ".weights.txt")
@@ -194,6 +197,7 @@ def test_a_cube_without_its_weights_or_with_the_wrong_number_of_them_is_refused(
     _refused(paths, tmp_path, rf"{weights}: every channel weight is 0")
 
 
+@pytest.mark.pure
 def test_two_cubes_of_one_beam_and_an_output_over_an_input_are_refused(tmp_path):
     paths = square_field(tmp_path / "in", sky=SKY[:1], shape=(64, 64), cell_asec=90.0)
     _refused(paths, tmp_path, r"beam 0 is also", beam_ids=[0, 0, 1, 2])

@@ -81,6 +81,7 @@ def test_a_mosaic_needs_one_common_beam_across_the_beams(tmp_path, raw_observati
     assert mosaics[1]["depends_on"] == [f"reduce:beam{b:02d}.QU" for b in range(4)]
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("text, message", [
     ("cutof = 0.2", "unknown key 'cutof' (did you mean 'cutoff'?)"),
     ("cutoff = 1.2", "cutoff: expected a number between 0 and 1, got 1.2"),
@@ -94,6 +95,7 @@ def test_a_bad_mosaic_key_is_refused_naming_the_file_and_key(tmp_path, text, mes
         load_config(config)
 
 
+@pytest.mark.pure
 def test_paths_in_the_mosaic_section_resolve_against_the_config_file(tmp_path):
     config = write_config(tmp_path / "c.toml", "[mosaic]\nout_dir = 'mos'\nprimary_beams = 'pb/beam$beam$.fits'\n")
     m = load_config(config).mosaic

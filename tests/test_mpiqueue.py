@@ -202,6 +202,7 @@ def drain(sched):
     return order
 
 
+@pytest.mark.pure
 def test_scheduler_non_slot_bound_tasks_ignore_max_per_host():
     sched = Scheduler([Task("fix", None, slot_bound=False), Task("fix2", None, slot_bound=False),
                         Task("img", None), Task("img2", None)], {1: "h", 2: "h", 3: "h"}, max_per_host=1)
@@ -209,6 +210,7 @@ def test_scheduler_non_slot_bound_tasks_ignore_max_per_host():
     assert started == ["fix", "fix2", "img"]  # img2 waits: host h already runs one slot-bound task
 
 
+@pytest.mark.pure
 def test_scheduler_group_shares_a_host_when_no_distinct_one_is_free_and_says_so():
     sched = Scheduler([Task("g", None, nranks=2)], {1: "hA", 2: "hA", 3: "hB"}, None)
     sched.free.discard(3)  # hB busy
@@ -217,6 +219,7 @@ def test_scheduler_group_shares_a_host_when_no_distinct_one_is_free_and_says_so(
     assert any(e.kind == "note" and "share hosts hA, hA" in e.message for e in sched.pop_events())
 
 
+@pytest.mark.pure
 def test_scheduler_group_larger_than_the_workers_runs_on_all_of_them_with_a_note():
     sched = Scheduler([Task("g", None, nranks=8)], {1: "hA", 2: "hB"}, None)
     ((_task, placement),) = sched.assign()
@@ -224,6 +227,7 @@ def test_scheduler_group_larger_than_the_workers_runs_on_all_of_them_with_a_note
     assert any("asks for 8 ranks; only 2 can be given" in e.message for e in sched.pop_events())
 
 
+@pytest.mark.pure
 def test_scheduler_waiting_group_keeps_free_ranks_from_smaller_tasks():
     # ranks 1 and 2 free, rank 3 busy; the big group task needs 3 ranks, so the small one must not take 1 or 2
     sched = Scheduler([Task("big", None, nranks=3, cost=9), Task("small", None, cost=1)],
@@ -234,6 +238,7 @@ def test_scheduler_waiting_group_keeps_free_ranks_from_smaller_tasks():
     assert [(t.id, p.ranks) for t, p in sched.assign()] == [("big", (1, 2, 3))]
 
 
+@pytest.mark.pure
 def test_scheduler_skips_unknown_dependencies_and_cycles_at_once():
     sched = Scheduler([Task("a", None, deps=("nope",)), Task("b", None, deps=("a",)),
                         Task("c", None, deps=("d",)), Task("d", None, deps=("c",)), Task("e", None)], {1: "h"}, None)
@@ -243,6 +248,7 @@ def test_scheduler_skips_unknown_dependencies_and_cycles_at_once():
     assert drain(sched) == [("e", (1,))]
 
 
+@pytest.mark.pure
 def test_scheduler_refuses_duplicate_ids():
     with pytest.raises(MpimagerError, match="duplicate task id"):
         Scheduler([Task("a", None), Task("a", None)], {1: "h"}, None)
@@ -275,6 +281,7 @@ def placed(events, task_id):
     return [int(r) for r in ranks.split(",")], hosts.split(",")
 
 
+@pytest.mark.pure
 def test_scheduler_max_per_host_caps_concurrent_slot_bound_tasks_on_each_host():
     workers = {1: "hA", 2: "hA", 3: "hB", 4: "hB"}
     out, _ = simulate([{"id": f"t{i}", "payload": {"sleep": 0.4}} for i in range(6)], workers, max_per_host=1)
@@ -286,6 +293,7 @@ def test_scheduler_max_per_host_caps_concurrent_slot_bound_tasks_on_each_host():
     assert max_overlap([(o.start, o.end) for o in unlimited.values() if o.host == "hA"]) == 2
 
 
+@pytest.mark.pure
 def test_scheduler_tasks_run_on_their_host_and_a_missing_host_is_noted_once():
     tasks = ([{"id": f"a{i}", "host": "hA", "payload": {"sleep": 0.1}} for i in range(3)]
              + [{"id": f"b{i}", "host": "hB", "payload": {"sleep": 0.1}} for i in range(3)]
@@ -301,6 +309,7 @@ def test_scheduler_tasks_run_on_their_host_and_a_missing_host_is_noted_once():
     assert [m for m in notes if "node007" in m] == ["no rank runs on host node007: its tasks run anywhere"]
 
 
+@pytest.mark.pure
 def test_scheduler_group_tasks_get_ranks_on_distinct_hosts_and_the_others_stay_reserved():
     workers = {1: "hA", 2: "hA", 3: "hB", 4: "hB"}
     tasks = ([{"id": f"g{i}", "nranks": 2, "cost": 5, "payload": {"sleep": 0.5}} for i in range(2)]
@@ -316,6 +325,7 @@ def test_scheduler_group_tasks_get_ranks_on_distinct_hosts_and_the_others_stay_r
                 assert other.end <= out[gid].start or other.start >= out[gid].end, (gid, other.task_id)
 
 
+@pytest.mark.pure
 def test_an_exception_crosses_ranks_as_its_class_and_args_or_an_mpimager_error_naming_it():
     from mpimager.errors import ConfigError
     from mpimager.queue.protocol import Failure

@@ -19,6 +19,7 @@ from mpimager.runtime.runner import mpi_launcher
 TWO_NODES = Placement(rank=1, host="n1", ranks=(1, 3), hosts=("n1", "n2"))
 
 
+@pytest.mark.pure
 def test_inside_slurm_a_group_is_one_step_on_its_nodes_that_ends_when_a_rank_fails():
     assert mpi_launcher(TWO_NODES, {"SLURM_JOB_ID": "7"}) == [
         "srun", "--overlap", "--kill-on-bad-exit=1", "--cpu-bind=none", "--ntasks=2", "--nodes=2", "--nodelist=n1,n2"]
@@ -26,6 +27,7 @@ def test_inside_slurm_a_group_is_one_step_on_its_nodes_that_ends_when_a_rank_fai
     assert mpi_launcher(one_node, {"SLURM_JOB_ID": "7"})[-2:] == ["--nodes=1", "--nodelist=n1"]
 
 
+@pytest.mark.pure
 def test_outside_slurm_mpirun_places_one_slot_per_rank_on_the_group_hosts():
     three = Placement(rank=1, host="a", ranks=(1, 2, 3), hosts=("a", "b", "a"))
     assert mpi_launcher(three, {}) == ["mpirun", "--bind-to", "none", "-np", "3", "-H", "a:2,b:1"]
@@ -52,6 +54,7 @@ def test_a_rank_whose_node_does_not_see_the_temp_dir_exits_with_one_line_naming_
                         "is RUN_DIR/tmp)\n")
 
 
+@pytest.mark.pure
 def test_a_rank_whose_node_lacks_a_path_of_the_job_is_stopped(tmp_path):
     token = multinode.mark(str(tmp_path))
     problem = multinode.problem(str(tmp_path), token, [str(tmp_path / "data.ms")])
@@ -59,6 +62,7 @@ def test_a_rank_whose_node_lacks_a_path_of_the_job_is_stopped(tmp_path):
                                                     "must see its paths")
 
 
+@pytest.mark.pure
 def test_the_file_system_of_a_path_is_read_from_the_mount_table():
     assert multinode.file_system("/dev/shm/anything/below") == "tmpfs"
     assert multinode.file_system("/proc/self") == "proc"
@@ -69,6 +73,7 @@ def job(temp_dir, nranks=2):
                nranks=nranks)
 
 
+@pytest.mark.pure
 def test_a_temp_dir_on_tmpfs_is_refused_up_front_only_for_groups_over_several_nodes():
     with pytest.raises(InputError, match=r"^temp dir /dev/shm \(of job wsclean:b0.I\) is on tmpfs, local to each "
                                          r"node, but the 2 ranks of a --nodes-mpi job on 2 nodes share it"):

@@ -48,6 +48,7 @@ join-polarizations = true
 """
 
 
+@pytest.mark.pure
 def test_askap_beams_get_fixms_then_one_job_per_beam_and_pass(tmp_path):
     beams = [ms(f"/d/beam{b:02d}.ms", beam=b) for b in range(2)]
     jobs = [j for j in plan(cfg(tmp_path, ASKAP), beams) if j.kind != "reduce"]
@@ -72,17 +73,20 @@ def test_askap_beams_get_fixms_then_one_job_per_beam_and_pass(tmp_path):
     assert all(Path(a).is_absolute() for a in qu.argv if a.startswith("/") or a.endswith(".ms"))
 
 
+@pytest.mark.pure
 def test_every_job_has_its_own_temp_dir(tmp_path):
     jobs = [j for j in plan(cfg(tmp_path, ASKAP), [ms("/d/a.ms"), ms("/d/b.ms", beam=1)]) if j.kind == "wsclean"]
     assert len({j.temp_dir for j in jobs}) == len(jobs) == 4
 
 
+@pytest.mark.pure
 def test_an_ms_fixed_before_still_gets_its_fixms_job_which_checks_the_record(tmp_path):
     jobs = plan(cfg(tmp_path, ASKAP), [ms("/d/a.ms", fixed=True, columns=("DATA", "CORRECTED_DATA"))])
     assert [j.kind for j in jobs] == ["fixms", "wsclean", "wsclean", "reduce", "reduce"]
     assert jobs[1].depends_on == ("fixms:a.ms",)
 
 
+@pytest.mark.pure
 def test_other_telescopes_skip_fixms_on_auto(tmp_path):
     jobs = plan(cfg(tmp_path, "[wsclean]\nniter = 1\n"), [ms("/d/sw01.MS", telescope="NenuFAR")])
     assert [j.kind for j in jobs] == ["wsclean"]
@@ -90,6 +94,7 @@ def test_other_telescopes_skip_fixms_on_auto(tmp_path):
     assert jobs[0].prefix == "/runs/r1/images/sw01"
 
 
+@pytest.mark.pure
 def test_combine_groups_by_obs_id_and_spectral_window(tmp_path):
     inputs = [ms(f"/d/{o}/SW{s}_T{t}.MS", telescope="NenuFAR", obs=o, sw=f"SW{s}")
               for o in ("obsA", "obsB") for s in (1, 2) for t in (1, 2)]
@@ -103,34 +108,40 @@ def test_combine_groups_by_obs_id_and_spectral_window(tmp_path):
     assert [(j.prefix, len(j.ms)) for j in across] == [("/img/SW1/deep", 4), ("/img/SW2/deep", 4)]
 
 
+@pytest.mark.pure
 def test_channels_out_all_counts_every_channel(tmp_path):
     job, _ = plan(cfg(tmp_path, "[wsclean]\nchannels-out = 'all'\n"), [ms("/d/a.ms", telescope="X", nchan=12)])
     assert job.argv[job.argv.index("-channels-out") + 1] == "12" and len(job.outputs) == 13 * 2
 
 
+@pytest.mark.pure
 def test_two_jobs_writing_the_same_images_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="two jobs would write the same images /img/same"):
         plan(cfg(tmp_path, "[wsclean]\nname = 'same'\nout-dir = '/img'\n"),
              [ms("/d/a.ms", telescope="X"), ms("/d/b.ms", telescope="X")])
 
 
+@pytest.mark.pure
 def test_a_missing_data_column_is_named_before_any_job(tmp_path):
     with pytest.raises(InputError, match=r"/d/a\.ms: has no column MODEL_DATA to image"):
         plan(cfg(tmp_path, "[inputs]\ndata_column = 'MODEL_DATA'\n"), [ms("/d/a.ms", telescope="X")])
 
 
+@pytest.mark.pure
 def test_host_affinity_comes_from_the_ms_path(tmp_path):
     config = cfg(tmp_path, "[worker]\nrun_on_file_host = true\nrun_on_file_host_pattern = '/net/(node\\d{3})'\n")
     jobs = plan(config, [ms("/net/node001/a.ms", telescope="X"), ms("/net/node002/b.ms", telescope="X")])
     assert [j.host for j in jobs] == ["node001", "node002"]
 
 
+@pytest.mark.pure
 def test_larger_data_costs_more(tmp_path):
     jobs = plan(cfg(tmp_path, "[wsclean]\nniter = 1\n"), [ms("/d/a.ms", telescope="X", beam=0),
                                                          ms("/d/b.ms", telescope="X", beam=5)])
     assert jobs[1].cost > jobs[0].cost > 0
 
 
+@pytest.mark.pure
 def test_the_json_form_has_the_documented_fields(tmp_path):
     (job,) = plan(cfg(tmp_path, "[wsclean]\nniter = 1\n"), [ms("/d/a.ms", telescope="X")])
     d = job.to_json()
@@ -154,6 +165,7 @@ def test_each_prefix_gets_a_reduce_job_after_its_imaging(tmp_path):
         "image.RACS_1347-37A.contcube.beam00.QU-U-restored.cube.fits"]
 
 
+@pytest.mark.pure
 def test_beam_scope_gathers_all_passes_of_a_beam_in_one_job(tmp_path):
     jobs = plan(cfg(tmp_path, ASKAP + "[reduce]\nscope = 'beam'\ncubes = ['restored', 'residual']\n"),
                 [ms("/d/beam00.ms"), ms("/d/beam01.ms", beam=1)])
@@ -163,6 +175,7 @@ def test_beam_scope_gathers_all_passes_of_a_beam_in_one_job(tmp_path):
     assert gather_options(reduce[0]).scope == "observation"
 
 
+@pytest.mark.pure
 def test_no_reduce_job_without_channels_or_when_disabled(tmp_path):
     assert [j.kind for j in plan(cfg(tmp_path, "[wsclean]\nniter = 1\n"), [ms("/d/a.ms", telescope="X")])] == \
         ["wsclean"]
@@ -186,6 +199,7 @@ def gather_options(job):
     return options_from_args(build_parser("reduce").parse_args(list(job.argv[4:])))
 
 
+@pytest.mark.pure
 def test_every_reduce_key_reaches_the_gather_job_whole(tmp_path):
     from dataclasses import fields, replace
 

@@ -115,6 +115,7 @@ def test_a_missing_program_is_a_one_line_joberror_naming_it(tmp_path):
     assert (tmp_path / "m.log").read_text() == f"[mpimager] {message}\n"
 
 
+@pytest.mark.pure
 def test_an_unwritable_log_is_a_joberror_naming_it(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(JobError, match="cannot write its log .*file/x.log"):
@@ -216,6 +217,7 @@ RANK_ENV = {
 }
 
 
+@pytest.mark.pure
 def test_mpi_clean_env_drops_launch_state_and_keeps_user_settings():
     assert mpi_clean_env(RANK_ENV) == {
         "HOME": "/root", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2",

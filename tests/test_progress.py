@@ -42,10 +42,12 @@ class Clock:
 # ------------------------------------------------------------------------------------------------ ETA (pure)
 
 
+@pytest.mark.pure
 def test_no_eta_before_a_job_has_ended():
     assert estimate_remaining([("wsclean", 10.0)], [], [], workers=2) is None
 
 
+@pytest.mark.pure
 def test_eta_is_the_measured_seconds_per_cost_unit_times_the_remaining_cost_over_the_workers():
     finished = [("wsclean", 10.0, 20.0), ("wsclean", 5.0, 10.0)]  # 2 s per cost unit
     waiting = [("wsclean", 10.0)] * 4  # 4 x 20 s
@@ -53,6 +55,7 @@ def test_eta_is_the_measured_seconds_per_cost_unit_times_the_remaining_cost_over
     assert estimate_remaining(waiting, [], finished, workers=4) == pytest.approx(20.0)
 
 
+@pytest.mark.pure
 def test_each_kind_has_its_own_rate_and_an_unmeasured_kind_uses_the_mean_job_duration():
     finished = [("fixms", 100.0, 1.0), ("wsclean", 1.0, 30.0)]  # fixms cheap per unit, wsclean dear
     assert estimate_remaining([("fixms", 100.0)], [], finished, workers=1) == pytest.approx(1.0)
@@ -60,6 +63,7 @@ def test_each_kind_has_its_own_rate_and_an_unmeasured_kind_uses_the_mean_job_dur
     assert estimate_remaining([("reduce", 7.0)], [], finished, workers=1) == pytest.approx(15.5)  # mean of 1, 30
 
 
+@pytest.mark.pure
 def test_a_running_job_counts_for_what_is_left_of_it_and_the_longest_job_bounds_the_eta():
     finished = [("wsclean", 1.0, 10.0)]
     assert estimate_remaining([], [("wsclean", 1.0, 4.0)], finished, workers=8) == pytest.approx(6.0)
@@ -68,12 +72,14 @@ def test_a_running_job_counts_for_what_is_left_of_it_and_the_longest_job_bounds_
     assert estimate_remaining([("wsclean", 10.0)], [], finished, workers=8) == pytest.approx(100.0)
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("seconds, text", [(0, "0 s"), (59.4, "59 s"), (61, "1m01s"), (3599, "59m59s"),
                                            (3600, "1h00m"), (7500, "2h05m")])
 def test_durations_read_like_a_clock(seconds, text):
     assert format_duration(seconds) == text
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("value, expected, warned", [(None, DEFAULT_INTERVAL_S, False), ("2.5", 2.5, False),
                                                      ("abc", DEFAULT_INTERVAL_S, True), ("0", DEFAULT_INTERVAL_S, True),
                                                      ("-3", DEFAULT_INTERVAL_S, True)])
@@ -94,6 +100,7 @@ def _progress(out, clock, tty=False, interval=60.0):
     return Progress(jobs, workers=2, out=out, interval=interval, tty=tty, clock=clock)
 
 
+@pytest.mark.pure
 def test_a_line_per_start_end_and_failure_each_whole_and_time_stamped():
     out, clock = io.StringIO(), Clock()
     p = _progress(out, clock)
@@ -117,6 +124,7 @@ def test_a_line_per_start_end_and_failure_each_whole_and_time_stamped():
     ]
 
 
+@pytest.mark.pure
 def test_the_periodic_line_counts_jobs_running_per_host_failures_and_gives_an_eta():
     out, clock = io.StringIO(), Clock()
     p = _progress(out, clock, interval=60.0)
@@ -140,12 +148,14 @@ def test_the_periodic_line_counts_jobs_running_per_host_failures_and_gives_an_et
     assert out.getvalue().count("progress:") == 1
 
 
+@pytest.mark.pure
 def test_before_any_job_ends_the_eta_says_so():
     p = _progress(io.StringIO(), Clock())
     p.started("fixms:a", 1, "h")
     assert p.summary().endswith("; ETA after the first job ends")
 
 
+@pytest.mark.pure
 def test_the_live_bar_is_drawn_only_on_a_terminal():
     tty_out, file_out = io.StringIO(), io.StringIO()
     for out, tty in ((tty_out, True), (file_out, False)):
@@ -159,6 +169,7 @@ def test_the_live_bar_is_drawn_only_on_a_terminal():
     assert "\r" not in file_out.getvalue() and "\x1b" not in file_out.getvalue()
 
 
+@pytest.mark.pure
 def test_under_an_mpi_launcher_a_pseudo_terminal_gets_no_bar(monkeypatch):
     class Tty(io.StringIO):
         def isatty(self):
@@ -171,6 +182,7 @@ def test_under_an_mpi_launcher_a_pseudo_terminal_gets_no_bar(monkeypatch):
     assert live_bar_wanted(Tty()) is False
 
 
+@pytest.mark.pure
 def test_the_timer_thread_prints_the_summary_every_interval_and_stops():
     out = io.StringIO()
     p = _progress(out, time.time, interval=0.05)

@@ -21,6 +21,7 @@ from mpimager.reduce.beams import (
 from mpimager.reduce.kernel import convolve_plane, fft_convolve, pixel_covariance, uv_taper
 
 
+@pytest.mark.pure
 def test_covariance_round_trip_keeps_axes_and_position_angle():
     for b in (Beam(25.0, 20.0, -40.0), Beam(15.0, 15.0, 0.0), Beam(30.0, 10.0, 89.0), Beam(12.0, 5.0, -89.5)):
         back = Beam.from_cov(b.cov())
@@ -30,6 +31,7 @@ def test_covariance_round_trip_keeps_axes_and_position_angle():
             assert back.pa == pytest.approx(b.pa, abs=1e-9)
 
 
+@pytest.mark.pure
 def test_convolving_beam_adds_back_to_the_target():
     target, beam = Beam(25.0, 21.0, 30.0), Beam(18.0, 12.0, -20.0)
     k = convolving_beam(target, beam)
@@ -37,6 +39,7 @@ def test_convolving_beam_adds_back_to_the_target():
     assert same_beam(summed, target, rtol=1e-9)
 
 
+@pytest.mark.pure
 def test_convolving_beam_matches_radio_beam_deconvolve():
     import astropy.units as u
     import radio_beam
@@ -51,11 +54,13 @@ def test_convolving_beam_matches_radio_beam_deconvolve():
         math.isclose((k.pa - ref.pa.to_value(u.deg)) % 180, 180, abs_tol=1e-6)
 
 
+@pytest.mark.pure
 def test_a_target_smaller_along_one_axis_cannot_be_reached():
     assert convolving_beam(Beam(30.0, 10.0, 0.0), Beam(20.0, 15.0, 0.0)) is None
     assert not encloses(Beam(30.0, 10.0, 0.0), Beam(20.0, 15.0, 0.0))
 
 
+@pytest.mark.pure
 def test_float32_rounded_beams_count_as_equal_and_convolve_to_nothing():
     b = Beam(25.123456789, 20.987654321, 33.3)
     b32 = Beam(float(np.float32(b.major / 3600) * 3600), float(np.float32(b.minor / 3600) * 3600),
@@ -65,6 +70,7 @@ def test_float32_rounded_beams_count_as_equal_and_convolve_to_nothing():
     assert k is not None and k.major < 0.01  # nothing left to convolve by, not "impossible"
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("header, problem", [
     ({}, "absent"),
     ({"BMAJ": 0.0, "BMIN": 0.0, "BPA": 0.0}, "BMAJ=0"),
@@ -76,12 +82,14 @@ def test_unusable_beams_are_reported_not_raised(header, problem):
     assert beam is None and problem in why
 
 
+@pytest.mark.pure
 def test_header_beam_in_degrees_becomes_arcsec():
     beam, why = beam_from_header({"BMAJ": 25 / 3600, "BMIN": 20 / 3600, "BPA": 179.0})
     assert why is None
     assert beam.major == pytest.approx(25.0) and beam.minor == pytest.approx(20.0) and beam.pa == pytest.approx(-1.0)
 
 
+@pytest.mark.pure
 def test_common_beam_is_the_largest_when_it_encloses_the_rest():
     beams = [Beam(20.0, 18.0, 10.0), Beam(30.0, 30.0, 0.0), Beam(25.0, 10.0, 80.0)]
     assert common_beam(beams) == Beam(30.0, 30.0, 0.0)
@@ -113,11 +121,13 @@ def test_common_beam_rounds_up_to_the_step_and_still_encloses():
     assert round_up_beam(Beam(25.0, 20.0, 3.0), 0.1) == Beam(25.0, 20.0, 3.0)
 
 
+@pytest.mark.pure
 def test_common_beam_of_nothing_is_an_error_for_the_caller():
     with pytest.raises(ValueError):
         common_beam([])
 
 
+@pytest.mark.pure
 def test_pixel_covariance_matches_an_independent_drawing_of_the_beam():
     cell = 2.5
     matrix = ((-cell / 3600, 0.0), (0.0, cell / 3600))
@@ -127,6 +137,7 @@ def test_pixel_covariance_matches_an_independent_drawing_of_the_beam():
         assert got == pytest.approx((ref[0, 0], ref[0, 1], ref[1, 1]), rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.pure
 def test_pixel_covariance_orientation_agrees_with_radio_beam_kernel():
     """radio-beam draws PA east of north with east to the left; so must we."""
     import astropy.units as u
@@ -141,6 +152,7 @@ def test_pixel_covariance_orientation_agrees_with_radio_beam_kernel():
     assert got == pytest.approx(ref, rel=2e-2, abs=0.05)
 
 
+@pytest.mark.pure
 def test_taper_is_one_at_zero_frequency_and_even():
     t = uv_taper((64, 64), (4.0, 1.5, 3.0))
     assert t.dtype == np.float32 and t.shape == (64, 33)
@@ -149,6 +161,7 @@ def test_taper_is_one_at_zero_frequency_and_even():
     assert np.all(t <= 1.0) and np.all(t >= 0.0)
 
 
+@pytest.mark.pure
 def test_normalised_convolution_keeps_a_flat_field_flat_next_to_a_hole():
     plane = np.ones((128, 128), dtype=np.float32)
     plane[50:60, 50:60] = np.nan
@@ -161,6 +174,7 @@ def test_normalised_convolution_keeps_a_flat_field_flat_next_to_a_hole():
     assert np.isfinite(out[~np.isnan(plane)]).all()
 
 
+@pytest.mark.pure
 def test_two_pass_fft_convolution_equals_rfft2_with_the_full_taper():
     import scipy.fft
 
@@ -172,6 +186,7 @@ def test_two_pass_fft_convolution_equals_rfft2_with_the_full_taper():
     assert np.abs(got - ref).max() < 1e-5
 
 
+@pytest.mark.pure
 def test_identity_kernel_only_scales_and_an_all_nan_plane_stays_nan():
     plane = np.full((8, 8), 2.0, dtype=np.float32)
     assert np.all(convolve_plane(plane, None, 1.5) == 3.0)

@@ -109,6 +109,7 @@ def test_a_gap_in_the_channels_is_a_nan_plane_on_a_regular_axis(tmp_path):
     assert dict(p.blanked) == {3: "no channel image at this frequency"}
 
 
+@pytest.mark.pure
 def test_pixels_beside_a_nan_hole_are_not_biased(tmp_path):
     background = 0.02
     cs = make_channels(tmp_path / "in", nchan=3, shape=(128, 128), background=background,
@@ -124,6 +125,7 @@ def test_pixels_beside_a_nan_hole_are_not_biased(tmp_path):
     assert np.abs(ring / expected - 1).max() < 1e-3
 
 
+@pytest.mark.pure
 def test_mismatched_pixel_grids_are_refused_not_interleaved(tmp_path):
     a = make_channels(tmp_path / "in", nchan=2, shape=(64, 64), sources=[Source(32, 32, 1.0)])
     b = make_channels(tmp_path / "in2", nchan=4, shape=(64, 64), sources=[Source(32, 32, 1.0)],
@@ -223,6 +225,7 @@ def test_residual_and_unconvolved_cubes(tmp_path):
             assert hdul["BEAMS"].data["BPA"][k] == pytest.approx(cs.beams[k][2], rel=1e-6)
 
 
+@pytest.mark.pure
 def test_purge_removes_channel_images_of_verified_cubes_only(tmp_path):
     good = make_channels(tmp_path / "in", prefix="good", nchan=3, shape=(64, 64), sources=[Source(32, 32, 1.0)])
     bad = make_channels(tmp_path / "in", prefix="bad", nchan=3, shape=(64, 64), sources=[Source(32, 32, 1.0)],
@@ -237,6 +240,7 @@ def test_purge_removes_channel_images_of_verified_cubes_only(tmp_path):
     assert all(p.exists() for p in bad.paths) and psf.exists()
 
 
+@pytest.mark.pure
 def test_receptor_angle_is_carried_into_the_cube_header(tmp_path):
     cs = make_channels(tmp_path / "in", nchan=2, shape=(64, 64), sources=[Source(32, 32, 1.0)])
     [p] = reduce_images(cs.paths, ReduceOptions(), tmp_path / "out", log=None, receptor_angles={"*": -12.5})
@@ -256,6 +260,7 @@ def test_pol_axis_comes_from_a_fixms_d_measurement_set(tmp_path):
     assert pol_axis_from_ms(ms) == pytest.approx(45.0 - (-45.0 + 10.0))
 
 
+@pytest.mark.pure
 def test_weights_are_inverse_variance_of_a_robust_sigma(tmp_path):
     from astropy.stats import mad_std
 
@@ -309,6 +314,7 @@ def test_a_fixed_target_beam_blanks_channels_it_cannot_be_reached_from(tmp_path)
     assert any("plane 1" in line and "cannot be convolved" in line for line in lines)
 
 
+@pytest.mark.pure
 def test_asking_for_residual_cubes_without_residual_images_says_so(tmp_path):
     cs = make_channels(tmp_path / "in", nchan=2, shape=(64, 64), sources=[Source(32, 32, 1.0)])
     with pytest.raises(InputError, match="no residual channel images among the inputs for residual cubes"):

@@ -145,6 +145,7 @@ def test_dirty_only_wsclean_images_stack_unconvolved_and_restored_says_why_not(t
     assert list(log["status"]) == ["copied"] * 4 and all(r.startswith("zero beam (BMAJ=0") for r in log["reason"])
 
 
+@pytest.mark.pure
 def test_a_dirty_only_run_plans_unconvolved_cubes(tmp_path):
     from test_plan import ms
 

@@ -11,12 +11,14 @@ from mpimager.errors import ConfigError
 from mpimager.reduce.plan import parse_name
 
 
+@pytest.mark.pure
 def test_defaults_are_total_resolution_restored_cubes_per_prefix():
     o = ReduceOptions.from_mapping({}, where="c.toml: [reduce]")
     assert (o.enabled, o.resolution, o.scope, o.cubes, o.purge, o.psf_cutoff) == \
         (True, "total", "prefix", ("restored",), False, None)
 
 
+@pytest.mark.pure
 def test_a_full_table_is_accepted():
     o = ReduceOptions.from_mapping({"enabled": False, "psf_cutoff": 30, "resolution": "natural",
                                     "scope": "observation", "cubes": ["restored", "residual", "unconvolved"],
@@ -26,6 +28,7 @@ def test_a_full_table_is_accepted():
     assert o.axis_order == "stokes-freq" and o.names == "arrakis" and o.threads == 2
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("table, message", [
     ({"resolution": "foo"}, "c.toml: [reduce] resolution: expected 'total' or 'natural', got 'foo'"),
     ({"scope": "galaxy"}, "c.toml: [reduce] scope: expected one of 'prefix', 'beam', 'observation', got 'galaxy'"),
@@ -49,6 +52,7 @@ def test_bad_values_name_the_key_and_what_was_expected(table, message):
     assert "\n" not in str(exc.value)
 
 
+@pytest.mark.pure
 def test_beamcon_3d_options_have_mpimager_names():
     o = ReduceOptions.from_mapping({"resolution": "natural", "beam": [30, 20, 0], "circularise": True,
                                     "ref_chan": "mid", "use_beamlogs": True, "psf_outlier": 0}, where="[reduce]")
@@ -58,6 +62,7 @@ def test_beamcon_3d_options_have_mpimager_names():
     assert ReduceOptions.from_mapping({"ref_freq": 8e8}).ref_freq == 8e8
 
 
+@pytest.mark.pure
 def test_the_config_file_reduce_section_takes_the_new_keys(tmp_path):
     from mpimager.config.load import load_config
 
@@ -69,6 +74,7 @@ def test_the_config_file_reduce_section_takes_the_new_keys(tmp_path):
         ("natural", True, "first", True, 4.0, (30.0, 30.0, 0.0))
 
 
+@pytest.mark.pure
 def test_options_are_frozen_and_checked_when_built_in_code():
     o = ReduceOptions(cubes=["residual"])
     assert o.cubes == ("residual",)
@@ -78,6 +84,7 @@ def test_options_are_frozen_and_checked_when_built_in_code():
         ReduceOptions(resolution="fine")
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("name, prefix, chan, pol, kind, ignored", [
     ("P-0000-I-image.fits", "P", 0, "I", "image", False),
     ("P-0003-image.fits", "P", 3, None, "image", False),

@@ -267,6 +267,7 @@ def test_report_of_a_directory_that_is_not_a_run_is_bad_input(tmp_path):
 # ------------------------------------------------------------------------------------------------ pure parts
 
 
+@pytest.mark.pure
 def test_mfs_images_and_cubes_are_told_from_the_other_products():
     from mpimager.report.products import select
 
@@ -280,6 +281,7 @@ def test_mfs_images_and_cubes_are_told_from_the_other_products():
     assert cubes == ["/i/p-I-restored.cube.fits", "/i/image.restored.i.SB1.beam00.conv.fits"]
 
 
+@pytest.mark.pure
 def test_a_cubes_beam_log_and_weights_are_found_beside_it_under_either_naming(tmp_path):
     from mpimager.report.products import find_side_files
 
@@ -297,6 +299,7 @@ def test_a_cubes_beam_log_and_weights_are_found_beside_it_under_either_naming(tm
     assert find_side_files(str(tmp_path / "q-I-restored.cube.fits")).beamlog == str(racs)
 
 
+@pytest.mark.pure
 def test_the_page_escapes_what_it_shows_and_links_inside_the_run_directory_relatively():
     from mpimager.report.html import ReportData, href, render
     from mpimager.rundir.status import JobStatus, RunStatus

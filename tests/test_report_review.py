@@ -137,6 +137,7 @@ def test_blanked_channels_and_their_reason_reach_the_console_and_the_report(tmp_
     assert row and "plane 1: BMAJ" in row.group(1) and "1 blanked channel" in row.group(1)
 
 
+@pytest.mark.pure
 def test_control_characters_never_reach_the_provenance():
     """Open MPI's MPI_Get_library_version string ends in a NUL byte; the manifest and the page drop it."""
     from mpimager.report.provenance import jsonable, printable

@@ -63,6 +63,7 @@ def shell_value(text: str, name: str) -> str:
 # rendering (pure)
 
 
+@pytest.mark.pure
 def test_render_fills_and_switches_on_exactly_the_directives_given():
     values = {"nodes": "3", "ntasks-per-node": "4", "cpus-per-task": "8", "mem": "40G", "time": "1-02:00:00",
               "partition": "work", "account": "ja3", "job-name": "mpimager-askap"}
@@ -83,6 +84,7 @@ def test_render_fills_and_switches_on_exactly_the_directives_given():
     assert "##SBATCH --chdir=DIR" in text and "##SBATCH --nodelist=NODES" in text  # not given: still off
 
 
+@pytest.mark.pure
 def test_render_changes_nothing_but_the_placeholders():
     template = TEMPLATE.read_text()
     text = slurm.render(template, {"time": "00:45:00"})
@@ -126,6 +128,7 @@ def test_the_templates_refuse_to_run_without_a_config(tmp_path):
         assert r.stderr.startswith("usage: sbatch mpimager")
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("values, message", [
     ({"qos": "high"}, "no place for '#SBATCH --qos'"),
     ({"WHATEVER": "x"}, "no place for 'WHATEVER=${WHATEVER:-...}'"),
@@ -138,6 +141,7 @@ def test_render_refuses_values_without_a_safe_place(values, message):
         slurm.render(TEMPLATE.read_text(), values)
 
 
+@pytest.mark.pure
 def test_render_refuses_arguments_for_a_template_without_their_line():
     with pytest.raises(slurm.TemplateError, match="default arguments"):
         slurm.render("#!/bin/bash\n#SBATCH --time=1\nsrun x\n", {"time": "2"}, args=["c.toml"])
@@ -147,6 +151,7 @@ def test_render_refuses_arguments_for_a_template_without_their_line():
 # sizing (pure)
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("seconds, text", [
     (0, "00:00:00"), (59.2, "00:01:00"), (1800, "00:30:00"), (36000, "10:00:00"), (86399, "23:59:59"),
     (86400, "1-00:00:00"), (3 * 86400 + 3661, "3-01:01:01"),
@@ -156,6 +161,7 @@ def test_format_time_is_slurms(seconds, text):
     assert slurm.valid_time(text)
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("text, ok", [("90", True), ("1:30:00", True), ("2-12", True), ("2-12:30", True),
                                       ("1h", False), ("12:00:00:00", False), ("", False), ("-1", False)])
 def test_valid_time_accepts_sbatchs_forms_only(text, ok):
@@ -168,6 +174,7 @@ def wsclean_job(i, cost, host=None, depends=(), size=1024, n_out=4, pols=("I",))
                depends_on=tuple(depends), pols=pols)
 
 
+@pytest.mark.pure
 def test_a_small_plan_gets_the_minimum_time_and_the_config_s_layout():
     jobs = [wsclean_job(i, cost=10) for i in range(6)]
 
@@ -177,6 +184,7 @@ def test_a_small_plan_gets_the_minimum_time_and_the_config_s_layout():
     assert values == {"nodes": "1", "ntasks-per-node": "3", "cpus-per-task": "4", "mem": "5G", "time": "00:30:00"}
 
 
+@pytest.mark.pure
 def test_the_time_limit_grows_with_the_work_and_shrinks_with_workers():
     # 40 jobs of cost 20000 at 0.12 s/unit (+5 s each) = 96200 s of work
     jobs = [wsclean_job(i, cost=20000) for i in range(40)]
@@ -191,6 +199,7 @@ def test_the_time_limit_grows_with_the_work_and_shrinks_with_workers():
     assert slurm.size_from_plan(jobs, 1, 8)["time"] == "1-17:15:00"  # 1.5 x 98605 s + 300 s, rounded up
 
 
+@pytest.mark.pure
 def test_dependency_chains_bound_the_estimate_from_below():
     chain = [wsclean_job(0, cost=50000)] + [wsclean_job(i, cost=50000, depends=[f"wsclean:b{i - 1}"])
                                             for i in range(1, 4)]
@@ -198,6 +207,7 @@ def test_dependency_chains_bound_the_estimate_from_below():
     assert slurm.estimate_seconds(chain, slots=100) == pytest.approx(4 * 6005 + 4 * 6005 / 100)
 
 
+@pytest.mark.pure
 def test_jobs_pinned_to_hosts_give_the_node_count_and_list():
     jobs = [wsclean_job(i, cost=10, host=f"node00{i % 2 + 1}") for i in range(4)]
 
@@ -207,6 +217,7 @@ def test_jobs_pinned_to_hosts_give_the_node_count_and_list():
     assert "nodelist" not in slurm.size_from_plan(jobs, 2, 8, nodes=3)  # told how many: Slurm chooses
 
 
+@pytest.mark.pure
 def test_nodes_mpi_sizing_takes_whole_nodes():
     jobs = [wsclean_job(i, cost=10000) for i in range(4)]
 

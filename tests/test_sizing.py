@@ -29,12 +29,14 @@ def wsclean_job(i: int, *extra: str) -> Job:
 NODE_256 = slurm.NodeResources(cpus=64, mem_bytes=256 * GIB, source="partition work (sinfo)")
 
 
+@pytest.mark.pure
 def test_memory_per_node_covers_abs_mem_times_tasks():
     jobs = [wsclean_job(i, "-abs-mem", "100") for i in range(4)]
     assert slurm.memory_per_node(jobs, 2) == "201G"  # 2 x 100 GiB + 1 GiB (was 84G: two image floors)
     assert slurm.size_from_plan(jobs, 2, 8)["mem"] == "201G"
 
 
+@pytest.mark.pure
 def test_without_max_concurrent_the_tasks_are_what_a_node_holds_and_share_its_cpus():
     jobs = [wsclean_job(i, "-abs-mem", "100") for i in range(36)]
     values = slurm.size_from_plan(jobs, None, None, node=NODE_256)
@@ -45,6 +47,7 @@ def test_without_max_concurrent_the_tasks_are_what_a_node_holds_and_share_its_cp
     assert slurm.size_from_plan(askap, None, None, node=NODE_256)["ntasks-per-node"] == "2"
 
 
+@pytest.mark.pure
 def test_more_memory_than_a_node_has_is_refused_naming_the_job_and_the_partition():
     jobs = [wsclean_job(i, "-abs-mem", "100") for i in range(4)]
     small = slurm.NodeResources(cpus=16, mem_bytes=84 * GIB, source="partition small (sinfo)")
@@ -55,6 +58,7 @@ def test_more_memory_than_a_node_has_is_refused_naming_the_job_and_the_partition
         slurm.size_from_plan(jobs, None, None, node=small)
 
 
+@pytest.mark.pure
 def test_a_mem_below_what_the_jobs_may_use_is_a_warning():
     jobs = [wsclean_job(i, "-abs-mem", "100") for i in range(4)]
     (warning,) = slurm.check_memory(jobs, 2, "84G", NODE_256)
@@ -62,6 +66,7 @@ def test_a_mem_below_what_the_jobs_may_use_is_a_warning():
     assert slurm.check_memory(jobs, 2, "250G", NODE_256) == [] and slurm.check_memory(jobs, 2, "0", None) == []
 
 
+@pytest.mark.pure
 def test_without_a_node_size_the_sizing_says_what_to_give():
     with pytest.raises(slurm.SizingError, match="give --cpus-per-node and --mem-per-node"):
         slurm.size_from_plan([wsclean_job(0)], None, 4)

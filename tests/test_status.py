@@ -48,6 +48,7 @@ def states(status):
     return {j.id: j.state for j in status.jobs}
 
 
+@pytest.mark.pure
 def test_a_finished_run_shows_done_failed_and_skipped_jobs_with_their_logs():
     error = "JobError: wsclean exited 255: bad option after 2 attempts (log: /runs/r1/logs/wsclean_b.attempt2.log)"
     records = [run_start(1), plan("wsclean:a", "wsclean:b", "reduce:b"), start("wsclean:a", 11),
@@ -68,6 +69,7 @@ def test_a_finished_run_shows_done_failed_and_skipped_jobs_with_their_logs():
     assert "failures:\n  wsclean:b: " + error + "\n    log: /runs/r1/logs/wsclean_b.attempt2.log" in text
 
 
+@pytest.mark.pure
 def test_a_failure_in_an_older_journal_takes_its_log_and_attempts_from_its_error():
     error = "JobError: wsclean was killed by signal 9 after 3 attempts (log: /runs/r1/logs/w.attempt3.log)"
     records = [run_start(1), plan("wsclean:w"), start("wsclean:w", 11), failed("wsclean:w", 11, 12, error), run_end(13)]
@@ -75,6 +77,7 @@ def test_a_failure_in_an_older_journal_takes_its_log_and_attempts_from_its_error
     assert (w.state, w.log, w.retries) == ("failed", "/runs/r1/logs/w.attempt3.log", 2)
 
 
+@pytest.mark.pure
 def test_a_start_without_end_is_running_while_the_run_holds_its_lock_and_interrupted_once_it_does_not():
     records = [run_start(1, pid=4242), plan("wsclean:a", "wsclean:b", "wsclean:c"), start("wsclean:a", 11),
                start("wsclean:b", 11, rank=2), ok("wsclean:a", 11, 14), start("wsclean:c", 14)]
@@ -92,12 +95,14 @@ def test_a_start_without_end_is_running_while_the_run_holds_its_lock_and_interru
     assert "stopped without finishing" in text and "a re-run starts it again" in text
 
 
+@pytest.mark.pure
 def test_planned_jobs_never_started_are_pending():
     records = [run_start(1), plan("fixms:a", "wsclean:a", "reduce:a"), start("fixms:a", 11)]
     assert states(job_states(records, RUN, now=12)) == {"fixms:a": "interrupted", "wsclean:a": "pending",
                                                         "reduce:a": "pending"}
 
 
+@pytest.mark.pure
 def test_a_resumed_run_shows_jobs_done_before_as_skipped_with_what_the_earlier_run_recorded():
     first = [run_start(1, pid=1), plan("wsclean:a", "wsclean:b"), start("wsclean:a", 11), start("wsclean:b", 11),
              ok("wsclean:a", 11, 13, host="old", outputs=("/o/a-MFS-image.fits",))]  # then killed
@@ -113,12 +118,14 @@ def test_a_resumed_run_shows_jobs_done_before_as_skipped_with_what_the_earlier_r
     assert st.jobs[1].start == 51
 
 
+@pytest.mark.pure
 def test_an_earlier_success_counts_only_through_a_skip_record_of_the_current_run():
     records = [run_start(1, pid=1), plan("wsclean:a"), start("wsclean:a", 2), ok("wsclean:a", 2, 3), run_end(4),
                run_start(10, pid=2), plan("wsclean:a")]  # the second run re-runs it (argv changed): not started yet
     assert states(job_states(records, RUN, holder=None, now=11)) == {"wsclean:a": "pending"}
 
 
+@pytest.mark.pure
 def test_a_journal_without_a_plan_says_so():
     st = job_states([run_start(1)], RUN, holder=None, now=2)
     assert st.jobs == () and "no run has written its plan yet" in format_table(st)

@@ -30,6 +30,7 @@ def test_each_value_type_maps_to_flags(key, value, argv):
     assert wsclean.option_argv(key, value) == argv
 
 
+@pytest.mark.pure
 def test_command_puts_options_in_order_then_name_then_the_measurement_sets():
     argv = wsclean.command("wsclean", [("niter", 10), ("join-channels", True)], "/out/img", ["/d/a.ms", "/d/b.ms"])
     assert argv == ["wsclean", "-niter", "10", "-join-channels", "-name", "/out/img", "/d/a.ms", "/d/b.ms"]
@@ -39,32 +40,38 @@ TOKENS = {"ms_in": "/data/SB1/beam00.ms", "ms_basename": "beam00.ms", "ms_stem":
           "obs_id": None, "sw": None, "beam": "00", "field": "RACS_1347-37A", "run_dir": "/runs/r1"}
 
 
+@pytest.mark.pure
 def test_tokens_are_substituted():
     got = wsclean.substitute("/img/$field$/beam$beam$/$ms_stem$-$name$", TOKENS, "[wsclean] out-dir")
     assert got == "/img/RACS_1347-37A/beam00/beam00-img"
 
 
+@pytest.mark.pure
 def test_an_unknown_token_is_an_error_never_a_literal_path():
     with pytest.raises(WSCleanOptionError, match=r"unknown token \$ms_bsename\$.*did you mean 'ms_basename'"):
         wsclean.substitute("$ms_bsename$/images", TOKENS, "[wsclean] out-dir")
 
 
+@pytest.mark.pure
 def test_a_token_without_a_value_for_this_job_is_an_error():
     with pytest.raises(WSCleanOptionError, match=r"\$obs_id\$.*only known for inputs resolved through"):
         wsclean.substitute("/img/$obs_id$", TOKENS, "[wsclean] out-dir")
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("value, total, expected", [(4, 288, 4), ("all", 288, 288), ("every4", 288, 72),
                                                     ("every1", 7, 7), ("every3", 7, 2)])
 def test_channels_out_specials(value, total, expected):
     assert wsclean.resolve_channels_out(value, total, "x") == expected
 
 
+@pytest.mark.pure
 def test_channels_out_every_n_giving_zero_is_an_error():
     with pytest.raises(WSCleanOptionError, match=r"'every8' gives 0 output channels for an MS with 4 channels"):
         wsclean.resolve_channels_out("every8", 4, "[wsclean] channels-out")
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("value", ["most", "every0", 0, -2, 1.5, True])
 def test_channels_out_rejects_other_values(value):
     with pytest.raises(WSCleanOptionError, match="expected an integer >= 1, 'all' or 'everyN'"):
@@ -80,6 +87,7 @@ def test_the_option_list_is_parsed_from_the_real_wsclean_help():
     assert len(names) > 140
 
 
+@pytest.mark.pure
 def test_an_unknown_option_is_refused_with_the_nearest_one():
     known = frozenset({"auto-threshold", "auto-mask", "niter"})
     with pytest.raises(WSCleanOptionError) as e:
@@ -88,6 +96,7 @@ def test_an_unknown_option_is_refused_with_the_nearest_one():
                             "(did you mean 'auto-threshold'?)")
 
 
+@pytest.mark.pure
 def test_polarisation_lists():
     assert names.parse_pols("IQU") == ["I", "Q", "U"]
     assert names.parse_pols("iquv") == ["I", "Q", "U", "V"]

@@ -21,6 +21,7 @@ from mpimager.wsclean.watcher import Divergence, IOFailure, error_line, image_di
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.mark.pure
 def test_watch_abort_subclasses_carry_reason_and_line():
     exc = IOFailure("+ >>> Error writing to temporary data file")
     assert isinstance(exc, WatchAbort) and isinstance(exc, JobError)
@@ -52,6 +53,7 @@ WATCHED_LOGS = [
 ]
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("name, expected, trigger", WATCHED_LOGS, ids=[w[0] for w in WATCHED_LOGS])
 def test_wsclean_watcher_on_real_logs(name, expected, trigger):
     watch = wsclean_watcher()
@@ -72,6 +74,7 @@ def test_wsclean_watcher_on_real_logs(name, expected, trigger):
             assert raised.line.startswith("+ >>> CFITSIO reported error")
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("line, jy", [
     ("Iteration 5, scale 0 px : -780.9 mJy at 34,84", -0.7809),
     ("(7) Iteration 124, scale 0 px : -107.73 mJy at 11,0", -0.10773),
@@ -90,6 +93,7 @@ def test_peak_flux_of_wsclean_lines(line, jy):
     assert (value is None) if jy is None else value == pytest.approx(jy)
 
 
+@pytest.mark.pure
 def test_wsclean_watcher_threshold_and_nan():
     watch = wsclean_watcher(divergence_jy=10.0)
     watch("Iteration 99, scale 0 px : 9.99 Jy at 1,1")
@@ -117,6 +121,7 @@ def test_a_real_diverging_wsclean_is_stopped_by_the_watcher(tmp_path):
 
 
 
+@pytest.mark.pure
 def test_stopping_at_the_iteration_limit_far_above_the_threshold_is_a_divergence():
     lines = ["Estimated standard deviation of background noise: 1.0 mJy", "Initial peak: 1.01 Jy at 34,84",
              "Stopped on peak 200 mJy, because the minor-loop threshold was reached.",
@@ -133,6 +138,7 @@ def test_stopping_at_the_iteration_limit_far_above_the_threshold_is_a_divergence
     calm("Stopped on peak 25 mJy, because maximum number of iterations was reached.")  # under-cleaned, not diverged
 
 
+@pytest.mark.pure
 def test_error_line_is_wscleans_exception_not_its_border():
     tail = ["Cleaning up temporary files...", "+ + + + + + + + + + + + + + + + + + +", "+ An exception occured:",
             "+ >>> Kernel size > image dimension", "+ + + + + + + + + + + + + + + + + + +"]
