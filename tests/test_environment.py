@@ -5,9 +5,8 @@ import os
 import subprocess
 import sys
 
-from conftest import run_cli, snapshot, write_config
-
 import pytest
+from conftest import run_cli, snapshot, write_config
 
 from mpimager.environment import cache_dir, without_casacore_defaults
 
