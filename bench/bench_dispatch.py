@@ -4,7 +4,7 @@
 
 Launches `mpirun -n RANKS` itself (with scripts/env.sh) on this file in --inner mode. There, for each kind of
 job (trivial: return at once; 1 ms: sleep 1 ms), every rank runs the same jobs through
-`mpimager.queue.mpiqueue.run_tasks` and through `mpi4py.futures.MPICommExecutor` (one `submit` per job, rank 0 as
+`mpimager.queue.run_tasks` and through `mpi4py.futures.MPICommExecutor` (one `submit` per job, rank 0 as
 the client in both, so both have RANKS-1 workers), REPEAT times each, alternating. Rank 0 prints rows of
 JSON; this script prints the medians as a table:
 
@@ -42,7 +42,7 @@ def cpu_seconds():
 
 
 def run_ours(comm, jobs, seconds):
-    from mpimager.queue.mpiqueue import Task, run_tasks
+    from mpimager.queue import Task, run_tasks
 
     tasks = [Task(f"j{i}", seconds) for i in range(jobs)] if comm.Get_rank() == 0 else []
     outcomes = run_tasks(tasks, lambda task, placement: job(task.payload), comm=comm)
@@ -66,12 +66,12 @@ def run_futures(comm, jobs, seconds):
 def inner(jobs, repeat):
     from mpi4py import MPI
 
-    from mpimager.queue import mpiqueue
+    from mpimager import queue as mpiqueue
 
     comm = MPI.COMM_WORLD
     for kind, seconds in KINDS.items():
         for _ in range(repeat):
-            for name, run in (("mpimager.queue.mpiqueue", run_ours), ("mpi4py.futures MPICommExecutor", run_futures)):
+            for name, run in (("mpimager.queue", run_ours), ("mpi4py.futures MPICommExecutor", run_futures)):
                 mpiqueue.barrier(comm)
                 began, cpu = time.perf_counter(), cpu_seconds()
                 run(comm, jobs, seconds)
@@ -96,7 +96,7 @@ def outer(ranks, jobs, repeat):
     print(header)
     print("-" * len(header))
     for kind, seconds in KINDS.items():
-        for name in ("mpimager.queue.mpiqueue", "mpi4py.futures MPICommExecutor"):
+        for name in ("mpimager.queue", "mpi4py.futures MPICommExecutor"):
             mine = [r for r in rows if r["queue"] == name and r["job"] == kind]
             wall = statistics.median(r["wall"] for r in mine)
             cpu = statistics.median(r["cpu0"] for r in mine)

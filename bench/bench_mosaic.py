@@ -108,7 +108,7 @@ def coadd(grid_file: Path, out: Path, cubes: list[Path], cutoff: float = 0.2) ->
     from reproject import reproject_interp
     from reproject.mosaicking import reproject_and_coadd
 
-    from mpimager.mosaic.grid import separation_deg
+    from mpimager.inputs.sky import separation_deg
 
     ref = fits.getheader(grid_file)
     out_wcs = WCS(ref).celestial

@@ -101,15 +101,15 @@ def run(config: str | os.PathLike[str] | Mapping[str, Any] | Config,
     by default, the images; `comm`: an mpi4py communicator whose ranks all call `run` (None: serial, or
     COMM_WORLD under an MPI launcher); `force`: re-run jobs recorded done. Every rank gets the result.
     Raises InputError for bad input (on every rank), before anything is written."""
+    from mpimager import queue as mpiqueue
     from mpimager.pipeline import session
-    from mpimager.queue import mpiqueue
 
     comm = comm if comm is not None else mpiqueue.world()
     request = _request(config, inputs, mode=mode, nodes_mpi=nodes_mpi, run_dir=run_dir, force=force)
     code = session.main(request, comm=comm)
     result = _result(code, Path(request.run_dir).absolute()) if comm.Get_rank() == 0 else None
     if comm.Get_size() > 1:
-        result = comm.bcast(result, root=0)
+        result = mpiqueue.bcast(result, comm)
     assert result is not None
     return result
 

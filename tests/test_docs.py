@@ -32,3 +32,13 @@ def test_the_docs_build_with_warnings_as_errors(tmp_path):
                         "-d", str(tmp_path / "site")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "site" / "configuration" / "index.html").is_file()
+
+
+@pytest.mark.xfail(strict=False, reason="queue/, config/ and reduce/ are documented on other branches")
+def test_every_public_function_documents_its_parameters():
+    spec = importlib.util.spec_from_file_location("check_docstrings", ROOT / "scripts" / "check_docstrings.py")
+    assert spec is not None and spec.loader is not None
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    found = checker.problems(ROOT / "mpimager")
+    assert found == [], f"{len(found)} public functions whose docstring misses a parameter:\n" + "\n".join(found)

@@ -20,7 +20,7 @@ from fixms.fix_ms_corrs import fix_ms_corrs
 from fixms.fix_ms_dir import fix_ms_dir
 from fixtures.ms_compare import file_digests
 
-from mpimager.inputs.msstate import separation_arcsec
+from mpimager.inputs.sky import separation_arcsec
 from mpimager.testing import synth
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")

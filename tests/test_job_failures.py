@@ -2,12 +2,16 @@
 
 import json
 import os
+import shutil
 import stat
+from pathlib import Path
 
+import pytest
 from conftest import run_cli, write_config
 
+from mpimager.errors import JobError
 from mpimager.rundir.journal import read_records
-from mpimager.runtime.runner import lower_gains
+from mpimager.runtime.runner import install, lower_gains
 
 SMALL = """
 [worker]
@@ -32,11 +36,71 @@ def end_record(run_dir, job):
     return [r for r in read_records(run_dir) if r["event"] == "end" and r["job"] == job][-1]
 
 
-def test_lower_gains_halves_gain_and_mgain_and_sets_an_unset_mgain():
+def test_lower_gains_halves_gain_and_mgain_and_sets_unset_ones_to_half_wscleans_defaults():
     assert lower_gains(["wsclean", "-gain", "0.2", "-mgain", "0.8", "-name", "p", "a.ms"]) == \
         ["wsclean", "-gain", "0.1", "-mgain", "0.4", "-name", "p", "a.ms"]
+    # WSClean 3.1's defaults (wsclean --help): gain 0.1, mgain 1.0
     assert lower_gains(["wsclean", "-niter", "9", "-name", "p", "a.ms"]) == \
-        ["wsclean", "-niter", "9", "-mgain", "0.5", "-name", "p", "a.ms"]
+        ["wsclean", "-niter", "9", "-gain", "0.05", "-mgain", "0.5", "-name", "p", "a.ms"]
+    assert lower_gains(["wsclean", "-mgain", "0.8", "-name", "p", "a.ms"]) == \
+        ["wsclean", "-mgain", "0.4", "-gain", "0.05", "-name", "p", "a.ms"]
+    assert lower_gains(["wsclean", "-gain", "0.3", "-name", "p", "a.ms"]) == \
+        ["wsclean", "-gain", "0.15", "-mgain", "0.5", "-name", "p", "a.ms"]
+
+
+@pytest.fixture(params=["same file system", "another file system"])
+def staging(request, tmp_path):
+    """A staging directory beside the out-dir, or on /dev/shm (copied, then renamed)."""
+    if request.param == "same file system":
+        yield tmp_path / "stage"
+        return
+    scratch = Path("/dev/shm") / f"mpimager-test-{os.getpid()}-{tmp_path.name}"
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _staged_and_finals(stage, out):
+    stage.mkdir()
+    out.mkdir()
+    names = ["a.fits", "b.fits", "c.fits"]
+    for n in names:
+        (stage / n).write_bytes(b"new " + n.encode())
+    (out / "a.fits").write_bytes(b"old a")
+    (out / "c.fits").write_bytes(b"old c")
+    return [(str(stage / n), str(out / n)) for n in names]
+
+
+def test_outputs_moved_into_place_replace_the_old_finals_and_leave_nothing_hidden(staging, tmp_path):
+    out = tmp_path / "out"
+    install(_staged_and_finals(staging, out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == \
+        {"a.fits": b"new a.fits", "b.fits": b"new b.fits", "c.fits": b"new c.fits"}
+
+
+def test_a_final_that_cannot_be_replaced_leaves_every_other_final_with_its_old_bytes(staging, tmp_path):
+    out = tmp_path / "out"
+    pairs = _staged_and_finals(staging, out)
+    (out / "b.fits").mkdir()  # a directory where an output goes: a.fits is renamed in before b.fits fails
+    (out / "b.fits" / "x").write_text("kept")
+    with pytest.raises(JobError, match=rf"cannot move the outputs into place: {out / 'b.fits'}: "):
+        install(pairs)
+    assert sorted(p.name for p in out.iterdir()) == ["a.fits", "b.fits", "c.fits"]  # no partial or kept copy left
+    assert (out / "a.fits").read_bytes() == b"old a" and (out / "c.fits").read_bytes() == b"old c"
+    assert (out / "b.fits" / "x").read_text() == "kept"
+
+
+def test_the_default_gains_are_those_the_installed_wsclean_states():
+    import re
+    import subprocess
+
+    from mpimager.wsclean.options import DEFAULT_GAINS
+
+    help_text = subprocess.run(["wsclean", "--help"], capture_output=True, text=True).stdout
+    for flag, default in DEFAULT_GAINS.items():
+        stated = re.search(rf"^{flag} <gain>\n(?:   .*\n)*?   .*Default: ([0-9.]+)", help_text, re.M)
+        assert stated and float(stated.group(1)) == default, flag
 
 
 def test_a_diverging_wsclean_is_stopped_and_retried_with_lower_gains(tmp_path, tiny_ms_dir):

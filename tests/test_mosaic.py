@@ -229,13 +229,14 @@ def test_the_mosaic_quick_look_marks_every_beam_centre(tmp_path, field):
     pytest.importorskip("matplotlib")
     from matplotlib.image import imread
 
+    from mpimager.planner.products import is_mosaic_mfs
     from mpimager.report import mosaiclook, quicklook
 
     _paths, made = field
     png = tmp_path / "m.png"
     look = quicklook.image_quicklook(str(made.paths.mfs), str(png))
     plain = imread(png)
-    assert mosaiclook.is_mosaic_mfs(str(made.paths.mfs)) and not mosaiclook.is_mosaic_mfs(str(made.paths.cube))
+    assert is_mosaic_mfs(made.paths.mfs) and not is_mosaic_mfs(made.paths.cube)
     assert mosaiclook.mark_beam_centres(look, str(made.paths.mfs)) == 4
     marked = imread(png)
     assert marked.shape == plain.shape

@@ -1,4 +1,4 @@
-"""The MPI work queue (mpimager.queue.mpiqueue), run for real under mpirun with 1, 3, 4 and 5 ranks.
+"""The MPI work queue (mpimager.queue), run for real under mpirun with 1, 3, 4 and 5 ranks.
 
 Each MPI test launches tests/mpi_scripts/queue_driver.py (or root_first_driver.py) with a task list and reads
 the JSON that rank 0 prints: outcomes with the worker's start/end times, rank and host, and the events.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -21,7 +22,10 @@ from pathlib import Path
 import pytest
 
 from mpimager.errors import MpimagerError
-from mpimager.queue.mpiqueue import Reply, Task, _drive, _Scheduler
+from mpimager.queue import Task
+from mpimager.queue._engine import drive
+from mpimager.queue.scheduler import Scheduler
+from mpimager.queue.tasks import Reply
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "mpi_scripts"
@@ -199,14 +203,14 @@ def drain(sched):
 
 
 def test_scheduler_non_slot_bound_tasks_ignore_max_per_host():
-    sched = _Scheduler([Task("fix", None, slot_bound=False), Task("fix2", None, slot_bound=False),
+    sched = Scheduler([Task("fix", None, slot_bound=False), Task("fix2", None, slot_bound=False),
                         Task("img", None), Task("img2", None)], {1: "h", 2: "h", 3: "h"}, max_per_host=1)
     started = [t.id for t, _ in sched.assign()]
     assert started == ["fix", "fix2", "img"]  # img2 waits: host h already runs one slot-bound task
 
 
 def test_scheduler_group_shares_a_host_when_no_distinct_one_is_free_and_says_so():
-    sched = _Scheduler([Task("g", None, nranks=2)], {1: "hA", 2: "hA", 3: "hB"}, None)
+    sched = Scheduler([Task("g", None, nranks=2)], {1: "hA", 2: "hA", 3: "hB"}, None)
     sched.free.discard(3)  # hB busy
     ((_task, placement),) = sched.assign()
     assert placement.hosts == ("hA", "hA")
@@ -214,7 +218,7 @@ def test_scheduler_group_shares_a_host_when_no_distinct_one_is_free_and_says_so(
 
 
 def test_scheduler_group_larger_than_the_workers_runs_on_all_of_them_with_a_note():
-    sched = _Scheduler([Task("g", None, nranks=8)], {1: "hA", 2: "hB"}, None)
+    sched = Scheduler([Task("g", None, nranks=8)], {1: "hA", 2: "hB"}, None)
     ((_task, placement),) = sched.assign()
     assert placement.ranks == (1, 2)
     assert any("asks for 8 ranks; only 2 can be given" in e.message for e in sched.pop_events())
@@ -222,7 +226,7 @@ def test_scheduler_group_larger_than_the_workers_runs_on_all_of_them_with_a_note
 
 def test_scheduler_waiting_group_keeps_free_ranks_from_smaller_tasks():
     # ranks 1 and 2 free, rank 3 busy; the big group task needs 3 ranks, so the small one must not take 1 or 2
-    sched = _Scheduler([Task("big", None, nranks=3, cost=9), Task("small", None, cost=1)],
+    sched = Scheduler([Task("big", None, nranks=3, cost=9), Task("small", None, cost=1)],
                        {1: "h1", 2: "h2", 3: "h3"}, None)
     sched.free.discard(3)
     assert sched.assign() == []
@@ -231,7 +235,7 @@ def test_scheduler_waiting_group_keeps_free_ranks_from_smaller_tasks():
 
 
 def test_scheduler_skips_unknown_dependencies_and_cycles_at_once():
-    sched = _Scheduler([Task("a", None, deps=("nope",)), Task("b", None, deps=("a",)),
+    sched = Scheduler([Task("a", None, deps=("nope",)), Task("b", None, deps=("a",)),
                         Task("c", None, deps=("d",)), Task("d", None, deps=("c",)), Task("e", None)], {1: "h"}, None)
     skipped = {e.task_id: e.outcome.error for e in sched.pop_events() if e.kind == "end"}
     assert skipped == {"a": "depends on unknown task 'nope'", "b": "dependency 'a' skipped",
@@ -241,13 +245,13 @@ def test_scheduler_skips_unknown_dependencies_and_cycles_at_once():
 
 def test_scheduler_refuses_duplicate_ids():
     with pytest.raises(MpimagerError, match="duplicate task id"):
-        _Scheduler([Task("a", None), Task("a", None)], {1: "h"}, None)
+        Scheduler([Task("a", None), Task("a", None)], {1: "h"}, None)
 
 
 def simulate(tasks, workers, max_per_host=None):
-    """The queue's own loop (`_drive`) over an injected host map {rank: host}, with a virtual clock: a task
+    """The queue's own loop (`drive`) over an injected host map {rank: host}, with a virtual clock: a task
     takes its payload's "sleep" seconds. Returns (outcomes by id, events), as the MPI driver reports them."""
-    sched = _Scheduler([Task(t["id"], t.get("payload", {}), tuple(t.get("deps", ())), t.get("cost", 1.0),
+    sched = Scheduler([Task(t["id"], t.get("payload", {}), tuple(t.get("deps", ())), t.get("cost", 1.0),
                              t.get("host"), t.get("nranks", 1), t.get("slot_bound", True)) for t in tasks],
                        workers, max_per_host)
     clock, running, events = [0.0], [], []
@@ -260,7 +264,7 @@ def simulate(tasks, workers, max_per_host=None):
         clock[0] = end
         return leader, Reply(None, None, "", start, end)
 
-    outcomes = _drive(sched, launch, next_reply, events.append)
+    outcomes = drive(sched, launch, next_reply, events.append)
     return {o.task_id: o for o in outcomes}, events
 
 
@@ -310,3 +314,22 @@ def test_scheduler_group_tasks_get_ranks_on_distinct_hosts_and_the_others_stay_r
         for other in out.values():  # the reserved rank ran nothing while the group ran
             if other.task_id != gid and other.rank == ranks[1]:
                 assert other.end <= out[gid].start or other.start >= out[gid].end, (gid, other.task_id)
+
+
+def test_an_exception_crosses_ranks_as_its_class_and_args_or_an_mpimager_error_naming_it():
+    from mpimager.errors import ConfigError
+    from mpimager.queue.protocol import Failure
+
+    def travel(exc):
+        return pickle.loads(pickle.dumps(Failure.of(exc))).rebuild()
+
+    same = travel(ConfigError("[worker] threads: must be at least 1"))
+    assert type(same) is ConfigError and str(same) == "[worker] threads: must be at least 1"
+
+    class Local(Exception):  # not importable by name on another rank
+        pass
+
+    lost = travel(Local("gone"))
+    assert type(lost) is MpimagerError and str(lost) == f"{Local.__qualname__}: gone"
+    odd = travel(ValueError(lambda: None))  # args that do not pickle travel as the message
+    assert type(odd) is ValueError and str(odd).startswith("<function")

@@ -12,7 +12,7 @@ import pytest
 
 from mpimager.errors import InputError
 from mpimager.planner.jobs import Job
-from mpimager.queue.mpiqueue import Placement
+from mpimager.queue import Placement
 from mpimager.runtime import multinode
 from mpimager.runtime.runner import mpi_launcher
 

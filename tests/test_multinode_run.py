@@ -229,7 +229,7 @@ def test_the_launch_line_ends_the_wsclean_mp_step_whose_rank_on_the_other_node_f
     launch = multinode_tmp / "launch.py"
     launch.write_text(f"""\
 import os, subprocess, sys, time
-from mpimager.queue.mpiqueue import Placement
+from mpimager.queue import Placement
 from mpimager.runtime.runner import mpi_launcher
 os.makedirs("/dev/shm/t", exist_ok=True)  # on n1 only: the batch script runs there
 argv = mpi_launcher(Placement(1, "n1", (1, 2), ("n1", "n2")), dict(os.environ)) + [

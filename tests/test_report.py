@@ -168,6 +168,21 @@ def test_the_cube_quicklook_reads_beams_noise_and_the_spectrum_at_the_brightest_
     assert png_size(tmp_path / "c.png") == (1350, 380)
 
 
+def test_the_cube_quicklook_puts_each_weights_line_on_its_own_channel_whatever_the_line_order(tmp_path):
+    n, nchan = 32, 4
+    header = fits.Header({"CTYPE1": "RA---SIN", "CTYPE2": "DEC--SIN", "CTYPE3": "FREQ", "CRPIX1": 17, "CRPIX2": 17,
+                          "CRPIX3": 1, "CRVAL1": 150.0, "CRVAL2": -30.0, "CRVAL3": 1.0e9, "CDELT1": -1 / 3600,
+                          "CDELT2": 1 / 3600, "CDELT3": 1.0e6, "BUNIT": "JY/BEAM"})
+    cube = tmp_path / "p-I-image.cube.fits"
+    fits.PrimaryHDU(np.random.default_rng(2).normal(0, 1e-3, (nchan, n, n)).astype(np.float32), header).writeto(cube)
+    weights = tmp_path / "p-I-image.cube.weights.txt"
+    # channel 1 blank (weight 0); lines as a hand-edited or merged file may have them, not in channel order
+    weights.write_text("#Channel Weight\n3 1e6\n1 0\n0 2.5e7\n2 4e6\n")
+    look = cube_quicklook(str(cube), str(tmp_path / "c.png"), None, str(weights))
+    assert look.noise_from == "weights"
+    assert look.noise == pytest.approx((2e-4, float("nan"), 5e-4, 1e-3), rel=1e-9, nan_ok=True)
+
+
 def test_the_report_holds_the_summary_jobs_logs_timeline_and_provenance(demo_run):
     run_dir, _ = demo_run
     page = (run_dir / "report.html").read_text()
@@ -277,6 +292,9 @@ def test_a_cubes_beam_log_and_weights_are_found_beside_it_under_either_naming(tm
     assert find_side_files(str(arrakis)).beamlog == str(tmp_path / "beamlog.image.restored.i.SB1.beam00.conv.txt")
     assert find_side_files(str(arrakis)).weights == str(tmp_path / "weights.restored.i.SB1.beam00.conv.txt")
     assert find_side_files(str(tmp_path / "lonely.cube.fits")).beamlog is None
+    racs = tmp_path / "beamlog.q-I-restored.cube.txt"  # RACS-tools' beam log beside any cube
+    racs.write_text("x")
+    assert find_side_files(str(tmp_path / "q-I-restored.cube.fits")).beamlog == str(racs)
 
 
 def test_the_page_escapes_what_it_shows_and_links_inside_the_run_directory_relatively():

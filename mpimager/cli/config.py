@@ -14,6 +14,7 @@ from mpimager.config.load import Config, load_config
 
 
 def add_arguments(parser):
+    """Add the `mpimager config` arguments to `parser` (main.build_parser adds the output options)."""
     parser.add_argument("config", help="the TOML config file")
 
 
@@ -45,5 +46,6 @@ def format_layers(config: Config) -> str:
 
 
 def run(args) -> int:
+    """Print the config `args.config` as resolved (`format_layers`); exit code 0."""
     print(format_layers(load_config(args.config)), end="")
     return 0

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
+    """Add the `mpimager demo` arguments to `parser` (main.build_parser adds the output options)."""
     parser.add_argument("--dir", default="mpimager-demo",
                         help="where the data and the run go (default ./mpimager-demo)")
     parser.add_argument("--ranks", type=int, default=3, help="MPI ranks: 1 coordinator + workers (default 3)")
@@ -34,6 +35,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Synthesise the beams (unless DIR/data already holds as many), run the demo under mpirun and list
+    its MFS images and cubes; the run's exit code. InputError without the config or mpirun."""
     from mpimager.cli.synth import synthesise
 
     root = Path(args.dir).absolute()

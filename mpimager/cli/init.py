@@ -20,6 +20,7 @@ STARTERS = {"askap": ("askap.toml",), "nenufar": ("nenufar.toml", "data_handler.
 
 
 def add_arguments(parser):
+    """Add the `mpimager init` arguments to `parser` (main.build_parser adds the output options)."""
     parser.add_argument("path", nargs="?", default="mpimager.toml", metavar="PATH",
                         help="the config to write (default ./mpimager.toml)")
     parser.add_argument("--telescope", choices=sorted(STARTERS), default="generic",
@@ -47,6 +48,7 @@ def write_starter(telescope: str, path: Path, force: bool = False) -> list[Path]
 
 
 def run(args) -> int:
+    """Write the starter config of `args.telescope` (`write_starter`), print each file written; exit code 0."""
     written = write_starter(args.telescope, Path(args.path), args.force)
     for p in written:
         print(p)

@@ -75,6 +75,8 @@ def _normalise(argv):
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
+    """The argument parser of `command` (a key of SUBCOMMANDS): the output options, the command's own
+    arguments, and the command's `run` as the `_run` default."""
     module = importlib.import_module(SUBCOMMANDS[command])
     prog = "mpimager" if command == "run" else f"mpimager {command}"
     parser = _Parser(prog=prog, description=(module.__doc__ or "").strip().splitlines()[0],
@@ -92,6 +94,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """`mpimager [COMMAND] ...` with `argv` (None: sys.argv[1:]): parse, run the command, return its exit
+    code. The one place where an exception becomes an exit code: an MpimagerError gives its own (the error
+    printed in one line), a bug gives EXIT_BUG (its traceback printed, every rank ended under MPI)."""
     argv = _normalise(list(sys.argv[1:] if argv is None else argv))
     command = "run"
     if argv and argv[0] in SUBCOMMANDS:
@@ -114,7 +119,7 @@ def main(argv=None) -> int:
     except Exception:  # a bug: say it, and under MPI end all ranks rather than leave them waiting
         import traceback
 
-        from mpimager.queue import mpiqueue
+        from mpimager import queue as mpiqueue
 
         traceback.print_exc()
         sys.stderr.flush()

@@ -19,6 +19,8 @@ from mpimager.errors import MpimagerError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `mpimager mosaic` arguments to `parser` (main.build_parser adds the output options).
+    Its epilog is the module docstring."""
     parser.epilog = __doc__.split("\n", 2)[2].strip()
     parser.add_argument("cubes", nargs="+", type=Path, metavar="CUBES", help="one PSF-matched cube per beam")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (made if missing)")
@@ -47,6 +49,7 @@ def _ids(text: str) -> list[int]:
 
 
 def options_from_args(args) -> MosaicOptions:
+    """The `MosaicOptions` of the flags given (the others keep their defaults); ConfigError for a bad value."""
     flags = {"telescope": args.telescope, "dish_diameter": args.dish_diameter, "fwhm_factor": args.fwhm_factor,
              "cutoff": args.cutoff, "centre": list(args.centre) if args.centre else None,
              "interpolation": args.interpolation, "planes": args.planes}
@@ -54,10 +57,12 @@ def options_from_args(args) -> MosaicOptions:
 
 
 def run(args) -> int:
-    from mpimager.cli.reduce import _comm
+    """Make the mosaic of `args.cubes` in `args.out` (over the ranks when launched so); rank 0 prints its
+    files. Exit code 0; an MpimagerError is raised on rank 0, its exit code returned on the others."""
+    from mpimager.cli.reduce import parallel_comm
     from mpimager.mosaic.run import mosaic_cubes
 
-    comm = _comm()
+    comm = parallel_comm()
     rank = comm.Get_rank() if comm is not None else 0
     try:
         options = options_from_args(args)

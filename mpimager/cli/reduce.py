@@ -24,6 +24,7 @@ from mpimager.errors import InputError, JobError, MpimagerError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `mpimager reduce` arguments to `parser` (main.build_parser adds the output options)."""
     parser.epilog = __doc__.split("\n", 2)[2].strip()
     parser.add_argument("images", nargs="+", metavar="IMAGES", type=Path,
                         help="channel images (FITS, one plane each) and/or cubes")
@@ -73,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args) -> ReduceOptions:
+    """The `ReduceOptions` of `--options` (one JSON table) when given, else of the option flags; InputError
+    for --options that are not a JSON object, ConfigError for a bad value."""
     if args.options is not None:
         import json
 
@@ -93,15 +96,19 @@ def options_from_args(args) -> ReduceOptions:
     return ReduceOptions.from_mapping(table, where="mpimager reduce:")
 
 
-def _comm():
-    """COMM_WORLD under an MPI launcher with several ranks, else None (a plain process skips MPI_Init)."""
-    from mpimager.queue import mpiqueue
+def parallel_comm():
+    """COMM_WORLD under an MPI launcher with several ranks, else None: the communicator of the collective
+    commands (`reduce`, `mosaic`; a process no launcher started skips MPI_Init)."""
+    from mpimager import queue as mpiqueue
 
     comm = mpiqueue.world()
     return comm if comm.Get_size() > 1 else None
 
 
 def run(args) -> int:
+    """Make the cubes of `args.images` in `args.out` (over the ranks when launched so); rank 0 prints each
+    cube made. Exit code 0; the first failed product raises (InputError or JobError) on rank 0, its exit code
+    is returned on the others."""
     import gc
     import os
 
@@ -111,7 +118,7 @@ def run(args) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from mpimager.reduce.run import reduce_images
 
-    comm = _comm()
+    comm = parallel_comm()
     rank = comm.Get_rank() if comm is not None else 0
     try:
         options = options_from_args(args)

@@ -15,12 +15,14 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):
+    """Add the `mpimager report` arguments to `parser` (main.build_parser adds the output options)."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the --run-dir of a run")
     parser.add_argument("--max-px", type=int, default=None, metavar="N",
                         help="largest side of a drawn image, in pixels (default 1024): larger ones are block-averaged")
 
 
 def run(args) -> int:
+    """Write the report of `args.run_dir` and log what it drew; exit code 0 (InputError for --max-px < 16)."""
     from mpimager.errors import InputError
     from mpimager.report import write_report
 

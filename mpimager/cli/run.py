@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # the pipeline (numpy, casacore) loads only for a run, not fo
 
 
 def add_arguments(parser):
+    """Add the arguments of a run, `mpimager CONFIG [INPUTS...]`, to `parser` (main.build_parser adds the
+    output options)."""
     parser.add_argument("config", help="the TOML config file")
     parser.add_argument("inputs", nargs="*", metavar="MS_OR_OBS_ID",
                         help="MeasurementSets, globs, directories (searched with [inputs] ms_glob_pattern) "
@@ -43,6 +45,7 @@ def request_from(args) -> RunRequest:
 
 
 def run(args) -> int:
+    """Run (or with --dry-run, plan) the request of the command line (`request_from`); its exit code."""
     request = request_from(args)
     if request.dry_run or request.json:  # rank 0 prints the plan (--json alone: refused in prepare, exit 2)
         from mpimager.pipeline import session

@@ -29,6 +29,7 @@ TEMPLATE_NODES_MPI = packaged_template("mpimager-nodes-mpi.sbatch")
 
 
 def add_arguments(parser):
+    """Add the `mpimager sbatch` arguments to `parser` (main.build_parser adds the output options)."""
     parser.add_argument("config", help="the TOML config file")
     parser.add_argument("inputs", nargs="*", metavar="MS_OR_OBS_ID",
                         help="MeasurementSets, globs, directories or obs_id patterns, as for `mpimager CONFIG`")
@@ -121,8 +122,9 @@ def partition_resources(partition: str | None):
 
 
 def node_resources(args, needed: bool):
-    """The node size: --cpus-per-node and --mem-per-node, else sinfo's for the partition (None when it cannot
-    tell and the sizing does not need it)."""
+    """The node size: --cpus-per-node and --mem-per-node, else sinfo's for the partition (with either flag
+    overriding its part). When sinfo cannot tell: InputError if the sizing `needed` it or one flag was given,
+    else None."""
     from mpimager.planner.sbatch import NodeResources, parse_mem
 
     if args.cpus_per_node and args.mem_per_node:
@@ -139,7 +141,8 @@ def node_resources(args, needed: bool):
 
 
 def script_values(args, prepared) -> dict[str, str]:
-    """The template's values: sized from the plan (mpimager.planner.sbatch.size_from_plan), then the options given."""
+    """The template's values for the run `prepared`: sized from the plan
+    (mpimager.planner.sbatch.size_from_plan), then the options given; InputError when the layout does not fit."""
     from mpimager.planner import sbatch as slurm
 
     config = prepared.config
@@ -170,6 +173,8 @@ def script_values(args, prepared) -> dict[str, str]:
 
 
 def render_script(args, values: dict[str, str]) -> str:
+    """The batch script: the template (`args.template`, else the packaged one for the layout) rendered with
+    `values` and the run's arguments; InputError naming the template when it cannot be read or rendered."""
     from mpimager.planner import sbatch as slurm
 
     template = Path(args.template) if args.template else TEMPLATE_NODES_MPI if args.nodes_mpi else TEMPLATE
@@ -184,6 +189,8 @@ def render_script(args, values: dict[str, str]) -> str:
 
 
 def write_script(text: str, path: Path) -> Path:
+    """Write `text` to `path` (atomically, executable, parents made); its absolute path. InputError when it
+    cannot be written."""
     path = Path(path).absolute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +201,8 @@ def write_script(text: str, path: Path) -> Path:
 
 
 def submit(script: Path, cwd: Path, extra=()) -> str:
-    """`sbatch --parsable [extra] SCRIPT` run in `cwd`: the job id; JobError with exit code, command and output."""
+    """`sbatch --parsable [extra] SCRIPT` run in `cwd` for the batch `script`: the job id; JobError with exit
+    code, command and output."""
     argv = ["sbatch", "--parsable", *extra, str(script)]
     try:
         r = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
@@ -210,6 +218,8 @@ def submit(script: Path, cwd: Path, extra=()) -> str:
 
 
 def run(args) -> int:
+    """Check, prepare (without this host's pre-flight), size and render the script; print it, write it
+    (--output) or write and submit it (--submit, printing the job id). Exit code 0; JobError when sbatch fails."""
     from mpimager.cli.run import request_from
     from mpimager.pipeline.prepare import prepare
     from mpimager.planner import sbatch as slurm

@@ -15,6 +15,7 @@ from mpimager.errors import EXIT_JOB_FAILED
 
 
 def add_arguments(parser):
+    """Add the `mpimager status` arguments to `parser` (main.build_parser adds the output options)."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the --run-dir of a run")
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.add_argument("--check", action="store_true",
@@ -22,6 +23,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Print the status of `args.run_dir` (table, or JSON with --json); exit code 0, or with --check 1 when
+    the run is not running and some job is not done or skipped."""
     from mpimager.rundir import status
 
     st = status.read_status(args.run_dir)

@@ -14,6 +14,7 @@ from typing import Any
 
 
 def add_arguments(parser):
+    """Add the `mpimager synth` arguments to `parser` (main.build_parser adds the output options)."""
     from mpimager.testing.synth import ASKAP_BAND_START_HZ, ASKAP_STATES
 
     parser.add_argument("directory", help="where to write the MSs (created)")
@@ -37,8 +38,14 @@ def add_arguments(parser):
 def synthesise(directory: Path, *, beams: int = 6, plain: int | None = None, antennas: int = 16, times: int = 16,
                channels: int = 8, spws: int = 1, noise: float = 0.0, real: bool = False, survey: str = "racs-low",
                state: str = "raw", receptor_angles: tuple[float, ...] = ()) -> list[Path]:
-    """Write the MSs into `directory` and return their paths. `real`, `survey`, `state`, `receptor_angles`:
-    the ASKAP shapes (mpimager.testing.synth.REAL_ASKAP_KWARGS, askap_band, make_ms' askap_state)."""
+    """Write the MSs into `directory` and return their paths: `beams` raw ASKAP-like beams of one
+    observation, or `plain` plain MSs when given.
+
+    `antennas`, `times`, `channels`, `spws`: each MS's shape; `noise`: the rms (Jy) of each real and imaginary
+    part of a visibility.
+    `real`, `survey`, `state`, `receptor_angles`: the ASKAP shapes (mpimager.testing.synth.REAL_ASKAP_KWARGS,
+    askap_band, make_ms' askap_state).
+    """
     from mpimager.environment import measures_warning_once
     from mpimager.testing import synth
 
@@ -60,6 +67,7 @@ def synthesise(directory: Path, *, beams: int = 6, plain: int | None = None, ant
 
 
 def run(args) -> int:
+    """Synthesise the MSs the command line asks for (`synthesise`) and print their paths; exit code 0."""
     angles = tuple(float(a) for a in args.receptor_angles.split(",")) if args.receptor_angles else ()
     paths = synthesise(Path(args.directory), beams=args.beams, plain=args.plain, antennas=args.antennas,
                        times=args.times, channels=args.channels, spws=args.spws, noise=args.noise, real=args.real,

@@ -66,7 +66,8 @@ def _listing(names, limit=6) -> str:
 
 
 def load_data_handler(file: Path, level: str | None) -> DataHandler:
-    """Read and check a data-handler file; errors name the file and the key."""
+    """Read and check the data-handler `file` at data `level` (None: the file's only level); a ConfigError
+    naming the file and the key for anything wrong."""
     if not os.access(file, os.R_OK):
         raise ConfigError(f"{file}: data handler file cannot be read"
                           + (" (no such file)" if not file.exists() else " (permission denied)"))

@@ -57,9 +57,11 @@ PARALLEL_FROM = 64  # MSs: below this, reading in this process is quicker than s
 
 
 def read_all(paths: Sequence[str]) -> list[MSInfo]:
-    """Metadata of every MS, in order; many MSs are read by one forked process per core.
+    """Metadata of the MSs at `paths`, in order; from `PARALLEL_FROM` MSs on and with two usable cores or
+    more, read by a forked pool of one process per core (at most 8).
 
-    The first failing MS (in input order) raises its MSError, as reading them one by one would."""
+    The first failing MS (in input order) raises its MSError, as reading them one by one would.
+    """
     from mpimager.environment import usable_cpus
 
     cores = usable_cpus()
@@ -83,7 +85,11 @@ def _read_or_error(path: str):
 
 
 def discover(args: Sequence[str], config: Config) -> list[InputMS]:
-    """Every MS the inputs name, each verified and described, in input order without repeats."""
+    """Every MS the inputs `args` name, each verified and described, in input order without repeats (by
+    real path); obs_id patterns resolve through the data handler of `config`.
+
+    InputError for no input, an input that names no MS, or a count other than `[inputs] num_beams`.
+    """
     if not args:
         raise InputError("no input: give MeasurementSets, globs, directories or obs_id patterns")
     handler: list = []

@@ -55,15 +55,18 @@ class MSInfo:
         return os.path.splitext(self.basename)[0]
 
     def has_column(self, name: str) -> bool:
+        """Whether the main table has the column `name`."""
         return name in self.columns
 
 
 def is_table_dir(path: Path) -> bool:
+    """Whether `path` is a casacore table directory (holds a table.dat)."""
     return (path / "table.dat").is_file()
 
 
 def size_on_disk(path: Path) -> int:
-    """Bytes of the main table's files (the visibilities: all but a sliver of an MS; subtables not walked)."""
+    """Bytes of the files directly in the MS directory `path` (the main table, the visibilities: all but a
+    sliver of an MS; subtables not walked)."""
     with os.scandir(path) as it:
         return sum(e.stat().st_size for e in it if e.is_file())
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mpimager.errors import MSError
+from mpimager.inputs.sky import separation_arcsec
 from mpimager.states import StrEnum
 
 IRA = "INSTRUMENT_RECEPTOR_ANGLE"
@@ -109,7 +110,8 @@ class Evidence:
 
 
 def beam_centre(boresight_deg: Sequence[float], beam_offset_deg: Sequence[float]) -> tuple[float, float]:
-    """The centre of an ASKAP beam: the boresight moved by (dra, ddec) degrees.
+    """The centre of an ASKAP beam: `boresight_deg` (ra, dec) moved by `beam_offset_deg` (dra, ddec),
+    all in degrees.
 
     The RA offset is an arc along the great circle through the point at the shifted latitude
     (not a change of RA coordinate): the direction (ra=dra, dec=0) tilted north by dec+ddec, then
@@ -127,15 +129,9 @@ def beam_centre(boresight_deg: Sequence[float], beam_offset_deg: Sequence[float]
     return math.degrees(ra) % 360.0, math.degrees(dec)
 
 
-def separation_arcsec(a: Sequence[float], b: Sequence[float]) -> float:
-    """Great-circle distance between two (ra, dec) in degrees, in arcseconds (haversine)."""
-    ra1, dec1, ra2, dec2 = (math.radians(v) for v in (a[0], a[1], b[0], b[1]))
-    h = math.sin((dec2 - dec1) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra2 - ra1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 3600.0
-
-
 def direction_deg(direction: np.ndarray) -> tuple[float, float]:
-    """(ra, dec) in degrees, ra in [0, 360), of a (ra, dec) pair in radians (a FIELD or POINTING cell row)."""
+    """(ra, dec) in degrees, ra in [0, 360), of `direction`, a (ra, dec) pair in radians (a FIELD or
+    POINTING cell row)."""
     return float(np.degrees(direction[0]) % 360.0), float(np.degrees(direction[1]))
 
 
@@ -143,15 +139,17 @@ def direction_deg(direction: np.ndarray) -> tuple[float, float]:
 
 
 def beam_rows(feed, beam: int) -> np.ndarray:
-    """Row numbers of FEED (an open table) that describe `beam` (FEED_ID == beam)."""
+    """Row numbers of `feed` (an open FEED table) that describe `beam` (FEED_ID == beam)."""
     return np.flatnonzero(feed.getcol("FEED_ID") == beam)
 
 
 def beam_receptor_angle_deg(ms, column: str = "RECEPTOR_ANGLE", beam: int | None = None) -> float | None:
-    """The receptor angle (degrees, first receptor) of the MS's own beam, from FEED rows of that FEED_ID.
+    """The receptor angle (degrees, first receptor) of the beam of the MS at `ms`, from the FEED rows of
+    that FEED_ID.
 
-    `beam`: FEED_ID (default: FEED1 of the main table). Returns None when the column is absent.
-    MSError when the beam has no FEED row or the angle is not the same in all of them.
+    `column`: the FEED column to read (RECEPTOR_ANGLE, or INSTRUMENT_RECEPTOR_ANGLE). `beam`: FEED_ID (default:
+    FEED1 of the main table). Returns None when the column is absent. MSError when the beam has no FEED row,
+    the angle is not the same in all of them, or (`beam` not given) the main table holds several beams.
     """
     from casacore import tables as ct
 
@@ -295,7 +293,8 @@ def write_problem(ms) -> str | None:
 
 def classify(ev: Evidence, data_column: str = "DATA", corrected_data_column: str = "CORRECTED_DATA",
              fix_stokes_factor: bool = True) -> Verdict:
-    """The state of an MS from its evidence, for FixMS writing `corrected_data_column` from `data_column`.
+    """The state of an MS from its evidence `ev`, for FixMS writing `corrected_data_column` from `data_column`
+    with `fix_stokes_factor` (a record of a fix made with other settings is FIXED_DIFFERENTLY).
 
     Never says RUNNING or INTERRUPTED (those are told from the lock and the working copy, by the step).
     """
@@ -346,11 +345,13 @@ REFUSED = (MSState.FOREIGN_COLUMN, MSState.FIXED_DIFFERENTLY, MSState.UNKNOWN)
 
 
 def direction_wrong(ev: Evidence) -> bool:
-    """FIELD is provably not at the beam direction (the beam's offset is recorded and FIELD is not there)."""
+    """FIELD is provably not at the beam direction, by the evidence `ev` (the beam's offset is recorded and
+    FIELD is not there)."""
     error = ev.phase_centre_error_arcsec
     return error is not None and error > SAME_DIRECTION_ARCSEC
 
 
 def needs_write(v: Verdict, ev: Evidence) -> bool:
-    """A fix will change this MS: it is raw, a killed fix left its copy, or FIELD is provably not at the beam."""
+    """A fix will change this MS, by its verdict `v` and evidence `ev`: it is raw, or (not refused) a killed
+    fix left its copy or FIELD is provably not at the beam."""
     return v.state == MSState.RAW or (v.state not in REFUSED and (ev.work_left or direction_wrong(ev)))

@@ -20,10 +20,12 @@ VALID = 0.999
 
 
 def reproject_planes(planes: np.ndarray, wcs_in, wcs_out, shape_out: tuple[int, int], order: str) -> np.ndarray:
-    """`planes` (k, ny, nx) on `wcs_in` reprojected onto `wcs_out` (`shape_out`): (k, *shape_out) float32.
+    """`planes` (k, ny, nx) on `wcs_in` reprojected onto `wcs_out` (`shape_out`) with reproject's
+    interpolation `order` ('bilinear', 'bicubic', ...): (k, *shape_out) float32.
 
     NaN pixels (blanked edges, holes) stay NaN without spreading through the spline: they are interpolated
-    as zeros and the pixels whose interpolation leant on them are blanked (a bilinear map of validity)."""
+    as zeros and the pixels whose interpolation leant on them are blanked (a bilinear map of validity).
+    """
     from reproject import reproject_interp
 
     k = planes.shape[0]

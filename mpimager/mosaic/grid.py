@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpimager.inputs.sky import separation_deg
 from mpimager.mosaic.inputs import BeamCube
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open) in grid pixels
 
 
 def unit_vector(ra_deg, dec_deg) -> np.ndarray:
-    """Unit vectors (..., 3) of directions in degrees."""
+    """Unit vectors (..., 3) of the directions `ra_deg`, `dec_deg` (degrees, arrays broadcast together)."""
     ra, dec = np.radians(ra_deg), np.radians(dec_deg)
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
 
@@ -35,20 +36,14 @@ def mean_direction(centres: Sequence[tuple[float, float]]) -> tuple[float, float
 
 
 def offset_direction(centre: tuple[float, float], radius_deg: float, bearings_rad: np.ndarray):
-    """(RA, Dec) arrays at angular distance `radius_deg` from `centre` along the given bearings (E of N)."""
+    """(RA, Dec) arrays at angular distance `radius_deg` from `centre` along the bearings `bearings_rad`
+    (radians, E of N)."""
     ra0, dec0 = math.radians(centre[0]), math.radians(centre[1])
     r = math.radians(radius_deg)
     dec = np.arcsin(math.sin(dec0) * math.cos(r) + math.cos(dec0) * math.sin(r) * np.cos(bearings_rad))
     ra = ra0 + np.arctan2(np.sin(bearings_rad) * math.sin(r) * math.cos(dec0),
                           math.cos(r) - math.sin(dec0) * np.sin(dec))
     return np.degrees(ra) % 360.0, np.degrees(dec)
-
-
-def separation_deg(ra1, dec1, ra2, dec2):
-    """Angular distance (degrees) between directions (haversine: exact at small distances)."""
-    ra1, dec1, ra2, dec2 = (np.radians(v) for v in (ra1, dec1, ra2, dec2))
-    h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
 
 
 @dataclass(frozen=True)

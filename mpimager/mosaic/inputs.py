@@ -22,6 +22,7 @@ import numpy as np
 
 from mpimager.errors import InputError
 from mpimager.reduce.beams import Beam, beam_from_header
+from mpimager.reduce.cube import read_weights
 from mpimager.reduce.fitsio import (
     STOKES_CODES,
     ReadSpec,
@@ -81,6 +82,7 @@ class BeamCube:
         return h
 
     def wcs(self):
+        """The astropy WCS of the cube's celestial axes (`celestial_header`), its warnings silenced."""
         import warnings
 
         from astropy.wcs import WCS
@@ -130,28 +132,17 @@ def _celestial(header, path: Path) -> None:
         raise InputError(f"{path}: axes 1 and 2 are not RA and DEC (CTYPE1={ctype1!r}, CTYPE2={ctype2!r})")
 
 
-def read_weights(path: Path, nchan: int, cube: Path) -> tuple[float, ...]:
-    """The linmos weights file `path` of `cube` (`#Channel Weight`, one line per channel)."""
+def _checked_weights(path: Path, nchan: int, cube: Path) -> tuple[float, ...]:
+    """The linmos weights file `path` of `cube` (read by mpimager.reduce.cube.read_weights): `nchan` weights,
+    in channel order; InputError naming the file when it is missing, unreadable or malformed, does not give
+    every channel, or gives only zeros."""
     try:
-        lines = Path(path).read_text().splitlines()
+        weights = read_weights(path)
     except FileNotFoundError:
         raise InputError(f"{cube}: no weights file {path} beside it (the gather step writes one; "
                          f"or give the weights with --weights)") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
-    weights: dict[int, float] = {}
-    for n, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        parts = text.split()
-        try:
-            chan, value = int(parts[0]), float(parts[1])
-        except (ValueError, IndexError):
-            raise InputError(f"{path}:{n}: expected 'CHANNEL WEIGHT', got {text!r}") from None
-        if not (math.isfinite(value) and value >= 0):
-            raise InputError(f"{path}:{n}: weight {value!r} is not a finite number >= 0")
-        weights[chan] = value
     if sorted(weights) != list(range(nchan)):
         raise InputError(f"{path}: {len(weights)} channel weights for the {nchan} channels of {cube}")
     if not any(weights.values()):
@@ -227,7 +218,7 @@ def read_cube(path: Path, beam_id: int | None = None, weights: Path | None = Non
                            float(header.get("BZERO", 0.0)), None) for c in range(nchan))
     return BeamCube(path=path, beam_id=int(beam_id), header=header, shape=(ny, nx), freqs=freqs, width=width,
                     stokes=stokes or "I", bunit=str(header.get("BUNIT", "")).strip(), beams=beams,
-                    weights=read_weights(weights_path, nchan, path), weights_path=weights_path,
+                    weights=_checked_weights(weights_path, nchan, path), weights_path=weights_path,
                     centre=(float(header["CRVAL1"]) % 360.0, float(header["CRVAL2"])), cell=cell, reads=reads)
 
 
@@ -250,9 +241,9 @@ def read_cubes(paths: Sequence[Path], beam_ids: Sequence[int] | None = None,
 
 
 def check_compatible(cubes: Sequence[BeamCube]) -> None:
-    """Refuse (InputError naming the cube and what differs) inputs that cannot be mosaicked together:
+    """Refuse (InputError naming the cube and what differs) `cubes` that cannot be mosaicked together:
     another Stokes or unit, another spectral axis, another pixel size, or another restoring beam in a
-    channel both use."""
+    channel both use; or no channel of any cube usable."""
     from mpimager.reduce.beams import same_beam
 
     first = cubes[0]

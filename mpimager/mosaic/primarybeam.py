@@ -50,7 +50,7 @@ class GaussianBeam:
         return self.fwhm_deg(min(freqs)) * math.sqrt(math.log(1.0 / level) / _FOUR_LN2)
 
     def response(self, grid: FieldGrid, box: Box, freqs: Sequence[float]) -> np.ndarray:
-        """(len(freqs), ny, nx) float32 response on the pixels of `box`."""
+        """(len(freqs), ny, nx) float32 response at `freqs` (Hz) on the pixels of `box` of `grid`."""
         theta2 = grid.separation_from(self.centre, box) ** 2
         out = np.empty((len(freqs), *theta2.shape), dtype=np.float32)
         for k, f in enumerate(freqs):
@@ -75,6 +75,7 @@ class ImageBeam:
         return cls(path, freqs)
 
     def radius(self, level: float, freqs: Sequence[float]) -> float | None:
+        """None: the image itself bounds where it can be used (`level` and `freqs` do not matter)."""
         return None  # the image itself bounds where it can be used
 
     def _planes(self, indices: Sequence[int]) -> tuple[np.ndarray, object]:
@@ -92,6 +93,8 @@ class ImageBeam:
         return planes, wcs
 
     def response(self, grid: FieldGrid, box: Box, freqs: Sequence[float]) -> np.ndarray:
+        """(len(freqs), ny, nx) float32 response at `freqs` (Hz) on the pixels of `box` of `grid`: the image's
+        planes reprojected (bilinear) and interpolated linearly in frequency; NaN (off the image) as 0."""
         from reproject import reproject_interp
 
         pairs = [_bracket(self.freqs, f) for f in freqs]

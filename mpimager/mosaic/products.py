@@ -30,16 +30,17 @@ _COPIED = ("BUNIT", "BTYPE", "TELESCOP", "INSTRUME", "OBSERVER", "OBJECT", "DATE
 
 
 def partial(path: Path) -> Path:
+    """The hidden name a mosaic file at `path` is written under until it is verified: `.NAME.partial`."""
     return path.with_name(f".{path.name}.partial")
 
 
 def channel_beams(cubes: Sequence[BeamCube]) -> list[Beam | None]:
-    """The restoring beam of each channel (that of the inputs using it; None: no input uses it)."""
+    """The restoring beam of each channel of `cubes` (that of the inputs using it; None: no input uses it)."""
     return [next((c.beams[ch] for c in cubes if c.usable(ch)), None) for ch in range(cubes[0].nchan)]
 
 
 def one_beam(beams: Sequence[Beam | None]) -> Beam | None:
-    """The beam every used channel shares, else None."""
+    """The beam every used channel of `beams` (None: unused) shares, else None."""
     from mpimager.reduce.beams import same_beam
 
     used = [b for b in beams if b is not None]
@@ -48,7 +49,12 @@ def one_beam(beams: Sequence[Beam | None]) -> Beam | None:
 
 def header(cubes: Sequence[BeamCube], grid: FieldGrid, freqs: Sequence[float], width: float,
            beam: Beam | None, what: str, history: str):
-    """The primary header of a mosaic file: the field grid, a FREQ axis of `freqs` (regular) and STOKES."""
+    """The primary header of a mosaic file: the field `grid`, a FREQ axis of `freqs` (regular; one channel
+    `width` Hz wide when there is one) and STOKES, keys copied from the first of `cubes`, the restoring `beam`
+    (None: per channel in BEAMS for a cube, none for the MFS image), a `history` line.
+
+    `what` is the file: "cube", "mfs" or "weight" (unitless sensitivity).
+    """
     import warnings
 
     from astropy.io import fits
@@ -102,7 +108,8 @@ def _bytes_of(hdu) -> bytes:
 
 
 def beam_centre_table(cubes: Sequence[BeamCube]) -> bytes:
-    """The `BEAMCENTRES` table: BEAM, RA (deg), DEC (deg), WEIGHT (mean 1/sigma^2 over the beam's channels)."""
+    """The `BEAMCENTRES` table of `cubes`: BEAM, RA (deg), DEC (deg), WEIGHT (mean 1/sigma^2 over the beam's
+    used channels), as the bytes of a FITS extension."""
     from astropy.io import fits
 
     weights = [float(np.mean([w for ch, w in enumerate(c.weights) if c.usable(ch)] or [0.0])) for c in cubes]
@@ -116,7 +123,8 @@ def beam_centre_table(cubes: Sequence[BeamCube]) -> bytes:
 
 
 def beams_table(beams: Sequence[Beam | None]) -> bytes:
-    """A CASA `BEAMS` table (arcsec, arcsec, deg; zeros for channels without a beam)."""
+    """A CASA `BEAMS` table of the channels' `beams` (arcsec, arcsec, deg; zeros for channels without a
+    beam), as the bytes of a FITS extension."""
     from astropy.io import fits
 
     rows = np.array([(b.major, b.minor, b.pa) if b is not None else (0.0, 0.0, 0.0) for b in beams], dtype=np.float32)
@@ -133,8 +141,9 @@ def beams_table(beams: Sequence[Beam | None]) -> bytes:
 
 def write_beamlog(path: Path, name: str, cubes: Sequence[BeamCube], beams: Sequence[Beam | None],
                   used: Sequence[int], peaks: Sequence[float], grid: FieldGrid, cutoff: float, model: str) -> None:
-    """The beam log: the grid and model, then per channel (freq, restoring beam, beams used, peak weight),
-    then per beam (number, RA, Dec, file, weight per channel)."""
+    """Write the beam log of the mosaic `name` to `path`: the `grid`, the primary-beam `model` and `cutoff`,
+    then per channel (freq, restoring beam of `beams`, the number of beams `used`, the peak weight of `peaks`),
+    then per beam of `cubes` (number, RA, Dec, file, weight per channel)."""
     def fmt(b):
         return "- - -" if b is None else f"{b.major:.4f} {b.minor:.4f} {b.pa:.3f}"
 

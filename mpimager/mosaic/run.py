@@ -64,8 +64,12 @@ def plan_mosaic(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pat
                 beam_ids: Sequence[int] | None = None, weights: Sequence[Path] | None = None,
                 pb_files: Sequence[Path] | None = None) -> MosaicPlan:
     """Read and check the inputs, choose primary beams and the field grid; InputError when they cannot be
-    mosaicked. cube_paths: one cube per beam; out_dir/name: where (see products); beam_ids, weights, pb_files:
-    per cube, in the same order (defaults: from the names, the weights files beside the cubes, Gaussians)."""
+    mosaicked (also when the grid would be more than MAX_SIDE pixels a side). Nothing is written.
+
+    `cube_paths`: one cube per beam; `options`: the `[mosaic]` options; `out_dir`/`name`: where (see products);
+    `beam_ids`, `weights`, `pb_files`: per cube, in the same order (defaults: from the names, the weights files
+    beside the cubes, Gaussians).
+    """
     from mpimager.mosaic.primarybeam import primary_beams
 
     cubes = read_cubes([Path(p) for p in cube_paths], beam_ids, weights)
@@ -177,9 +181,10 @@ def mosaic_cubes(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pa
                  log: Callable[[str], None] | None = None, *, beam_ids: Sequence[int] | None = None,
                  weights: Sequence[Path] | None = None, pb_files: Sequence[Path] | None = None) -> Mosaic:
     """Make the mosaic `name` in `out_dir` from one PSF-matched cube per beam; collective over `comm`
-    (None: this process alone). See `plan_mosaic` for the other parameters; `log` gets progress lines
-    (rank 0). Raises InputError (bad inputs: nothing written) or JobError (a plane failed: nothing kept)."""
-    from mpimager.queue import mpiqueue
+    (None: this process alone). `cube_paths`, `options`, `beam_ids`, `weights`, `pb_files` as for
+    `plan_mosaic`; `log` gets progress lines (rank 0). Raises InputError (bad inputs: nothing written) or
+    JobError (a plane failed: nothing kept)."""
+    from mpimager import queue as mpiqueue
 
     rank = comm.Get_rank() if comm is not None else 0
     size = comm.Get_size() if comm is not None else 1
@@ -191,7 +196,7 @@ def mosaic_cubes(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pa
         f"pixels of {g.cell * 3600:.3f}\" at ({g.centre[0]:.5f}, {g.centre[1]:.5f})")
     layouts = mpiqueue.root_first(lambda: _create(plan), comm) if comm is not None else _create(plan)
     if comm is not None:
-        layouts = comm.bcast(layouts, root=0)
+        layouts = mpiqueue.bcast(layouts, comm)
 
     mfs = np.zeros((2, *g.shape), dtype=np.float64)
     done: list[_ChannelDone] = []
@@ -206,7 +211,7 @@ def mosaic_cubes(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pa
     if comm is not None:
         mpiqueue.barrier(comm)
         total = comm.reduce(mfs, root=0)
-        parts = comm.gather((done, error), root=0)
+        parts = mpiqueue.gather((done, error), comm)
     else:
         total, parts = mfs, [(done, error)]
     del mfs
@@ -218,7 +223,7 @@ def mosaic_cubes(cube_paths: Sequence[Path], options: MosaicOptions, out_dir: Pa
         except Exception as exc:
             result = exc if isinstance(exc, JobError) else JobError(f"mosaic {name}: {type(exc).__name__}: {exc}")
     if comm is not None:
-        result = comm.bcast(result, root=0)
+        result = mpiqueue.bcast(result, comm)
     if isinstance(result, BaseException):
         raise result
     assert isinstance(result, Mosaic)

@@ -60,6 +60,8 @@ class Estimates:
         total[1] += cost
 
     def seconds(self, job_id: str, kind: str, cost: float) -> float | None:
+        """The guessed seconds of the job `job_id` of `kind` and plan cost `cost`: its duration in the journal,
+        else this run's seconds per cost unit of its kind x `cost`, else None (unknown)."""
         if job_id in self.previous:
             return self.previous[job_id]
         total = self.spent.get(kind)
@@ -77,6 +79,9 @@ class Deadline:
     refused: list[str] = field(default_factory=list)
 
     def fits(self, job_id: str, kind: str, cost: float, now: float | None = None) -> bool:
+        """Whether the job `job_id` (of `kind` and plan cost `cost`) may start at `now` (default: the clock): always
+        outside an allocation or without an estimate, else when its estimate x SAFETY + MARGIN_S ends before the
+        allocation does. A job refused is added to `refused`."""
         if self.end is None:
             return True
         guess = self.estimates.seconds(job_id, kind, cost)

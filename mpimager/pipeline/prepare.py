@@ -51,7 +51,7 @@ class Prepared:
 
 def local_worker_ranks(env=os.environ) -> int:
     """Worker ranks on this host (rank 0, the coordinator, is here too and not counted), from the launcher's
-    variables (Open MPI, MPICH/Hydra, PMIx); 1 when not launched by one."""
+    variables in `env` (Open MPI, MPICH/Hydra, PMIx); 1 when not launched by one."""
     for name in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE", "PMI_LOCAL_SIZE"):
         if env.get(name, "").isdigit():
             local = int(env[name])
@@ -63,7 +63,7 @@ def local_worker_ranks(env=os.environ) -> int:
 
 def default_threads(config: Config) -> int:
     """WSClean's -j (mpimager.environment.default_threads) for the jobs this host runs at once: its
-    worker ranks, at most [worker] max_concurrent."""
+    worker ranks, at most [worker] max_concurrent of `config` (whose [worker] threads, when set, wins)."""
     from mpimager.environment import default_threads as threads
 
     at_once = min(local_worker_ranks(), config.worker.max_concurrent or local_worker_ranks())
@@ -71,7 +71,12 @@ def default_threads(config: Config) -> int:
 
 
 def prepare(request: RunRequest) -> Prepared:
-    """Config, runtime, option check, inputs, plan: every check that can fail before a job runs."""
+    """Config, runtime, option check, inputs, plan: every check of `request` that can fail before a job runs.
+
+    Returns the `Prepared` run; raises the MpimagerError (InputError, ConfigError, WSCleanOptionError, ...) of
+    the first check that fails. Changes nothing on disk but mpimager's caches (a pulled container image;
+    WSClean's option list, not on a dry run).
+    """
     from mpimager.inputs.discover import discover
     from mpimager.runtime.containers import make_runtime
     from mpimager.runtime.multinode import refuse_node_local_temp_dirs
@@ -103,7 +108,7 @@ def prepare(request: RunRequest) -> Prepared:
 
 
 def passed_options(config: Config) -> list[tuple[str, object, str]]:
-    """(key, value, where it was set) of every option some pass gives WSClean."""
+    """(key, value, where it was set) of every option some pass of `config` gives WSClean."""
     out = []
     for p in config.passes:
         for key, value in p.options:
@@ -113,7 +118,8 @@ def passed_options(config: Config) -> list[tuple[str, object, str]]:
 
 
 def check_env_file(config: Config, source: bool = True) -> None:
-    """[worker] env_file exists and (with `source`) bash sources it without an error, as every job will."""
+    """[worker] env_file of `config` exists and (with `source`) bash sources it without an error, as every
+    job will: else InputError. A source that times out is left to each job."""
     from mpimager.errors import EnvFileTimeout, JobError
     from mpimager.runtime.runner import job_env
 
@@ -134,8 +140,9 @@ def check_env_file(config: Config, source: bool = True) -> None:
 
 
 def check_wsclean_mp(config: Config, jobs, runtime) -> None:
-    """Jobs over several ranks need [container] wsclean_mp (native: on PATH; a sandbox image: inside it) and a
-    launcher (srun inside Slurm, else mpirun)."""
+    """When some of `jobs` run over several ranks, `config`'s [container] wsclean_mp must be there (native:
+    on PATH; a sandbox image of `runtime`: inside it, or bound into it) and a launcher (srun inside Slurm, else
+    mpirun) on PATH: else InputError."""
     import shutil
 
     if not any(j.nranks > 1 for j in jobs):
@@ -196,10 +203,10 @@ def _kinds_shown(jobs) -> list[tuple[str, str]]:
 
 
 def plan_summary(prepared: Prepared, force: bool = False) -> dict:
-    """What a run of `prepared` would do: per job whether it runs or the journal of its run directory skips it,
-    and per kind and in total: jobs to run and skipped, core-hours (the measured one-thread rates of
-    mpimager.planner.sbatch.SECONDS_PER_COST), the largest job's memory and the bytes written. Reads the journal,
-    writes nothing."""
+    """What a run of `prepared` would do: per job whether it runs or the journal of its run directory skips it
+    (nothing is skipped with `force`), and per kind and in total: jobs to run and skipped, core-hours (the
+    measured one-thread rates of mpimager.planner.sbatch.SECONDS_PER_COST), the largest job's memory and the
+    bytes written. Reads the journal, writes nothing."""
     from mpimager.planner import sbatch as sizing
     from mpimager.rundir.journal import jobs_to_skip, read_records
 
@@ -233,8 +240,9 @@ def plan_summary(prepared: Prepared, force: bool = False) -> dict:
 
 
 def launcher_line(prepared: Prepared, job: Job) -> list[str]:
-    """The exact command of a multi-rank job as its worker will start it; the hosts are the ones the queue
-    reserves at run time (HOST1, HOST2, ... here), TOKEN the temp-dir marker the leader writes then."""
+    """The exact command of the multi-rank `job` of `prepared` as its worker will start it; the hosts are the
+    ones the queue reserves at run time (HOST1, HOST2, ... here), TOKEN the temp-dir marker the leader writes
+    then."""
     from types import SimpleNamespace
 
     from mpimager.runtime.runner import wsclean_command
@@ -255,7 +263,8 @@ def _size(n: float) -> str:
 
 
 def print_plan(prepared: Prepared, as_json: bool, out=sys.stdout, force: bool = False) -> None:
-    """The dry run's output: the summary (`plan_summary`), each job, each command; as JSON with --json."""
+    """The dry run's output to `out`: the summary (`plan_summary` of `prepared`, with `force`), each job, each
+    command; one line of JSON instead with `as_json` (--json)."""
     jobs = prepared.jobs
     summary = plan_summary(prepared, force)
     if as_json:

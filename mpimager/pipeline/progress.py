@@ -40,7 +40,8 @@ BAR_WIDTH = 30
 
 
 def interval_from_env(env: Mapping[str, str] | None = None) -> tuple[float, str | None]:
-    """(seconds between summary lines, a warning if the environment's value was unusable)."""
+    """(seconds between summary lines, a warning if the value was unusable), from MPIMAGER_PROGRESS_INTERVAL
+    in `env` (None: this process's environment)."""
     raw = (os.environ if env is None else env).get(ENV_INTERVAL, "").strip()
     if not raw:
         return DEFAULT_INTERVAL_S, None
@@ -55,8 +56,8 @@ def interval_from_env(env: Mapping[str, str] | None = None) -> tuple[float, str 
 
 
 def live_bar_wanted(stream) -> bool:
-    """A terminal, and no MPI launcher between it and us (see the module docstring)."""
-    from mpimager.queue.mpiqueue import launched
+    """Whether `stream` is a terminal with no MPI launcher between it and us (see the module docstring)."""
+    from mpimager.queue import launched
 
     try:
         return bool(stream.isatty()) and not launched()
@@ -68,8 +69,9 @@ def estimate_remaining(waiting: Iterable[tuple[str, float]], running: Iterable[t
                        finished: Iterable[tuple[str, float, float]], workers: int) -> float | None:
     """Seconds until the last job ends, or None before any job finished (see the module docstring).
 
-    waiting: (kind, cost) of each job not started; running: (kind, cost, seconds spent so far);
-    finished: (kind, cost, seconds) of each job that ended well."""
+    `waiting`: (kind, cost) of each job not started; `running`: (kind, cost, seconds spent so far);
+    `finished`: (kind, cost, seconds) of each job that ended well; `workers`: the ranks that execute jobs.
+    """
     finished = list(finished)
     if not finished:
         return None
@@ -132,7 +134,8 @@ class Progress:
         return self._out if self._out is not None else sys.stdout
 
     def say(self, message: str) -> None:
-        """One whole time-stamped line, flushed (the bar, on a terminal, is redrawn below it)."""
+        """`message` as one whole time-stamped line, flushed (the bar, on a terminal, is redrawn below it);
+        without an `out` stream, through logging (the CLI's handler prints it)."""
         with self._lock:
             out = self._stream()
             if self._bar_shown:
@@ -151,13 +154,15 @@ class Progress:
     # --- events
 
     def started(self, job_id: str, rank: int | None, host: str | None, when: float | None = None) -> None:
+        """The job `job_id` started on `rank` of `host` at `when` (default: now): print its start line."""
         with self._lock:
             self.running[job_id] = (self.clock() if when is None else when, rank, host)
             self.say(f"start {job_id} on rank {rank} ({host})")
 
     def ended(self, job_id: str, status: str, seconds: float, *, error: str | None = None,
               notes: Sequence[str] = ()) -> None:
-        """A job ended: status "ok", "failed" or "skipped" (a dependency failed)."""
+        """The job `job_id` ended with `status` "ok", "failed" or "skipped" (a dependency failed) after `seconds`:
+        print its end line, with the retry `notes` of a success or the `error` of a failure."""
         with self._lock:
             self.running.pop(job_id, None)
             self._ended.add(job_id)
@@ -177,7 +182,8 @@ class Progress:
     # --- summary
 
     def eta(self, now: float | None = None) -> float | None:
-        """Seconds until the run ends (see the module docstring), None before a job ended."""
+        """Seconds from `now` (default: the clock) until the run ends (see the module docstring), None before a job
+        ended."""
         now = self.clock() if now is None else now
         with self._lock:
             waiting = [(self.kinds[i], self.costs[i]) for i in self.kinds
@@ -187,7 +193,7 @@ class Progress:
             return estimate_remaining(waiting, running, self.finished, self.workers)
 
     def summary(self, now: float | None = None) -> str:
-        """The periodic line (without its time stamp)."""
+        """The periodic line at `now` (default: the clock), without its time stamp."""
         now = self.clock() if now is None else now
         with self._lock:
             per_host = Counter(h or "?" for _, _, h in self.running.values())
@@ -216,7 +222,8 @@ class Progress:
                 f"{len(self.running)} running{tail}")
 
     def tick(self, now: float | None = None) -> None:
-        """Print the summary line if `interval` has passed since the last one; redraw the bar."""
+        """Print the summary line if `interval` has passed since the last one at `now` (default: the clock), else
+        redraw the bar."""
         now = self.clock() if now is None else now
         with self._lock:
             if now - self._last_summary >= self.interval:
@@ -231,6 +238,7 @@ class Progress:
     # --- the timer thread
 
     def start_timer(self) -> None:
+        """Start the daemon thread that calls `tick` every `interval` s (every BAR_REFRESH_S on a terminal); once."""
         if self._thread is not None:
             return
         step = min(self.interval, BAR_REFRESH_S) if self.tty else self.interval
@@ -246,6 +254,7 @@ class Progress:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the timer thread (waiting up to 5 s for it) and clear the bar."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import TypedDict
 
 from mpimager import __version__
+from mpimager import queue as mpiqueue
 from mpimager.atomic import write_text_atomic
 from mpimager.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, InputError, MpimagerError, ReportedElsewhere
 from mpimager.log import SUMMARY, run_log
 from mpimager.pipeline.allocation import Deadline, Estimates, allocation_end
 from mpimager.pipeline.prepare import Prepared, RunRequest, prepare, print_plan
 from mpimager.pipeline.progress import Progress
-from mpimager.queue import mpiqueue
 from mpimager.rundir import layout
 from mpimager.rundir.journal import Journal, RunLock, jobs_to_skip, read_records
 from mpimager.rundir.layout import log_path
@@ -116,7 +116,8 @@ def check_image_size(config) -> None:
 
 
 def check_writable(paths) -> None:
-    """Each path is a directory we can write, or can be created: checked without writing anything."""
+    """Each of `paths` is a directory we can write, or can be created: checked without writing anything;
+    else InputError naming it."""
     for path in paths:
         p = Path(path)
         while not p.exists():
@@ -197,6 +198,7 @@ class Coordinator:
         self.provenance: dict | None = None
 
     def run(self) -> int:
+        """Run the prepared jobs with the journal open (see the module docstring); the run's exit code."""
         self.journal = Journal(self.run_dir)
         try:
             return self._run()
@@ -259,7 +261,9 @@ class Coordinator:
         return self.deadline.fits(job.id, job.kind, job.cost)
 
     def stop_early(self, outcomes, skip, reason: str | None, stopped: list[str], not_started: list[str]) -> int:
-        """The end of a run that was interrupted or could not start everything: the manifest and one line."""
+        """The end of a run that was interrupted (`reason`) or could not start everything: the manifest of
+        `outcomes` and `skip` (the jobs done before), and one line counting the `stopped` and `not_started` jobs.
+        Returns EXIT_INTERRUPTED."""
         wall = time.time() - self.t0
         self.write_manifest(outcomes, skip, wall)
         if reason:
@@ -278,6 +282,7 @@ class Coordinator:
     # ------------------------------------------------------------------------------------------------
 
     def say(self, message: str) -> None:
+        """`message` as a progress line while the queue runs, else as a log line."""
         if self.progress is not None:
             self.progress.say(message)
         else:
@@ -296,6 +301,8 @@ class Coordinator:
         self.journal.write("provenance", **self.provenance)
 
     def on_event(self, ev: mpiqueue.Event) -> None:
+        """Journal and print the queue's event `ev` (a note, a job's start or end); a good end feeds the
+        allocation's estimates."""
         if ev.kind == "note":
             self.journal.write("note", message=ev.message)
             self.say(ev.message)
@@ -315,25 +322,32 @@ class Coordinator:
         record: dict[str, object] = dict(job=o.task_id, status=o.status, rank=o.rank, host=o.host, start=o.start,
                                          end=o.end, argv=list(self.jobs[o.task_id].argv))
         r = o.value  # a JobResult, also for a failed job (its attempts, exit code and logs)
+        notes: list[str] = list(r.notes) if isinstance(r, JobResult) else []
+        if isinstance(r, JobResult) and o.status == mpiqueue.OK and self.jobs[o.task_id].kind == "reduce":
+            from mpimager.report.beams import blanked_summary  # blanked channels and why: console and journal
+
+            notes += blanked_summary([p for p, _ in r.outputs])
         if isinstance(r, JobResult):
             record.update(attempts=r.attempts, exit=r.exit_code, argv_run=list(r.argv), logs=list(r.logs),
-                          notes=list(r.notes), outputs=[{"path": p, "size": s} for p, s in r.outputs])
+                          notes=notes, outputs=[{"path": p, "size": s} for p, s in r.outputs])
         if o.status != mpiqueue.OK:
             record.update(error=o.error, log=self.failure_log(o))
         if o.status == mpiqueue.INTERRUPTED:
             record.update(log=log_path(str(self.run_dir), o.task_id))
         self.journal.write("end", **record)
         assert self.progress is not None
-        self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error,
-                            notes=r.notes if isinstance(r, JobResult) else ())
+        self.progress.ended(o.task_id, o.status, o.end - o.start, error=o.error, notes=tuple(notes))
 
     def failure_log(self, o: mpiqueue.Outcome) -> str | None:
-        """The log of a failed job's last attempt (None for a job not run because a dependency failed)."""
+        """The log of the last attempt of the failed job of outcome `o` (None for a job not run because a
+        dependency failed)."""
         if isinstance(o.value, JobResult):
             return o.value.logs[-1]
         return log_path(str(self.run_dir), o.task_id) if o.status == mpiqueue.FAILED else None
 
     def finish(self, outcomes, skip) -> int:
+        """The end of a run that ran everything: the summary table, the manifest and the report, from `outcomes`
+        and `skip` (the jobs done before). Returns EXIT_JOB_FAILED when a job did not end well, else EXIT_OK."""
         wall = time.time() - self.t0
         failed = [o for o in outcomes if o.status != mpiqueue.OK]
         self.print_summary(outcomes, skip, wall)
@@ -363,6 +377,8 @@ class Coordinator:
         self.say(f"report: {r.path} ({looks}; {r.seconds:.1f} s)")
 
     def print_summary(self, outcomes, skip, wall) -> None:
+        """Log the summary table: each job of the plan (`skip`: done before) with its outcome from `outcomes`,
+        the counts and `wall` seconds, and each rank's busy fraction."""
         by_id = {o.task_id: o for o in outcomes}
         width = max((len(j) for j in self.jobs), default=4)
         lines = [f"{'job':<{width}}  {'status':<8}  {'wall s':>7}  {'tries':>5}  {'rank':>4}  host / log"]
@@ -392,6 +408,9 @@ class Coordinator:
         logging.getLogger(SUMMARY).info("\n".join(lines))
 
     def write_manifest(self, outcomes, skip, wall) -> Path:
+        """Write RUN_DIR/manifest.json (atomically): each job's status from `outcomes` and `skip`, its argv (and
+        the argv a retry ran) and the outputs the journal recorded, the products, `wall` seconds and the provenance.
+        Returns its path."""
         from mpimager.rundir.journal import finished_jobs
 
         records = read_records(self.run_dir)

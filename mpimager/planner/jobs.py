@@ -58,6 +58,7 @@ class Job:
         return self.prefix
 
     def to_json(self) -> dict:
+        """The job as plain JSON values (tuples as lists, `tags` as a dict), as the journal's `plan` record holds it."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("ms", "argv", "outputs", "depends_on", "pols"):
             d[key] = list(d[key])
@@ -78,7 +79,11 @@ class PlanSettings:
 
 
 def plan_jobs(config: Config, inputs: Sequence[InputMS], settings: PlanSettings) -> list[Job]:
-    """All jobs of the run, FixMS jobs first, in a deterministic order."""
+    """All jobs of the run of `config` over the MSs `inputs`, in a deterministic order: FixMS jobs, WSClean
+    jobs (grouped by `settings.mode`, one per pass), then gather and mosaic jobs.
+
+    InputError for an unknown mode; ConfigError when two WSClean jobs would write the same images.
+    """
     if settings.mode not in MODES:
         raise InputError(f"unknown mode {settings.mode!r}: expected one of {', '.join(MODES)}")
     fix_ids = _fixms_ids(config, inputs)

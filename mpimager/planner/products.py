@@ -35,20 +35,16 @@ class CubePaths:
 
 
 def cube_paths(plan, options: ReduceOptions, out_dir: Path, out_file: Path | None = None) -> CubePaths:
-    """Where a cube and its side files go; `plan` needs .prefix, .stokes and .kind (a CubePlan or alike)."""
+    """Where a cube and its side files go: `out_file` (side files beside it) when given, else in `out_dir`
+    under the naming `options.names` picks; `plan` needs .prefix, .stokes and .kind (a CubePlan or alike)."""
     if out_file is not None:
-        stem = out_file.name[:-5] if out_file.name.endswith(".fits") else out_file.name
-        return CubePaths(out_file, out_file.with_name(f"{stem}.beamlog.ecsv"),
-                         out_file.with_name(f"{stem}.weights.txt"))
+        return _ours(out_file)
     if options.names == "arrakis":
         kind = "residual" if plan.kind == "residual" else "restored"
         rest = plan.prefix[len("image."):] if plan.prefix.startswith("image.") else (plan.prefix or "cube")
         conv = "" if plan.kind == "unconvolved" else ".conv"
-        base = f"{kind}.{plan.stokes.lower()}.{rest}{conv}"
-        return CubePaths(out_dir / f"image.{base}.fits", out_dir / f"beamlog.image.{base}.ecsv",
-                         out_dir / f"weights.{base}.txt")
-    stem = f"{plan.prefix or 'cube'}-{plan.stokes}-{plan.kind}.cube"
-    return CubePaths(out_dir / f"{stem}.fits", out_dir / f"{stem}.beamlog.ecsv", out_dir / f"{stem}.weights.txt")
+        return _arrakis(out_dir / f"image.{kind}.{plan.stokes.lower()}.{rest}{conv}.fits")
+    return _ours(out_dir / f"{plan.prefix or 'cube'}-{plan.stokes}-{plan.kind}.cube.fits")
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,8 @@ class CubeName:
 
 
 def cube_name_parts(path: Path) -> CubeName:
-    """The prefix, Stokes and kind of a cube from its name (mpimager's or Arrakis'), else the file stem."""
+    """The prefix, Stokes and kind of the cube at `path` from its name (mpimager's or Arrakis'), else the
+    file stem (Stokes None; kind residual when the stem says so)."""
     name = path.name
     m = _OURS.match(name)
     if m:
@@ -73,24 +70,49 @@ def cube_name_parts(path: Path) -> CubeName:
     return CubeName(stem, None, "residual" if "residual" in stem else "image")
 
 
-def beamlog_candidates(cube: Path) -> list[Path]:
-    """Beam logs that may sit beside an input cube, ours first: mpimager's ECSV, then RACS-tools' text."""
-    stem = cube.name[:-5] if cube.name.endswith(".fits") else cube.name
-    d = cube.parent
-    ours = [d / f"{stem}.beamlog.ecsv"]
-    if stem.startswith("image."):
-        ours.append(d / f"beamlog.{stem}.ecsv")
-    return [*ours, d / f"beamlog.{stem}.txt"]
+def _stem(cube: Path) -> str:
+    return cube.name[:-5] if cube.name.endswith(".fits") else cube.name
+
+
+def _ours(cube: Path) -> CubePaths:
+    """mpimager's side files of `cube` (STEM.fits): STEM.beamlog.ecsv, STEM.weights.txt."""
+    stem = _stem(cube)
+    return CubePaths(cube, cube.with_name(f"{stem}.beamlog.ecsv"), cube.with_name(f"{stem}.weights.txt"))
+
+
+def _arrakis(cube: Path) -> CubePaths:
+    """Arrakis-named side files of `cube` (image.REST.fits): beamlog.image.REST.ecsv, weights.REST.txt."""
+    rest = _stem(cube)[len("image."):]
+    return CubePaths(cube, cube.with_name(f"beamlog.image.{rest}.ecsv"), cube.with_name(f"weights.{rest}.txt"))
 
 
 def side_files(cube: Path) -> CubePaths:
     """Where the beam log and weights of an existing cube `cube` sit (either naming style, by its name)."""
     cube = Path(cube)
-    stem = cube.name[:-5] if cube.name.endswith(".fits") else cube.name
-    if stem.startswith("image.") and not stem.endswith(".cube"):  # Arrakis: image.REST.fits
-        rest = stem[len("image."):]
-        return CubePaths(cube, cube.with_name(f"beamlog.image.{rest}.ecsv"), cube.with_name(f"weights.{rest}.txt"))
-    return CubePaths(cube, cube.with_name(f"{stem}.beamlog.ecsv"), cube.with_name(f"{stem}.weights.txt"))
+    stem = _stem(cube)
+    return _arrakis(cube) if stem.startswith("image.") and not stem.endswith(".cube") else _ours(cube)
+
+
+def side_file_candidates(cube: Path, earlier: bool = False) -> tuple[list[Path], list[Path]]:
+    """(beam logs, weights files) that may sit beside the cube `cube`, in the order to look for them.
+
+    cube: the cube's path. earlier: also the text beam log of earlier mpimager versions (STEM.beamlog.txt,
+    which only the report reads). mpimager's names first (then Arrakis' for an `image.*` name), and RACS-tools'
+    beam log `beamlog.STEM.txt` last.
+    """
+    cube = Path(cube)
+    stem = _stem(cube)
+    named = [_ours(cube), *([_arrakis(cube)] if stem.startswith("image.") else [])]
+    beamlogs = [p.beamlog for p in named]
+    if earlier:
+        beamlogs.append(cube.with_name(f"{stem}.beamlog.txt"))
+    beamlogs.append(cube.with_name(f"beamlog.{stem}.txt"))
+    return beamlogs, [p.weights for p in named]
+
+
+def beamlog_candidates(cube: Path) -> list[Path]:
+    """Beam logs that may sit beside the input cube `cube`, ours first (`side_file_candidates`' beam logs)."""
+    return side_file_candidates(cube)[0]
 
 
 # --- the mosaic step's files (mpimager.mosaic.products describes them) ----------------------------------
@@ -108,11 +130,20 @@ class MosaicPaths:
         return (self.cube, self.mfs, self.weight)
 
     def all(self) -> tuple[Path, ...]:
+        """Every file of the mosaic: its FITS files, then the beam log."""
         return (*self.fits, self.beamlog)
+
+
+MOSAIC_MFS_SUFFIX = ".mosaic.mfs.fits"  # a mosaic's MFS image is NAME + this
 
 
 def mosaic_paths(out_dir: Path, name: str) -> MosaicPaths:
     """Where the mosaic `name`'s files go in `out_dir`."""
     d = Path(out_dir)
-    return MosaicPaths(d / f"{name}.mosaic.fits", d / f"{name}.mosaic.mfs.fits", d / f"{name}.mosaic.weight.fits",
+    return MosaicPaths(d / f"{name}.mosaic.fits", d / f"{name}{MOSAIC_MFS_SUFFIX}", d / f"{name}.mosaic.weight.fits",
                        d / f"{name}.mosaic.beamlog.txt")
+
+
+def is_mosaic_mfs(path: str | Path) -> bool:
+    """Whether `path` names a mosaic's MFS image (`mosaic_paths(...).mfs`)."""
+    return Path(path).name.endswith(MOSAIC_MFS_SUFFIX)

@@ -58,12 +58,13 @@ class TemplateError(ValueError):
 
 
 def render(template_text: str, values: Mapping[str, str], args: Sequence[str] | None = None) -> str:
-    """The template with each placeholder named in `values` filled (see the module docstring).
+    """`template_text` with each placeholder named in `values` filled (see the module docstring).
 
     Directive keys are sbatch long option names (`nodes`, `time`, ...), shell-default keys are upper case.
     `args`, when given, become the script's default arguments. Raises TemplateError for a key or `args`
-    without a place in the template, or a directive value holding whitespace, quotes, `#` or a backslash
-    (sbatch reads directive lines itself, without a shell)."""
+    without a place in the template, a value that is not a string or holds a newline or NUL, or a directive
+    value holding whitespace, quotes, `#` or a backslash (sbatch reads directive lines itself, without a shell).
+    """
     todo = dict(values)
     for key, value in todo.items():
         if not isinstance(value, str):
@@ -119,7 +120,7 @@ _TIME = re.compile(r"^(?:\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{
 
 
 def valid_time(text: str) -> bool:
-    """One of sbatch's time forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    """Whether `text` is one of sbatch's time forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
     return bool(_TIME.match(text))
 
 
@@ -148,7 +149,8 @@ def estimate_seconds(jobs: Sequence[Job], slots: int) -> float:
 
 
 def time_limit(jobs: Sequence[Job], slots: int) -> str:
-    """The --time to ask for: SAFETY x the estimate + START_MARGIN_S, rounded up to ROUND_S, >= MIN_TIME_S."""
+    """The --time to ask for to run `jobs` on `slots` workers: SAFETY x `estimate_seconds` + START_MARGIN_S,
+    rounded up to ROUND_S, at least MIN_TIME_S."""
     seconds = SAFETY * estimate_seconds(jobs, slots) + START_MARGIN_S
     return format_time(max(MIN_TIME_S, math.ceil(seconds / ROUND_S) * ROUND_S))
 
@@ -193,8 +195,8 @@ def wsclean_limit_bytes(job: Job, node: NodeResources | None = None) -> int | No
 
 
 def job_memory_bytes(job: Job, node: NodeResources | None = None) -> int:
-    """One job's memory: JOB_BASE_BYTES + BYTES_PER_PIXEL x image pixels held (WSClean jobs), or what WSClean is
-    allowed to take (-abs-mem, -mem: `wsclean_limit_bytes`) when that is more."""
+    """The memory of `job`: JOB_BASE_BYTES + BYTES_PER_PIXEL x image pixels held (WSClean jobs), or what
+    WSClean is allowed to take (-abs-mem, -mem of `node`'s memory: `wsclean_limit_bytes`) when that is more."""
     if job.kind != "wsclean":
         return JOB_BASE_BYTES
     size = _argv_value(job.argv, "-size", 2) or ["0", "0"]
@@ -222,7 +224,8 @@ def memory_per_node(jobs: Sequence[Job], per_node: int, node: NodeResources | No
 
 
 def parse_mem(text: str) -> int | None:
-    """Bytes of an sbatch --mem value ('64G', '512M', '2T', '100' = MiB); None for 0 (all of a node)."""
+    """Bytes of the sbatch --mem value `text` ('64G', '512M', '2T', '100' = MiB); None for 0 (all of a node);
+    SizingError for anything else."""
     m = re.fullmatch(r"(\d+)([KMGT]?)", text.strip())
     if not m:
         raise SizingError(f"--mem {text!r}: expected a size such as 64G, 512M or 0 (all of a node)")
@@ -243,9 +246,9 @@ def _why(job: Job | None, node: NodeResources | None) -> str:
 
 def tasks_per_node(jobs: Sequence[Job], max_concurrent: int | None, node: NodeResources | None,
                    nodes: int = 1) -> int:
-    """Worker ranks per node: `max_concurrent` when the config sets it, else as many WSClean jobs as the node's
-    memory holds, at most its CPUs and at most the WSClean jobs per node. SizingError when neither is known, or
-    when not even one job fits the node."""
+    """Worker ranks per node: `max_concurrent` when the config sets it, else as many of the largest of `jobs`
+    as the memory of `node` holds, at most its CPUs and at most the WSClean jobs per node over `nodes` nodes.
+    SizingError when neither is known, or when not even one job fits the node."""
     if max_concurrent is not None:
         return max_concurrent
     if node is None:
@@ -284,10 +287,12 @@ def size_from_plan(jobs: Sequence[Job], max_concurrent: int | None, cpus_per_tas
     when `nodes_mpi` is given) for what each one means.
 
     Nodes: `nodes`, else the number of hosts the plan pins jobs to (`run_on_file_host`; they also become
-    --nodelist), else 1 (with `nodes_mpi`: at least `nodes_mpi`). Tasks per node: `tasks_per_node`. CPUs per
-    task: `cpus_per_task`, else the node's CPUs / tasks per node. Memory: `memory_per_node` (checked against
-    the node's with `check_memory`). Workers: nodes x tasks per node (the nodes-mpi layout: one per node,
-    each job over `nodes_mpi` of them). Raises SizingError when the layout cannot be sized or does not fit."""
+    --nodelist), else 1 (with `nodes_mpi`: at least `nodes_mpi`). Tasks per node: `tasks_per_node` (from
+    `max_concurrent`, or the memory of `node`). CPUs per task: `cpus_per_task`, else the node's CPUs / tasks per
+    node. Memory: `memory_per_node` (checked against the node's with `check_memory`). Workers: nodes x tasks per
+    node (the nodes-mpi layout: one per node, each job over `nodes_mpi` of them). Raises ValueError for a count
+    below 1, SizingError when the layout cannot be sized or does not fit.
+    """
     if (max_concurrent is not None and max_concurrent < 1) or (cpus_per_task is not None and cpus_per_task < 1):
         raise ValueError("max_concurrent and cpus_per_task must be at least 1")
     hosts = sorted({j.host for j in jobs if j.host})
@@ -327,9 +332,9 @@ def _image_shape(job: Job) -> tuple[int, int, int]:
 
 
 def job_output_bytes(job: Job, by_id: Mapping[str, Job]) -> int:
-    """Bytes a job writes (an estimate): a WSClean job's FITS images (float32 + header each); a gather job's
-    cubes (its imaging jobs' channels x pixels, float32); FixMS at most a new CORRECTED_DATA column, the size
-    of the MS's data (its cost is the MS's MB)."""
+    """Bytes `job` writes (an estimate): a WSClean job's FITS images (float32 + header each); a gather job's
+    cubes (the channels x pixels of its first imaging job, found in `by_id`, float32); FixMS at most a new
+    CORRECTED_DATA column, the size of the MS's data (its cost is the MS's MB); 0 for other kinds."""
     if job.kind == "wsclean":
         w, h, _ = _image_shape(job)
         return sum(w * h * 4 + FITS_HEADER_BYTES for o in job.outputs if o.endswith(".fits"))

@@ -311,3 +311,26 @@ def write_weights(path: Path, sigmas: list[float]) -> None:
         w = 1.0 / (s * s) if (s == s and s > 0) else 0.0
         lines.append(f"{i} {w:.10g}")
     path.write_text("\n".join(lines) + "\n")
+
+
+def read_weights(path: Path | str) -> dict[int, float]:
+    """The linmos weights file at `path` (as `write_weights` writes it) as {channel: weight}, whatever the order
+    of its lines; the one reader of the format (the report, the mosaic).
+
+    path: the file. Lines starting with '#' and blank lines are skipped. InputError naming the file and line
+    for a line that is not 'CHANNEL WEIGHT' with a finite weight >= 0; OSError when the file cannot be read.
+    """
+    weights: dict[int, float] = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = text.split()
+        try:
+            chan, value = int(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            raise InputError(f"{path}:{n}: expected 'CHANNEL WEIGHT', got {text!r}") from None
+        if not (np.isfinite(value) and value >= 0):
+            raise InputError(f"{path}:{n}: weight {value!r} is not a finite number >= 0")
+        weights[chan] = value
+    return weights

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
+from mpimager import queue as mpiqueue
 from mpimager.config.reduce import ReduceOptions
 from mpimager.errors import InputError, JobError, MpimagerError
-from mpimager.queue import mpiqueue
 from mpimager.reduce.beams import Beam
 
 if TYPE_CHECKING:

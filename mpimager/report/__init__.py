@@ -69,7 +69,9 @@ def _scaled(value: float, unit: str) -> str:
     return f"{value:.3g} {unit}".strip()
 
 
-def image_caption(look) -> str:
+def _image_caption(look) -> str:
+    """The caption of an image quick-look `look` (a quicklook.ImageLook): size (and drawing factor),
+    frequency, peak and where, rms, restoring beam."""
     ny, nx = look.shape
     parts = [f"{nx} x {ny} px" + (f" (drawn 1:{look.factor})" if look.factor > 1 else "")]
     if look.freq_hz:
@@ -81,7 +83,9 @@ def image_caption(look) -> str:
     return "; ".join(parts)
 
 
-def cube_caption(look) -> str:
+def _cube_caption(look) -> str:
+    """The caption of a cube quick-look `look` (a quicklook.CubeLook): channels and band, common beam,
+    median noise and where it came from, brightest pixel, blank channels."""
     import numpy as np
 
     f = [v / 1e6 for v in look.freqs_hz]
@@ -132,9 +136,9 @@ def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, c
     try:
         if kind == "image":
             look = quicklook.image_quicklook(fits_path, str(png_path), max_px=max_px)
-            caption = image_caption(look) + _mosaic_note(look, fits_path)
+            caption = _image_caption(look) + _mosaic_note(look, fits_path)
         else:
-            caption = cube_caption(quicklook.cube_quicklook(fits_path, str(png_path), cube.beamlog, cube.weights))
+            caption = _cube_caption(quicklook.cube_quicklook(fits_path, str(png_path), cube.beamlog, cube.weights))
     except Exception as exc:  # noqa: BLE001 - one bad product must not lose the report
         cache.pop(key, None)
         return "", f"no quick-look: {type(exc).__name__}: {exc}", False
@@ -144,15 +148,17 @@ def _draw(kind: str, fits_path: str, png_path: Path, cache: dict, max_px: int, c
 
 def _mosaic_note(look, fits_path: str) -> str:
     """A mosaic MFS image gets its beam centres drawn (mpimager.report.mosaiclook)."""
+    from mpimager.planner.products import is_mosaic_mfs
     from mpimager.report import mosaiclook
 
-    if not mosaiclook.is_mosaic_mfs(fits_path):
+    if not is_mosaic_mfs(fits_path):
         return ""
     return f"; {mosaiclook.mark_beam_centres(look, fits_path)} beam centres marked"
 
 
 def recorded_provenance(run_dir: Path) -> dict | None:
-    """The provenance the run recorded: in manifest.json, else (a run going on or killed) in the journal."""
+    """The provenance the run in `run_dir` recorded: in manifest.json, else (a run going on or killed) in
+    the journal's last `provenance` record; None when neither has one."""
     from mpimager.rundir.journal import read_records
 
     try:
@@ -183,8 +189,13 @@ def residuals_and_psfs(jobs) -> list[tuple[str, str]]:
 
 def write_report(run_dir, *, provenance: dict | None = None, max_px: int | None = None,
                  now: float | None = None, live: bool = False) -> Report:
-    """Write RUN_DIR/report.html (see the module docstring); InputError if RUN_DIR holds no journal.
-    `live`: the run is going on (the page says it is rewritten every few minutes)."""
+    """Write RUN_DIR/report.html for the run in `run_dir` (see the module docstring); InputError if it
+    holds no journal. Returns what was written (`Report`).
+
+    `provenance`: what to show (default: what the run recorded, else this environment's); `max_px`: the
+    largest side of an image quick-look (default quicklook.DEFAULT_MAX_PX); `now`: the time the status is
+    read at (default: the clock); `live`: the run is going on (the page says it is rewritten every few minutes).
+    """
     from mpimager.report import quicklook
     from mpimager.report.beams import beam_rows
     from mpimager.report.provenance import gather, image_wsclean_versions
@@ -277,10 +288,12 @@ class LiveReport:
                 logging.getLogger(__name__).warning("report not rewritten: %s: %s", type(exc).__name__, exc)
 
     def start(self) -> LiveReport:
+        """Start the rewriting thread; returns self."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """End the rewriting thread, waiting (up to 120 s) for a write under way to finish."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=120)

@@ -58,9 +58,9 @@ def mfs_images(outputs: Sequence[str]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def blanked_channels(beamlog: str) -> list[str]:
-    """'plane N: reason' of each blanked plane of an mpimager beam log (ECSV with `status` and `reason`
-    columns; the older text log with the status in column 9 is read too)."""
+def _blanked_channels(beamlog: str) -> list[str]:
+    """'plane N: reason' of each blanked plane of the mpimager beam log at `beamlog` (ECSV with `status`
+    and `reason` columns; the older text log with the status in column 9 is read too)."""
     try:
         with open(beamlog) as f:
             first = f.readline()
@@ -92,7 +92,7 @@ def blanked_summary(outputs: Sequence[str]) -> list[str]:
         name = os.path.basename(out)
         if "beamlog" not in name or not name.endswith((".txt", ".ecsv")):
             continue
-        blanked = blanked_channels(out)
+        blanked = _blanked_channels(out)
         if blanked:
             cube = re.sub(r"\.(txt|ecsv)$", "", name.replace(".beamlog.", ".").replace("beamlog.", ""))
             more = f"; and {len(blanked) - 1} more" if len(blanked) > 1 else ""
@@ -104,16 +104,17 @@ def _image_facts(path: str) -> dict:
     import numpy as np
     from astropy.io import fits
 
-    from mpimager.report.quicklook import _beam_of, robust_sigma
+    from mpimager.reduce.cube import robust_sigma
+    from mpimager.report.quicklook import header_beam
 
     with fits.open(path, memmap=True) as hdul:
         header = hdul[0].header
         data = np.asarray(hdul[0].data, dtype=np.float32).squeeze()
     finite = data[np.isfinite(data)]
     side = max(int(header.get("NAXIS1", 0)), int(header.get("NAXIS2", 0)))
-    return {"rms": robust_sigma(finite) if finite.size else None,
+    return {"rms": robust_sigma(np.atleast_2d(data), samples=data.size) if finite.size else None,
             "peak": float(np.max(np.abs(finite))) if finite.size else None,
-            "restoring": _beam_of(header),
+            "restoring": header_beam(header),
             "centre": (float(header["CRVAL1"]), float(header["CRVAL2"])) if "CRVAL1" in header else None,
             "radius_deg": abs(float(header.get("CDELT1", 0.0))) * side / 2 or None}
 
@@ -126,7 +127,7 @@ def beam_rows(jobs: Sequence) -> list[BeamRow]:
         if j.kind == "reduce":
             for out in j.outputs:
                 if "beamlog" in os.path.basename(out) and out.endswith((".txt", ".ecsv")):
-                    cube_logs[os.path.basename(out)] = blanked_channels(out)
+                    cube_logs[os.path.basename(out)] = _blanked_channels(out)
     rows = []
     for j in jobs:
         if j.kind != "wsclean":
@@ -211,8 +212,9 @@ def table_html(rows: Sequence[BeamRow]) -> list[str]:
 
 
 def footprint_svg(rows: Sequence[BeamRow], size: int = 420) -> str:
-    """The beams on the sky (tangent plane around their mean centre, north up, east left): a circle of each
-    image's half side, its number, red when any of its rows is flagged; '' without positions."""
+    """The beams of `rows` on the sky (tangent plane around their mean centre, north up, east left) as an
+    <svg> `size` pixels square: a circle of each image's half side, its number, red when any of its rows is
+    flagged; '' without positions."""
     beams: dict[str, tuple[tuple[float, float], float, bool]] = {}
     for r in rows:
         if r.centre and r.radius_deg:

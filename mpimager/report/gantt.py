@@ -33,8 +33,9 @@ def _label(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def bars(jobs: Sequence, now: float, last_record: float | None) -> list[tuple]:
-    """(rank, host, start, end, job) of every job of this run that started and has a rank."""
+def _bars(jobs: Sequence, now: float, last_record: float | None) -> list[tuple]:
+    """(rank, host, start, end, job) of every job of `jobs` (JobStatus) this run started on a rank; a
+    running job ends at `now`, one without an end at `last_record` (the journal's last record)."""
     out = []
     for j in jobs:
         if j.start is None or j.rank is None or j.earlier:
@@ -45,8 +46,9 @@ def bars(jobs: Sequence, now: float, last_record: float | None) -> list[tuple]:
 
 
 def gantt_svg(jobs: Sequence, *, now: float, last_record: float | None = None, width: int = 1100) -> str:
-    """The timeline as an <svg> element ('' when no job of this run started)."""
-    rows = bars(jobs, now, last_record)
+    """The timeline of `jobs` (JobStatus) as an <svg> element `width` pixels wide ('' when no job of this
+    run started); `now` and `last_record` end the bars of jobs without an end, as in `_bars`."""
+    rows = _bars(jobs, now, last_record)
     if not rows:
         return ""
     t0 = min(r[2] for r in rows)
@@ -95,6 +97,7 @@ def gantt_svg(jobs: Sequence, *, now: float, last_record: float | None = None, w
 
 
 def legend_html() -> str:
+    """The colour key of the timeline as HTML: one swatch per job kind, failed and interrupted."""
     items = [(c, k) for k, c in KIND_COLOURS.items()] + [(FAILED_COLOUR, "failed"),
                                                         (INTERRUPTED_COLOUR, "interrupted")]
     return " ".join(f'<span class="key"><span class="swatch" style="background:{c}"></span>{escape(k)}</span>'

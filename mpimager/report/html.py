@@ -245,7 +245,7 @@ def _provenance(d: ReportData) -> list[str]:
 
 
 def render(d: ReportData) -> str:
-    """The whole page."""
+    """The whole page of the report data `d`, as HTML text."""
     st = d.status
     title = f"mpimager run report: {os.path.basename(st.run_dir.rstrip(os.sep)) or st.run_dir}"
     body: list[str] = [f"<h1>{escape(title)}</h1>",

@@ -1,24 +1,16 @@
 """The mosaic's quick-look: the MFS image's quick-look with the beam centres drawn on it.
 
-A mosaic MFS image (`NAME.mosaic.mfs.fits`) is drawn as every image is (`quicklook.image_quicklook`); then
-its BEAMCENTRES table is read and each beam centre is marked (a cross and the beam number) where the
-image quick-look puts that sky position (`ImageLook.world_to_png`), on the same PNG.
+A mosaic MFS image (`NAME.mosaic.mfs.fits`: mpimager.planner.products.is_mosaic_mfs) is drawn as every image
+is (`quicklook.image_quicklook`); then its BEAMCENTRES table is read and each beam centre is marked (a cross
+and the beam number) where the image quick-look puts that sky position (`ImageLook.world_to_png`), on the
+same PNG.
 """
 
 from __future__ import annotations
 
-import os
-
-MFS_SUFFIX = ".mosaic.mfs.fits"
-
-
-def is_mosaic_mfs(path: str) -> bool:
-    """Is `path` the MFS image of a mosaic?"""
-    return os.path.basename(path).endswith(MFS_SUFFIX)
-
 
 def beam_centres(fits_path: str) -> list[tuple[int, float, float]]:
-    """(beam, RA deg, Dec deg) of the BEAMCENTRES table of a mosaic file (empty without one)."""
+    """(beam, RA deg, Dec deg) of the BEAMCENTRES table of the mosaic file `fits_path` (empty without one)."""
     from astropy.io import fits
 
     with fits.open(fits_path, memmap=True) as hdul:

@@ -6,9 +6,7 @@ for jobs that ended well (this run or, for jobs skipped as done, an earlier one)
   `PREFIX-MFS-Q-image.fits`, or `PREFIX-image.fits` / `PREFIX-Q-image.fits` of a single-channel job; or a
   mosaic's `NAME.mosaic.mfs.fits` (drawn with its beam centres).
 - A cube is a `.fits` output of a `reduce` job, or any output named `*.cube.fits` or Arrakis' `*.conv.fits`.
-- A cube's beam log and weights sit beside it: `STEM.beamlog.ecsv` / `STEM.weights.txt` (mpimager names),
-  or `beamlog.image.REST.ecsv` / `weights.REST.txt` for an Arrakis-named `image.REST.fits` (`.txt` beam
-  logs: earlier mpimager versions and RACS-tools).
+- A cube's beam log and weights sit beside it (their names: mpimager.planner.products.side_file_candidates).
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mpimager.planner.products import is_mosaic_mfs, side_file_candidates
 from mpimager.rundir import layout
 from mpimager.wsclean.names import parse_image_name
 
@@ -30,55 +29,46 @@ class Cube:
     weights: str | None
 
 
-def is_mfs_image(path: str) -> bool:
+def _is_mfs_image(path: str) -> bool:
+    """Whether `path` names an MFS image (see the module docstring)."""
     name = os.path.basename(path)
-    if name.endswith(".mosaic.mfs.fits"):  # a mosaic's MFS image (mpimager.mosaic.products)
+    if is_mosaic_mfs(name):
         return True
     n = parse_image_name(name)
     return n.chan is None and n.kind == "image" and not n.pb if n else name.endswith("-image.fits")
 
 
-def is_cube_name(path: str) -> bool:
+def _is_cube_name(path: str) -> bool:
+    """Whether `path` is named as a cube: `*.cube.fits` (mpimager) or `*.conv.fits` (Arrakis)."""
     name = os.path.basename(path)
     return name.endswith(".cube.fits") or name.endswith(".conv.fits")
 
 
-def side_file_candidates(cube: str) -> tuple[list[str], list[str]]:
-    """(beam log, weights) paths where a cube's side files may be, most likely first."""
-    d, name = os.path.split(cube)
-    stem = name[:-5] if name.endswith(".fits") else name
-    beamlogs = [os.path.join(d, f"{stem}.beamlog.{ext}") for ext in ("ecsv", "txt")]
-    weights = [os.path.join(d, f"{stem}.weights.txt")]
-    if stem.startswith("image."):
-        rest = stem[len("image."):]
-        beamlogs += [os.path.join(d, f"beamlog.image.{rest}.{ext}") for ext in ("ecsv", "txt")]
-        weights.append(os.path.join(d, f"weights.{rest}.txt"))
-    return beamlogs, weights
-
-
 def find_side_files(cube: str) -> Cube:
-    beamlogs, weights = side_file_candidates(cube)
-    return Cube(cube, next((p for p in beamlogs if os.path.isfile(p)), None),
-                next((p for p in weights if os.path.isfile(p)), None))
+    """The `Cube` at `cube` with the first beam log and weights file that exist of those that may sit beside it
+    (mpimager.planner.products.side_file_candidates, earlier versions' beam logs too; None for each not found)."""
+    beamlogs, weights = side_file_candidates(Path(cube), earlier=True)
+    return Cube(cube, next((str(p) for p in beamlogs if p.is_file()), None),
+                next((str(p) for p in weights if p.is_file()), None))
 
 
 def select(outputs: Iterable[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    """(MFS images, cubes) among (job kind, output path) pairs, in order, each once."""
+    """(MFS images, cubes) among the (job kind, output path) pairs of `outputs`, in order, each once."""
     images, cubes, seen = [], [], set()
     for kind, path in outputs:
         if path in seen or not path.endswith(".fits"):
             continue
         seen.add(path)
-        if kind == "reduce" or is_cube_name(path):
+        if kind == "reduce" or _is_cube_name(path):
             cubes.append(path)
-        elif is_mfs_image(path):
+        elif _is_mfs_image(path):
             images.append(path)
     return images, cubes
 
 
 def run_outputs(jobs: Sequence, run_dir: Path) -> list[tuple[str, str]]:
-    """(kind, path) of every output the journal recorded for the run's finished jobs; the manifest's
-    products (kind unknown: "") when the journal recorded none."""
+    """(kind, path) of every output the journal recorded for the finished (done or skipped) `jobs`; the
+    products of the manifest in `run_dir` (kind unknown: "") when the journal recorded none."""
     pairs = [(j.kind, p) for j in jobs if j.state in ("done", "skipped") for p in j.outputs]
     if pairs:
         return pairs

@@ -33,7 +33,8 @@ def _unknown(exc: BaseException | str) -> str:
     return f"unknown ({text[:160]})"
 
 
-def distribution_version(name: str) -> str:
+def _distribution_version(name: str) -> str:
+    """The installed version of the Python distribution `name`, or 'not installed'."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -66,7 +67,7 @@ def casacore_library() -> str:
 
 def mpi_library() -> str:
     """The MPI library's own version string (first line)."""
-    from mpimager.queue import mpiqueue
+    from mpimager import queue as mpiqueue
 
     ask = getattr(mpiqueue, "library_version", None)  # MPI_Get_library_version, when the queue module offers it
     try:
@@ -99,7 +100,7 @@ def printable(text: str) -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """Config values as JSON: paths and other objects become strings, without control characters."""
+    """The config `value` as JSON values: paths and other objects become strings, without control characters."""
     if isinstance(value, Mapping):
         return {printable(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -112,11 +113,13 @@ def jsonable(value: Any) -> Any:
 
 
 def gather(runtime=None, config=None, argv=None) -> dict:
-    """Everything the manifest and the report record about how a run was made."""
+    """Everything the manifest and the report record about how a run was made: versions (WSClean's from
+    `runtime`, when given), host, platform, cwd, `argv` (None: sys.argv) and the path and resolved tables of
+    `config`, when given."""
     versions: dict[str, object] = {"mpimager": __version__, "python": platform.python_version()}
     if runtime is not None:
         versions["wsclean"] = wsclean_version(runtime)
-    versions.update({name: distribution_version(name) for name in DISTRIBUTIONS})
+    versions.update({name: _distribution_version(name) for name in DISTRIBUTIONS})
     versions["casacore (C++)"] = casacore_library()
     versions["MPI"] = mpi_library()
     prov = {
@@ -134,7 +137,8 @@ def gather(runtime=None, config=None, argv=None) -> dict:
 
 
 def image_wsclean_versions(paths) -> list[str]:
-    """The distinct WSClean versions written in FITS headers (WSCVERSI, WSCVDATE) of these images."""
+    """The distinct WSClean versions written in the FITS headers (WSCVERSI, WSCVDATE) of the images at
+    `paths`; unreadable files are passed over."""
     from astropy.io import fits
 
     seen: list[str] = []

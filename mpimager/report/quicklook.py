@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mpimager.errors import MpimagerError
+from mpimager.reduce.cube import read_weights, robust_sigma
 
 LOOK_VERSION = 1  # bump when the drawings change: cached PNGs of another version are drawn again
 MISSING = "quick-looks need the [report] extra (pip install mpimager[report])"
@@ -96,7 +97,7 @@ class ImageLook:
     wcs: Any = field(default=None, compare=False, repr=False)  # celestial WCS of the drawn array
 
     def world_to_png(self, ra_deg: float, dec_deg: float) -> tuple[float, float]:
-        """(column, row) in the PNG (row 0 at the top) of a sky position."""
+        """(column, row) in the PNG (row 0 at the top) of the sky position `ra_deg`, `dec_deg` (degrees)."""
         x, y = (float(v) for v in self.wcs.world_to_pixel_values(ra_deg, dec_deg))
         left, top, right, bottom = self.axes_box
         xmin, xmax, ymin, ymax = self.limits
@@ -156,15 +157,8 @@ def block_average(plane: np.ndarray, factor: int) -> np.ndarray:
     return out
 
 
-def robust_sigma(values: np.ndarray) -> float:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan")
-    return float(1.4826 * np.median(np.abs(v - np.median(v))))
-
-
-def _beam_of(header) -> tuple[float, float, float] | None:
+def header_beam(header) -> tuple[float, float, float] | None:
+    """(BMAJ arcsec, BMIN arcsec, BPA deg) of the FITS `header`'s restoring beam, as written; None without one."""
     try:
         return float(header["BMAJ"]) * 3600.0, float(header["BMIN"]) * 3600.0, float(header.get("BPA", 0.0))
     except (KeyError, TypeError, ValueError):
@@ -180,9 +174,10 @@ def _freq_of(wcs) -> float | None:
 # ------------------------------------------------------------------------------------------------ images
 
 
-def display_range(values: np.ndarray, rms: float) -> tuple[float, float, float]:
-    """(vmin, vmax, asinh softening) of an image: from -3 sigma (or the 0.5th percentile if lower) to the
-    peak, linear up to about 3 sigma above vmin and logarithmic beyond, so noise and sources both show."""
+def _display_range(values: np.ndarray, rms: float) -> tuple[float, float, float]:
+    """(vmin, vmax, asinh softening) of the finite pixel `values` of an image with noise `rms`: from
+    -3 sigma (or the 0.5th percentile if lower) to the peak, linear up to about 3 sigma above vmin and
+    logarithmic beyond, so noise and sources both show."""
     vmin = float(np.percentile(values, 0.5))
     if rms == rms and rms > 0:
         vmin = min(vmin, -3.0 * rms)
@@ -194,7 +189,8 @@ def display_range(values: np.ndarray, rms: float) -> tuple[float, float, float]:
 
 
 def image_quicklook(fits_path: str, png_path: str, *, max_px: int = DEFAULT_MAX_PX) -> ImageLook:
-    """Draw `fits_path` into `png_path` (see the module docstring); QuickLookError if it cannot."""
+    """Draw `fits_path` into `png_path`, at most `max_px` pixels a side (see the module docstring);
+    QuickLookError if it cannot."""
     with _quiet():
         return _image_quicklook(str(fits_path), str(png_path), max_px)
 
@@ -222,11 +218,11 @@ def _image_quicklook(fits_path: str, png_path: str, max_px: int) -> ImageLook:
     peak = float(drawn[j, i])
     ra, dec = (float(v) for v in wcs.pixel_to_world_values(i, j))
     peak_radec = (ra % 360.0, dec)
-    rms = robust_sigma(finite[:: max(1, finite.size // 250_000)])
-    vmin, vmax, soft = display_range(finite, rms)
+    rms = robust_sigma(drawn, samples=250_000)
+    vmin, vmax, soft = _display_range(finite, rms)
     unit = str(header.get("BUNIT", "")).strip()
     unit_label = {"JY/BEAM": "Jy/beam"}.get(unit.upper(), unit)
-    beam = _beam_of(header)
+    beam = header_beam(header)
 
     fig = Figure(figsize=IMAGE_FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
@@ -295,7 +291,8 @@ def _read_ecsv_beamlog(path: str) -> BeamLog:
 
 
 def read_beamlog(path: str) -> BeamLog:
-    """mpimager's beam log (ECSV; before it `#plane freq_Hz bmaj_in ...`) or RACS-tools' (`#Channel BMAJ[arcsec]`)."""
+    """The beam log at `path`: mpimager's (ECSV; before it `#plane freq_Hz bmaj_in ...`) or RACS-tools'
+    (`#Channel BMAJ[arcsec]`)."""
     with open(path) as f:
         if f.readline().startswith("# %ECSV"):
             return _read_ecsv_beamlog(path)
@@ -331,16 +328,11 @@ def read_beamlog(path: str) -> BeamLog:
     return BeamLog(tuple(freqs), tuple(beams), common, tuple(sigmas), tuple(status))
 
 
-def read_weights(path: str) -> list[float]:
-    """Per-channel sigma from a linmos weights file (`#Channel Weight`, weight = 1/sigma^2)."""
-    sigmas = []
-    with open(path) as f:
-        for line in f:
-            cols = line.split()
-            if len(cols) >= 2 and not line.startswith("#"):
-                w = float(cols[1])
-                sigmas.append(1.0 / math.sqrt(w) if w > 0 else float("nan"))
-    return sigmas
+def _weight_sigmas(path: str, nchan: int) -> list[float]:
+    """The `nchan` per-channel sigmas (1/sqrt(weight); NaN for weight 0 or a channel the file does not give)
+    of the linmos weights file at `path`, in channel order (mpimager.reduce.cube.read_weights reads it)."""
+    weights = read_weights(path)
+    return [1.0 / math.sqrt(w) if (w := weights.get(c, 0.0)) > 0 else float("nan") for c in range(nchan)]
 
 
 def _spectral_view(hdu):
@@ -357,7 +349,8 @@ def _spectral_view(hdu):
 
 
 def cube_quicklook(fits_path: str, png_path: str, beamlog: str | None = None, weights: str | None = None) -> CubeLook:
-    """Draw the beams, noise and peak spectrum of a cube into `png_path`; QuickLookError if it cannot."""
+    """Draw the beams, noise and peak spectrum of the cube `fits_path` into `png_path`, with the beams and
+    noise of its `beamlog` and the noise of its `weights` file when given; QuickLookError if it cannot."""
     with _quiet():
         return _cube_quicklook(str(fits_path), str(png_path), beamlog, weights)
 
@@ -376,18 +369,18 @@ def _cube_quicklook(fits_path: str, png_path: str, beamlog: str | None, weights:
         log = read_beamlog(beamlog) if beamlog else None
         beams: list = list(log.beams) if log else [None] * nchan
         beams = (beams + [None] * nchan)[:nchan]
-        common = _beam_of(header) or (log.common if log else None)
+        common = header_beam(header) or (log.common if log else None)
         noise_from = "beam log"
         noise = list(log.sigmas) if log and any(s == s for s in log.sigmas) else []
         if not noise and weights:
-            noise, noise_from = read_weights(weights), "weights"
+            noise, noise_from = _weight_sigmas(weights, nchan), "weights"
         planes = sorted({round(k) for k in np.linspace(0, nchan - 1, min(PEAK_PLANES, nchan))})
         total: np.ndarray | None = None
         measured: dict[int, float] = {}
         for k in planes:
             plane = np.asarray(cube[k], dtype=np.float64)
             if not noise:
-                measured[k] = robust_sigma(plane[::4, ::4])
+                measured[k] = robust_sigma(plane)
             plane = np.nan_to_num(plane, nan=0.0)
             total = plane if total is None else total + plane
         if not noise:
@@ -425,7 +418,8 @@ def _cube_quicklook(fits_path: str, png_path: str, beamlog: str | None, weights:
     a1.set_xlabel("frequency (MHz)")
     a1.set_ylabel("beam axis (arcsec)")
     a1.set_title("restoring beam per channel", fontsize=9)
-    a1.legend(fontsize=7)
+    if a1.get_legend_handles_labels()[0]:  # none without a beam log and a header beam
+        a1.legend(fontsize=7)
     scale, prefix = (1e3, "m") if unit_label == "Jy/beam" else (1.0, "")
     a2.plot(mhz, np.array(noise) * scale, "o-", color="tab:green", ms=3)
     a2.set_xlabel("frequency (MHz)")

@@ -1,1 +1,2 @@
-"""The run directory: the journal and what a re-run may skip (`journal`), every job's state read back (`status`)."""
+"""The run directory: every path in it (`layout`), the journal and what a re-run may skip (`journal`), every
+job's state read back (`status`)."""

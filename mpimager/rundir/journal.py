@@ -40,9 +40,11 @@ class JournalError(MpimagerError):
 
 
 def read_records(run_dir: Path) -> list[dict]:
-    """Every valid record of the journal (none if there is no journal); a warning names each line skipped.
+    """Every valid record of the journal of `run_dir` (none if there is no journal); a warning names each
+    line skipped.
 
-    The last line, torn by a kill while it was written, is skipped without a warning."""
+    The last line, torn by a kill while it was written, is skipped without a warning.
+    """
     path = Path(run_dir) / JOURNAL
     try:
         lines = path.read_bytes().split(b"\n")
@@ -91,6 +93,7 @@ class Journal:
             raise JournalError(f"cannot write the journal {self.path}: {exc.strerror or exc}") from None
 
     def write(self, event: str, **fields) -> None:
+        """Append one `event` record with the time and `fields`, fsync'd; JournalError when it cannot be written."""
         record = {"event": event, "time": round(time.time(), 3), **fields}
         try:
             self._append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
@@ -111,6 +114,7 @@ class Journal:
             raise
 
     def close(self) -> None:
+        """Close the journal's file."""
         os.close(self._fd)
 
 
@@ -124,7 +128,7 @@ class Done:
 
 
 def finished_jobs(records: Iterable[dict]) -> dict[str, Done]:
-    """job id -> its last successful end, for jobs whose last end was a success."""
+    """job id -> its last successful end, for the jobs whose last end in `records` was a success."""
     done: dict[str, Done] = {}
     for r in records:
         if r.get("event") != "end":
@@ -137,7 +141,8 @@ def finished_jobs(records: Iterable[dict]) -> dict[str, Done]:
     return done
 
 
-def outputs_intact(done: Done) -> bool:
+def _outputs_intact(done: Done) -> bool:
+    """Whether every output `done` recorded still exists with its recorded size."""
     for path, size in done.outputs:
         try:
             if os.path.getsize(path) != size:
@@ -148,14 +153,16 @@ def outputs_intact(done: Done) -> bool:
 
 
 def jobs_to_skip(jobs: Sequence, records: Iterable[dict]) -> dict[str, str]:
-    """job id -> why it is skipped, for jobs done before with the same argv and intact outputs.
+    """job id -> why it is skipped, for the `jobs` (in plan order) that `records` show done before with the
+    same argv and intact outputs.
 
-    A job whose dependency runs again runs again too (its inputs change)."""
+    A job whose dependency runs again runs again too (its inputs change).
+    """
     done = finished_jobs(records)
     skip: dict[str, str] = {}
     for job in jobs:  # the plan lists dependencies before their dependents
         d = done.get(job.id)
-        if d is None or d.argv != tuple(job.argv) or not outputs_intact(d):
+        if d is None or d.argv != tuple(job.argv) or not _outputs_intact(d):
             continue
         if all(dep in skip for dep in job.depends_on):
             skip[job.id] = f"done at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.end))}"
@@ -182,6 +189,7 @@ class RunLock:
         os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
 
     def release(self) -> None:
+        """Release the lock (close its file; the holder line written in it stays)."""
         os.close(self._fd)
 
 
@@ -190,7 +198,7 @@ NO_LOCK_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 def no_lock_message(path: Path, exc: OSError) -> str:
     """The one line for a file system that cannot take a lock (some Lustre or NFS mounts), or for another
-    failure of flock on `path`."""
+    failure `exc` of flock on `path`."""
     if exc.errno in NO_LOCK_ERRNOS:
         return (f"{path}: the file system cannot lock files (flock: {exc.strerror}); put the run directory "
                 f"(--run-dir) on a file system that can, such as a local disk or a Lustre mount with -o flock")
@@ -198,7 +206,8 @@ def no_lock_message(path: Path, exc: OSError) -> str:
 
 
 def lock_holder(run_dir: Path) -> str | None:
-    """Who holds the run directory's lock, or None when no run is going on (for `mpimager status`)."""
+    """Who holds the lock of `run_dir`, or None when no run is going on or the file system cannot lock
+    (for `mpimager status`)."""
     path = Path(run_dir) / LOCK
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -73,6 +73,8 @@ class JobStatus:
         return None if self.attempts is None else self.attempts - 1
 
     def duration(self, now: float) -> float | None:
+        """Wall seconds from start to end; for a running job, to `now`; None when it has not started (or
+        started and stopped without an end)."""
         if self.start is None:
             return None
         if self.end is not None:
@@ -97,14 +99,17 @@ class RunStatus:
     notes: tuple[str, ...] = field(default=())
 
     def counts(self) -> dict[str, int]:
+        """The number of jobs in each state, for every state (0s included), in `JobState` order."""
         return {s: sum(j.state == s for j in self.jobs) for s in STATES}
 
 
 def job_states(records: Sequence[dict], run_dir: str, *, holder: str | None = None,
                now: float | None = None) -> RunStatus:
-    """The status of the current run from the journal's records (see the module docstring).
+    """The status of the current run of `run_dir` from its journal's `records` (see the module docstring).
 
-    `holder`: who holds RUN_DIR/lock now (journal.lock_holder), None if nobody does."""
+    `holder`: who holds RUN_DIR/lock now (journal.lock_holder), None if nobody does. `now`: the time durations
+    run to (default: the clock).
+    """
     now = time.time() if now is None else now
     run_dir = str(run_dir)
     runs = [i for i, r in enumerate(records) if r.get("event") == "run" and r.get("state") == "start"]
@@ -192,7 +197,8 @@ def _ended(base: dict, r: dict, run_dir: str) -> JobStatus:
 
 
 def read_status(run_dir, now: float | None = None) -> RunStatus:
-    """The status of RUN_DIR's current run; InputError if RUN_DIR holds no journal."""
+    """The status of the current run of `run_dir` (durations to `now`, default the clock); InputError if
+    `run_dir` is not a directory or holds no journal."""
     run_dir = Path(run_dir).absolute()
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory")
@@ -206,7 +212,7 @@ def read_status(run_dir, now: float | None = None) -> RunStatus:
 
 
 def format_duration(seconds: float) -> str:
-    """3 s, 4m05s, 2h03m."""
+    """`seconds` rounded, as 3 s, 4m05s or 2h03m."""
     seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -220,7 +226,7 @@ def _clock(t: float | None) -> str:
 
 
 def describe_run(status: RunStatus) -> str:
-    """One line: where, what state, since when."""
+    """One line of `status`: where, what state, since when."""
     if status.state == RUN_NONE:
         return f"{status.run_dir}: no run has written its plan yet"
 
@@ -244,6 +250,7 @@ def describe_run(status: RunStatus) -> str:
 
 
 def count_line(status: RunStatus) -> str:
+    """The job count of `status` and the count in each state it has: '5 jobs: 3 done, 2 failed'."""
     counts = status.counts()
     return f"{len(status.jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
@@ -294,5 +301,6 @@ def to_json(status: RunStatus) -> dict:
 
 
 def dumps(status: RunStatus) -> str:
+    """`to_json` of `status` as indented JSON text."""
     return json.dumps(to_json(status), indent=1)
 

@@ -51,12 +51,13 @@ def _under(path: str, parent: str) -> bool:
 
 
 def collapse_binds(job_paths: Iterable, defaults: Iterable, extra: Iterable[str] = ()) -> tuple[str, ...]:
-    """The --bind list: `extra` user specs, then every job path and default (HOME, /tmp, cwd) bound
-    at its own path read-write; duplicates dropped and paths under another same-path bind collapsed
+    """The --bind list: `extra` user specs, then every path of `job_paths` and of `defaults` (HOME, /tmp,
+    cwd) bound at its own path read-write; duplicates dropped and paths under another same-path bind collapsed
     into it (unless that one is read-only and this one is not). Parents come before children.
 
     Empty/None entries are skipped, so are defaults that are system directories (a cwd of /usr/...),
-    and job paths equal to a system directory. Raises InputError for a path Singularity can't bind."""
+    and job paths equal to a system directory. Raises InputError for a path Singularity can't bind.
+    """
     entries: list[tuple[str, str, bool]] = [parse_bind(s) for s in extra]
     candidates = [(p, False) for p in job_paths] + [(p, True) for p in defaults]
     for p, is_default in candidates:
@@ -78,7 +79,8 @@ def collapse_binds(job_paths: Iterable, defaults: Iterable, extra: Iterable[str]
 
 
 def default_binds(env: Mapping[str, str], cwd: str | None = None) -> list[str]:
-    """$HOME, /tmp and the working directory: what Singularity binds by default, made explicit."""
+    """$HOME (from `env`, else this user's), /tmp and the working directory (`cwd`, else this process's),
+    those that are directories: what Singularity binds by default, made explicit."""
     home = env.get("HOME") or os.path.expanduser("~")
     return [p for p in (home, "/tmp", cwd or os.getcwd()) if p and os.path.isdir(p)]
 
@@ -87,18 +89,19 @@ def default_binds(env: Mapping[str, str], cwd: str | None = None) -> list[str]:
 
 
 def pulled_image_path(uri: str, cache_dir: os.PathLike | str) -> Path:
-    """Where `uri` is (or will be) pulled: a readable name plus a digest of the whole URI."""
+    """Where `uri` is (or will be) pulled in `cache_dir`: a readable name plus a digest of the whole URI."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", uri.split("://", 1)[-1]).strip("_")[:80]
     digest = hashlib.sha256(uri.encode()).hexdigest()[:10]
     return Path(cache_dir) / f"{stem}-{digest}.sif"
 
 
 def ensure_pulled(uri: str, cache_dir: os.PathLike | str, puller: Callable[[str, Path], None]) -> Path:
-    """The local image of `uri`, pulled by `puller(uri, dest)` if not there yet.
+    """The local image of `uri` in `cache_dir`, pulled by `puller(uri, dest)` if not there yet.
 
     The pull runs under an exclusive flock on `<image>.lock` into a temporary name renamed into
     place, so of several concurrent callers exactly one pulls and the others wait and reuse it;
-    a failed or killed pull leaves no image behind."""
+    a failed or killed pull leaves no image behind. JobError when `puller` returns without an image.
+    """
     final = pulled_image_path(uri, cache_dir)
     if final.exists():
         return final
@@ -142,10 +145,12 @@ class Runtime:
         self.options = options
 
     def prepare(self, env: Mapping[str, str] | None = None) -> None:
-        """Check (and fetch) everything before any job: InputError naming what is missing."""
+        """Check (and fetch) everything before any job, looking programs up on the PATH of `env` (None: this
+        process's): InputError naming what is missing."""
         raise NotImplementedError
 
     def command(self, argv: Sequence[str], binds: Sequence) -> list[str]:
+        """The argv that runs `argv` in this runtime, with `binds` (paths the job reads or writes) visible to it."""
         raise NotImplementedError
 
     def env(self, base: Mapping[str, str]) -> dict:
@@ -156,9 +161,12 @@ class Runtime:
         return env
 
     def identity(self) -> str:
+        """A string that changes when the WSClean that runs changes (binary or image path, mtime, size): the key of
+        the cached option list."""
         raise NotImplementedError
 
     def describe(self) -> str:
+        """Where WSClean runs, for messages."""
         raise NotImplementedError
 
     def help_text(self) -> str:
@@ -201,15 +209,19 @@ class NativeRuntime(Runtime):
         return found
 
     def prepare(self, env=None) -> None:
+        """Check that the WSClean executable is on the PATH of `env` (None: this process's): else InputError."""
         self._resolve(env)
 
     def command(self, argv, binds=()) -> list[str]:
+        """`argv` itself, as strings (`binds` are not needed natively)."""
         return [str(a) for a in argv]
 
     def identity(self) -> str:
+        """'native:' and the real path, mtime and size of the WSClean executable."""
         return "native:" + _file_identity(self._resolve())
 
     def describe(self) -> str:
+        """'native WSClean' and the executable as configured."""
         return f"native WSClean {self.options.wsclean}"
 
 
@@ -235,6 +247,8 @@ class ContainerRuntime(Runtime):
         return found
 
     def prepare(self, env=None) -> None:
+        """Check that the container binary is on the PATH of `env` (None: this process's) and that the image
+        exists, pulling a URI image once into the cache: else InputError."""
         self._resolve_binary(env)
         if self.uri:
             ensure_pulled(self.uri, self.cache_dir, lambda uri, dest: self._pull(uri, dest, env))
@@ -254,6 +268,8 @@ class ContainerRuntime(Runtime):
                              f"(exit {result.returncode}{': ' + last if last else ''}; log: {log})")
 
     def command(self, argv, binds=()) -> list[str]:
+        """The container child's argv (module docstring) running `argv` in the image, with `binds` collapsed
+        with the default binds and `[container] binds`."""
         bind_list = collapse_binds(binds, default_binds(os.environ), self.options.binds)
         cmd = [sys.executable, "-m", "mpimager.runtime.containers", "exec", "--runtime-binary", self.binary]
         for b in bind_list:
@@ -261,6 +277,8 @@ class ContainerRuntime(Runtime):
         return cmd + ["--", self.image, *map(str, argv)]
 
     def identity(self) -> str:
+        """The runtime and the image file's path, mtime and size (for a sandbox, also those of the WSClean in it);
+        prepares first, so a URI image is pulled."""
         self.prepare()  # a URI image must be pulled, a local one must exist
         image = self.image
         if os.path.isdir(image):
@@ -272,10 +290,12 @@ class ContainerRuntime(Runtime):
         return f"{self.options.runtime}:{_file_identity(image)}"
 
     def describe(self) -> str:
+        """The WSClean, the runtime and the image as configured."""
         return f"{self.options.wsclean} in {self.options.runtime} image {self.options.image}"
 
 
 def make_runtime(options: ContainerOptions) -> Runtime:
+    """The `Runtime` of the `[container]` `options`: native, or a container (ConfigError without an image)."""
     return NativeRuntime(options) if options.runtime == "native" else ContainerRuntime(options)
 
 

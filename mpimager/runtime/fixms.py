@@ -53,6 +53,7 @@ import numpy as np
 from mpimager.errors import JobError, MpimagerError, MSError
 from mpimager.inputs import msstate
 from mpimager.inputs.msstate import IRA, RECORD_NAME, REFUSED, MSState, Verdict, needs_write, work_dir, write_problem
+from mpimager.inputs.sky import separation_arcsec
 from mpimager.states import StrEnum
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def _transaction(ms: Path, options: FixMSOptions, v: Verdict, ev: msstate.Eviden
         if repaired:
             _say(log, repaired)
         fixed_ev = msstate.read_evidence(work)
-        error = msstate.separation_arcsec(ev.beam_direction_deg, fixed_ev.field_deg) \
+        error = separation_arcsec(ev.beam_direction_deg, fixed_ev.field_deg) \
             if ev.beam_direction_deg is not None else None
         if error is not None and error > msstate.SAME_DIRECTION_ARCSEC:
             raise JobError(f"{ms}: FIELD is {error:.3f} arcsec from the beam direction after the fix")
@@ -232,7 +233,7 @@ def _set_direction(work: Path, ev: msstate.Evidence) -> str | None:
         return None
     with ct.table(str(work / "FIELD"), readonly=False, ack=False) as field:
         now = msstate.direction_deg(field.getcol("PHASE_DIR")[0, 0])
-        error = msstate.separation_arcsec(expected, now)
+        error = separation_arcsec(expected, now)
         if error <= msstate.SAME_DIRECTION_ARCSEC:
             return None
         ra = math.radians(expected[0])
@@ -244,8 +245,8 @@ def _set_direction(work: Path, ev: msstate.Evidence) -> str | None:
 
 
 def corrections_match(fixed: np.ndarray, expected: np.ndarray, flag: np.ndarray | None = None) -> bool:
-    """Whether fixms' output equals the expected rotation: NaN equal to NaN, the tolerance built from the
-    finite values, flagged samples (`flag` True) not compared. Arrays of one shape (rows, chans, corrs)."""
+    """Whether fixms' output `fixed` equals the `expected` rotation: NaN equal to NaN, the tolerance built from
+    the finite values, flagged samples (`flag` True) not compared. Arrays of one shape (rows, chans, corrs)."""
     finite = np.isfinite(expected)
     scale = float(np.abs(expected[finite]).max()) if finite.any() else 0.0
     ok = np.isclose(fixed, expected, rtol=1e-4, atol=1e-6 * (1 + scale), equal_nan=True)
@@ -547,6 +548,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv=None) -> int:
+    """`python -m mpimager.runtime.fixms [options] MS` with `argv` (None: sys.argv): fix the MS (or with
+    `--state` print its state), print the outcome; returns 0, or the error's exit code with the error on stderr."""
     parser = argparse.ArgumentParser(prog="python -m mpimager.runtime.fixms", description=__doc__.splitlines()[0])
     parser.add_argument("ms", type=Path)
     parser.add_argument("--data-column", default=FixMSOptions.data_column)

@@ -69,7 +69,8 @@ def file_system(path: str) -> str:
 
 
 def problem(temp_dir: str, token: str, paths: Sequence[str]) -> str | None:
-    """Why this node cannot run its rank of the job (one line), or None."""
+    """Why this node cannot run its rank of the job (one line), or None: `temp_dir` must hold the marker with
+    `token`, and every one of `paths` must exist here."""
     marker = os.path.join(temp_dir, MARKER)
     try:
         with open(marker) as f:
@@ -113,8 +114,9 @@ def refuse_node_local_temp_dirs(jobs: Sequence, nodes: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m mpimager.runtime.multinode --temp-dir DIR --token T [--path P ...] -- COMMAND...`:
-    exec COMMAND when this node passes the check, else print why and return EXIT_NODE_CHECK."""
+    """`python -m mpimager.runtime.multinode --temp-dir DIR --token T [--path P ...] -- COMMAND...` with
+    `argv` (None: sys.argv): exec COMMAND when this node passes the check, else print why and return
+    EXIT_NODE_CHECK."""
     parser = argparse.ArgumentParser(prog="python -m mpimager.runtime.multinode")
     parser.add_argument("--temp-dir", required=True)
     parser.add_argument("--token", required=True)

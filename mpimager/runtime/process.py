@@ -90,8 +90,10 @@ def run(
 ) -> ProcessResult:
     """Run `argv` to completion (or abort/timeout); see the module docstring.
 
-    `env` is the child's complete environment (None: this process's). `log` is created
-    (parents too), truncated unless `append`. Raises JobError only if the program can't start.
+    `env` is the child's complete environment (None: this process's); `cwd` its working directory. `log` is
+    created (parents too), truncated unless `append`. `on_line` receives each output line (a watcher: raising
+    WatchAbort stops the child); `timeout` seconds end it; `kill_grace` seconds pass between SIGTERM and
+    SIGKILL. Raises JobError only if the program can't start, Interrupted when the run is told to stop.
     """
     argv = tuple(str(a) for a in argv)
     if not argv:

@@ -11,12 +11,14 @@ when set, which may be node-local scratch such as `$SLURM_TMPDIR`, `$TMPDIR` or 
 stages in a hidden directory of its out-dir). Only when the process succeeded and every predicted output
 is there and verified are the files moved into place (`install`): a rename on the same file system; across
 file systems every file is first copied next to its destination under a hidden partial name and fsync'd,
-then all are renamed, so a half file never stands under a product's name. A failed attempt leaves what
-was in the out-dir untouched and removes only its own staging.
+then all are renamed, so a half file never stands under a product's name; a final being replaced is kept under
+a hidden name until all are in place, so a rename that fails leaves every final as it was. A failed attempt
+leaves what was in the out-dir untouched and removes only its own staging.
 
 Retry strategy (`[worker] retries` extra attempts, the failed process and its children dead first):
 - WSClean diverged (by the rules of mpimager.wsclean.watcher: from its log as it runs, or from its images
-  once it exited 0): again with `-gain` and `-mgain` halved (an unset `-mgain`, 1.0, becomes 0.5);
+  once it exited 0): again with `-gain` and `-mgain` halved (an unset one is set to half WSClean's default,
+  mpimager.wsclean.options.DEFAULT_GAINS: `-gain 0.05`, `-mgain 0.5`);
 - an I/O error line, a kill by a signal, or casacore's abort (134): the same command again;
 - any other failure (exit 255: WSClean refused its options; a timeout): no retry, it would fail alike.
 The timeout (`[worker] timeout`) covers the whole job: sourcing `env_file` and every attempt.
@@ -24,10 +26,13 @@ The timeout (`[worker] timeout`) covers the whole job: sourcing `env_file` and e
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
 import shlex
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,9 @@ from mpimager.planner.jobs import Job
 from mpimager.rundir import layout
 from mpimager.rundir.layout import log_path
 from mpimager.states import Retry
+from mpimager.wsclean.options import DEFAULT_GAINS
+
+logger = logging.getLogger(__name__)
 
 RETRY_SAME, RETRY_LOWER_GAINS, NO_RETRY = Retry.SAME, Retry.LOWER_GAINS, Retry.NONE
 
@@ -109,19 +117,22 @@ def job_env(env_file: str | None, base: dict | None = None, *, log: str | None =
 
 
 def lower_gains(argv: list[str]) -> list[str]:
-    """The argv with -gain and -mgain halved (-mgain added as 0.5 when unset: WSClean's default is 1)."""
+    """The WSClean `argv` with -gain and -mgain halved; one it does not set is added before `-name` as half
+    WSClean's default (mpimager.wsclean.options.DEFAULT_GAINS: -gain 0.05, -mgain 0.5)."""
     argv = list(argv)
-    for flag in ("-gain", "-mgain"):
+    for flag, default in DEFAULT_GAINS.items():
         if flag in argv:
             i = argv.index(flag) + 1
             argv[i] = str(round(float(argv[i]) / 2, 4))
-        elif flag == "-mgain":
+        else:
             i = argv.index("-name")
-            argv[i:i] = ["-mgain", "0.5"]
+            argv[i:i] = [flag, str(round(default / 2, 4))]
     return argv
 
 
 def retry_strategy(result) -> Retry:
+    """How to retry after the failed attempt `result` (a ProcessResult): with lower gains when WSClean diverged,
+    the same command after an I/O error, a kill by a signal or exit 134, else not at all."""
     from mpimager.wsclean.watcher import Divergence, IOFailure
 
     if isinstance(result.error, Divergence):
@@ -133,7 +144,8 @@ def retry_strategy(result) -> Retry:
 
 
 def check_outputs(paths) -> tuple[list[tuple[str, int]], list[str]]:
-    """(path, size) of good outputs, and the problems of the others (missing, empty, unreadable FITS)."""
+    """(path, size) of the good outputs of `paths`, and the problems of the others (missing, empty, unreadable
+    FITS)."""
     from astropy.io import fits
 
     good, bad = [], []
@@ -153,6 +165,7 @@ def check_outputs(paths) -> tuple[list[tuple[str, int]], list[str]]:
 
 STAGE = "stage"  # the staging directory's name inside a WSClean job's temp dir
 PARTIAL = ".mpimager-partial-"  # a copy on its way into place (across file systems) is named PARTIAL + name
+OLD = ".mpimager-old-"  # a final being replaced is also kept as OLD + name until every output is in place
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,8 @@ class Staging:
         return os.path.join(self.dir, os.path.relpath(output, self.out_dir))
 
     def argv(self, job: Job, argv: list[str]) -> list[str]:
-        """`argv` with its output location (`-name PREFIX`, reduce's `--out DIR`) pointing into the staging."""
+        """`argv` with its output location (`-name PREFIX` for a WSClean `job`, else reduce's `--out DIR`)
+        pointing into the staging."""
         argv = list(argv)
         if job.kind == "wsclean":
             i = argv.index("-name") + 1
@@ -178,10 +192,12 @@ class Staging:
         return argv
 
     def reset(self) -> None:
+        """Make the staging directory empty (removed, then made again) for a new attempt."""
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
 
     def remove(self) -> None:
+        """Remove the staging directory and what it holds."""
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -196,9 +212,14 @@ def staging_for(job: Job) -> Staging | None:
 
 
 def install(pairs: list[tuple[str, str]]) -> None:
-    """Move each (staged, final) file into place; see the module docstring. Raises JobError naming the path
-    that could not be written (a full disk, ...), with every final path as it was before the call."""
-    moves, partials = [], []
+    """Move each (staged, final) file of `pairs` into place; see the module docstring.
+
+    pairs: (staged path, final path) of every output. Raises JobError naming the path that could not be
+    written (a full disk, a directory in a file's place, ...), with every final path as it was before the call:
+    each existing final is first kept under a hidden name beside it (a hard link, or a copy where the file
+    system has none), and a rename that fails puts the ones already renamed back.
+    """
+    moves, partials, kept = [], [], {}
     try:
         for src, dst in pairs:
             parent = os.path.dirname(dst)
@@ -208,17 +229,67 @@ def install(pairs: list[tuple[str, str]]) -> None:
                 continue
             partial = os.path.join(parent, PARTIAL + os.path.basename(dst))
             partials.append(partial)
-            with open(src, "rb") as fin, open(partial, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 22)
-                fout.flush()
-                os.fsync(fout.fileno())
+            _copy_synced(src, partial)
             moves.append((partial, dst))
+        for _, dst in moves:
+            old = _keep_old(dst)
+            if old:
+                kept[dst] = old
     except OSError as exc:
-        _remove(partials)
-        where = exc.filename or "the out-dir"
-        raise JobError(f"cannot move the outputs into place: {where}: {exc.strerror or exc}") from None
-    for src, dst in moves:
-        os.replace(src, dst)
+        _remove([*partials, *kept.values()])
+        raise JobError(f"cannot move the outputs into place: {exc.filename or 'the out-dir'}: "
+                       f"{exc.strerror or exc}") from None
+    done: list[tuple[str, str]] = []
+    try:
+        for src, dst in moves:
+            os.replace(src, dst)
+            done.append((src, dst))
+    except OSError as exc:
+        _put_back(done, kept)
+        _remove([*partials, *kept.values()])
+        raise JobError(f"cannot move the outputs into place: {exc.filename2 or exc.filename or 'the out-dir'}: "
+                       f"{exc.strerror or exc}") from None
+    _remove(kept.values())
+
+
+def _put_back(done: list[tuple[str, str]], kept: dict[str, str]) -> None:
+    """Undo the (staged, final) renames `done`: each new file back where it came from, the old one (its kept
+    name in `kept`, popped) back in place."""
+    for src, dst in reversed(done):
+        old = kept.pop(dst, None)
+        try:
+            os.replace(dst, src)
+            if old:
+                os.replace(old, dst)
+        except OSError as exc:  # renames back within the same directories: not seen, but never lose the old file
+            logger.error("could not put %s back as it was (%s)%s", dst, exc, f"; its old file is {old}" if old else "")
+
+
+def _copy_synced(src: str, dst: str) -> None:
+    """`src` copied to `dst`, on disk (fsync'd) when this returns."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 22)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def _keep_old(path: str) -> str | None:
+    """The hidden name beside `path` that now also holds its current file (None: no file there, or a
+    directory, which the rename into its place will refuse)."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return None
+    except FileNotFoundError:
+        return None
+    old = os.path.join(os.path.dirname(path), OLD + os.path.basename(path))
+    _remove([old])
+    try:
+        os.link(path, old, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        _copy_synced(path, old)  # a file system without hard links
+    return old
 
 
 def _remove(paths) -> None:
@@ -236,11 +307,12 @@ def _safe_name(job_id: str) -> str:
 def mpi_launcher(placement, env: dict) -> list[str]:
     """The launch of a `wsclean-mp` job over the ranks the queue reserved for it (WSClean's own MPI mode).
 
-    Parameters: the job's `Placement` (its ranks and their hosts, leader first); the job's environment.
-    Inside a Slurm allocation: a job step on the group's nodes (`srun --overlap`: the step of our own ranks
-    holds the CPUs; `--kill-on-bad-exit`: a rank that fails ends the step instead of leaving the others
-    waiting for it); elsewhere `mpirun`, one slot per rank, on the group's hosts (Open MPI ends the job when
-    a rank exits non-zero)."""
+    `placement`: the job's `Placement` (its ranks and their hosts, leader first); `env`: the job's environment.
+    Inside a Slurm allocation (SLURM_JOB_ID in `env`): a job step on the group's nodes (`srun --overlap`: the step
+    of our own ranks holds the CPUs; `--kill-on-bad-exit`: a rank that fails ends the step instead of leaving the
+    others waiting for it); elsewhere `mpirun`, one slot per rank, on the group's hosts (Open MPI ends the job when
+    a rank exits non-zero).
+    """
     n = len(placement.ranks)
     hosts = list(dict.fromkeys(placement.hosts))
     if env.get("SLURM_JOB_ID"):
@@ -265,9 +337,9 @@ def _group_command(job: Job, placement, env: dict, command: list[str], token: st
 
 
 def wsclean_command(job: Job, argv, runtime, placement, env: dict, token: str | None = None) -> list[str]:
-    """The command line of a WSClean job's attempt: `argv` through the runtime (container binds: the job's MSs,
-    image folder and temp dir), launched over its `placement`'s group when it runs over several ranks
-    (`token`: the temp-dir marker's, for showing the line without writing the marker)."""
+    """The command line of a WSClean `job`'s attempt: `argv` through the `runtime` (container binds: the job's
+    MSs, image folder and temp dir), launched over its `placement`'s group in `env` when it runs over several
+    ranks (`token`: the temp-dir marker's, for showing the line without writing the marker)."""
     command = runtime.command(argv, [*job.ms, os.path.dirname(job.prefix or ""), job.temp_dir])
     return _group_command(job, placement, env, command, token) if job.nranks > 1 else command
 
@@ -325,10 +397,6 @@ def run_job(job: Job, ctx: RunContext, placement=None) -> JobResult:
                 made = [src for src, _ in pairs]
                 diverged = image_divergence(made) if not bad and job.kind == "wsclean" else None
                 if not bad and not diverged:
-                    if job.kind == "reduce":  # blanked channels and why, to the console and the journal
-                        from mpimager.report.beams import blanked_summary
-
-                        notes.extend(blanked_summary(made))
                     if stage is not None:
                         pairs += _extra_files(stage, {src for src, _ in pairs})
                         install(pairs)

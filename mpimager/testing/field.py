@@ -21,20 +21,22 @@ from mpimager.testing import synth
 
 
 def gaussian_response(theta_deg, freq_hz, dish_m: float = 12.0, factor: float = 1.09):
-    """A circular Gaussian primary beam's response at `theta_deg` from its centre, at `freq_hz`."""
+    """A circular Gaussian primary beam's response at `theta_deg` from its centre, at `freq_hz`: FWHM =
+    `factor` x lambda / `dish_m` (arrays broadcast together)."""
     fwhm = np.degrees(factor * synth.SPEED_OF_LIGHT / np.asarray(freq_hz, dtype=float) / dish_m)
     return np.exp(-4.0 * math.log(2.0) * (np.asarray(theta_deg, dtype=float) / fwhm) ** 2)
 
 
 def distance_deg(a: Sequence[float], b: Sequence[float]) -> float:
-    """Angular distance (deg) between two (RA, Dec) directions in degrees."""
+    """Angular distance (deg) between the (RA, Dec) directions `a` and `b`, in degrees."""
     ra1, dec1, ra2, dec2 = (math.radians(v) for v in (*a, *b))
     h = math.sin((dec2 - dec1) / 2) ** 2 + math.cos(dec1) * math.cos(dec2) * math.sin((ra2 - ra1) / 2) ** 2
     return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
 
 
 def beam_centres(n_beams: int, pitch_deg: float, boresight_deg: Sequence[float]) -> list[tuple[float, float]]:
-    """The directions of the beams of `synth.askap_footprint` around `boresight_deg`."""
+    """The directions of the `n_beams` beams of `synth.askap_footprint` (`pitch_deg` apart) around
+    `boresight_deg`."""
     return [synth.beam_centre(boresight_deg, off) for off in synth.askap_footprint(n_beams, pitch_deg)]
 
 
@@ -68,9 +70,10 @@ def make_askap_field(directory, sources: Sequence[synth.Source], n_beams: int = 
                      **ms_kwargs) -> list[Path]:
     """Write the raw beams of one ASKAP field into `directory`, each seeing `sources` through its own
     Gaussian primary beam (dish `dish_m`, FWHM = `fwhm_factor` lambda / D); one MS per beam, named as ASKAP
-    names them. Beams sit on `synth.askap_footprint(n_beams, pitch_deg)` around `boresight_deg` (default:
-    the centre the RACS field name implies). Extra keywords go to `synth.make_ms` (n_ant, n_times, n_chan,
-    noise_jy, max_radius_m, ...); noise seeds differ per beam."""
+    names them (scheduling block `sbid`, `field`). Beams sit on `synth.askap_footprint(n_beams, pitch_deg)`
+    around `boresight_deg` (default: the centre the RACS field name implies), with the receptor angle
+    `receptor_angle_deg`. Extra keywords `ms_kwargs` go to `synth.make_ms` (n_ant, n_times, n_chan,
+    noise_jy, max_radius_m, ...); noise seeds differ per beam (`seed` + beam)."""
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     if boresight_deg is None:

@@ -93,7 +93,7 @@ class Source:
         return np.outer(scale, [self.i_jy, self.q_jy, self.u_jy, self.v_jy])
 
     def flux(self, freq_hz: float, stokes: str = "I") -> float:
-        """The flux (Jy) in one Stokes parameter at one frequency."""
+        """The flux (Jy) in the Stokes parameter `stokes` (I, Q, U or V) at the frequency `freq_hz`."""
         return float(self.stokes(np.array([freq_hz]))[0, "IQUV".index(stokes.upper())])
 
 
@@ -103,7 +103,8 @@ class Source:
 
 
 def lmn(centre_deg: Sequence[float], ra_deg, dec_deg):
-    """Direction cosines (l, m, n) of (ra, dec) relative to a phase centre (SIN projection)."""
+    """Direction cosines (l, m, n) of (`ra_deg`, `dec_deg`) relative to the phase centre `centre_deg` (SIN
+    projection; degrees, arrays broadcast together)."""
     ra0, dec0 = np.radians(centre_deg[0]), np.radians(centre_deg[1])
     ra, dec = np.radians(ra_deg), np.radians(dec_deg)
     dra = ra - ra0
@@ -114,7 +115,8 @@ def lmn(centre_deg: Sequence[float], ra_deg, dec_deg):
 
 
 def offset_position(centre_deg: Sequence[float], dl_arcmin: float, dm_arcmin: float) -> tuple[float, float]:
-    """The (ra, dec) in degrees at direction cosines (l, m) = offsets from a centre (inverse SIN)."""
+    """The (ra, dec) in degrees at direction cosines (l, m) = (`dl_arcmin`, `dm_arcmin`) arcminutes from the
+    centre `centre_deg` (inverse SIN)."""
     ra0, dec0 = math.radians(centre_deg[0]), math.radians(centre_deg[1])
     l_, m_ = math.radians(dl_arcmin / 60.0), math.radians(dm_arcmin / 60.0)
     n_ = math.sqrt(1.0 - l_ * l_ - m_ * m_)
@@ -135,7 +137,8 @@ def field_centre_from_name(field: str) -> tuple[float, float] | None:
 
 
 def askap_footprint(n_beams: int, pitch_deg: float = 0.9) -> list[tuple[float, float]]:
-    """Beam offsets (dra, ddec) in degrees on a square grid centred on the boresight, row by row."""
+    """Offsets (dra, ddec) in degrees of `n_beams` beams on a square grid `pitch_deg` apart centred on the
+    boresight, row by row; InputError for fewer than one beam."""
     if n_beams < 1:
         raise InputError(f"n_beams must be at least 1, got {n_beams}")
     n_x = math.ceil(math.sqrt(n_beams))
@@ -149,10 +152,11 @@ def askap_footprint(n_beams: int, pitch_deg: float = 0.9) -> list[tuple[float, f
 
 def default_sources(centre_deg: Sequence[float], *, scale_arcmin: float = 1.0,
                     flux_scale: float = 1.0, ref_freq_hz: float = 888e6) -> tuple[Source, ...]:
-    """Three polarised point sources of known I/Q/U and spectral index, a few arcmin around a centre.
+    """Three polarised point sources of known I/Q/U and spectral index, a few arcmin around `centre_deg`.
 
     Offsets are direction cosines of (1.5, 1.0), (-2.0, -1.5) and (0.5, -2.5) times scale_arcmin
-    arcminutes, so they sit inside a 256-pixel image at 2-3 arcsec per pixel.
+    arcminutes, so they sit inside a 256-pixel image at 2-3 arcsec per pixel. Fluxes are scaled by
+    `flux_scale`, at the reference frequency `ref_freq_hz`.
     """
     spec = (
         # dl, dm, I, Q, U, V, alpha
@@ -169,7 +173,8 @@ def default_sources(centre_deg: Sequence[float], *, scale_arcmin: float = 1.0,
 
 
 def askap_correlations(stokes: np.ndarray, pol_axis_deg: float) -> np.ndarray:
-    """Correlations (XX, XY, YX, YY) an ASKAP beam records for Stokes (..., 4), instrument frame.
+    """Correlations (XX, XY, YX, YY) an ASKAP beam with polarisation axis `pol_axis_deg` records for
+    `stokes` (..., 4), instrument frame.
 
     ASKAP's convention: I = XX+YY (factor 2), and with P the polarisation-axis angle
     Q = s(XX-YY) + c(XY+YX), U = -c(XX-YY) + s(XY+YX), V = i(YX-XY), where s = sin 2P, c = cos 2P.
@@ -184,7 +189,7 @@ def askap_correlations(stokes: np.ndarray, pol_axis_deg: float) -> np.ndarray:
 
 
 def wsclean_correlations(stokes: np.ndarray) -> np.ndarray:
-    """Correlations (XX, XY, YX, YY) for Stokes (..., 4) with I = (XX+YY)/2."""
+    """Correlations (XX, XY, YX, YY) for `stokes` (..., 4) with I = (XX+YY)/2."""
     i, q, u, v = (stokes[..., k] for k in range(4))
     return np.stack([i + q, u + 1j * v, u - 1j * v, i - q], axis=-1)
 
@@ -195,7 +200,7 @@ def wsclean_correlations(stokes: np.ndarray) -> np.ndarray:
 
 
 def geodetic_to_itrf(lon_deg: float, lat_deg: float, height_m: float) -> np.ndarray:
-    """WGS84 geodetic position to ITRF (x, y, z) metres."""
+    """The WGS84 geodetic position `lon_deg`, `lat_deg`, `height_m` as ITRF (x, y, z) metres."""
     a, f = 6378137.0, 1.0 / 298.257223563
     e2 = f * (2 - f)
     lon, lat = math.radians(lon_deg), math.radians(lat_deg)
@@ -209,7 +214,9 @@ def geodetic_to_itrf(lon_deg: float, lat_deg: float, height_m: float) -> np.ndar
 
 def antenna_positions(n_ant: int, *, max_radius_m: float = 2500.0, seed: int = 12345,
                       min_separation_m: float = 30.0) -> np.ndarray:
-    """ITRF positions (n_ant, 3) of a compact random layout around the ASKAP site."""
+    """ITRF positions (n_ant, 3) of a compact random layout around the ASKAP site: the first antenna at the
+    site, the others within `max_radius_m` of it and at least `min_separation_m` apart, drawn with `seed`;
+    InputError for fewer than 2."""
     if n_ant < 2:
         raise InputError(f"n_ant must be at least 2, got {n_ant}")
     rng = np.random.default_rng(seed)
@@ -240,8 +247,9 @@ def transit_time_mjd(ra_deg: float, epoch_mjd: float) -> float:
 
 def observation_times(ra_deg: float, n_times: int, *, track_hours: float, epoch_mjd: float,
                       integration_s: float) -> tuple[np.ndarray, float]:
-    """Integration mid-times (MJD seconds) spread evenly over a track centred on transit, and the
-    integration time (shortened if the integrations would overlap)."""
+    """`n_times` integration mid-times (MJD seconds) spread evenly over a track of `track_hours` centred on
+    the first transit of `ra_deg` at ASKAP from `epoch_mjd`, and the integration time (`integration_s`,
+    shortened if the integrations would overlap)."""
     mid = transit_time_mjd(ra_deg, epoch_mjd) * 86400.0
     step = track_hours * 3600.0 / max(n_times, 1)
     interval = min(integration_s, step)
@@ -250,14 +258,16 @@ def observation_times(ra_deg: float, n_times: int, *, track_hours: float, epoch_
 
 
 def channel_frequencies(n_spw: int, n_chan: int, freq_start_hz: float, chan_width_hz: float) -> np.ndarray:
-    """Channel centre frequencies (n_spw, n_chan): spectral windows side by side, ascending."""
+    """Channel centre frequencies (n_spw, n_chan), from `freq_start_hz` in steps of `chan_width_hz`:
+    spectral windows side by side, ascending."""
     chans = np.arange(n_spw * n_chan, dtype=float) * chan_width_hz + freq_start_hz
     return chans.reshape(n_spw, n_chan)
 
 
 def askap_band(n_chan: int = 288, survey: str = "racs-low") -> dict:
-    """make_ms keywords for ASKAP's spectral layout: 1 MHz channels from the band's first channel, which is
-    also REF_FREQUENCY. The full band has 288; fewer keep the layout (the first n_chan channels)."""
+    """make_ms keywords for ASKAP's spectral layout of `survey` (a key of ASKAP_BAND_START_HZ): 1 MHz channels
+    from the band's first channel, which is also REF_FREQUENCY. The full band has 288; fewer keep the layout
+    (the first n_chan channels). InputError for an unknown survey."""
     if survey not in ASKAP_BAND_START_HZ:
         raise InputError(f"unknown ASKAP survey {survey!r}: expected one of {', '.join(ASKAP_BAND_START_HZ)}")
     return {"n_chan": n_chan, "freq_start_hz": ASKAP_BAND_START_HZ[survey], "chan_width_hz": ASKAP_CHANNEL_WIDTH_HZ,
@@ -265,7 +275,7 @@ def askap_band(n_chan: int = 288, survey: str = "racs-low") -> dict:
 
 
 def beam_ms_name(sbid: int, field: str, beam: int) -> str:
-    """ASKAP's name for one calibrated, averaged beam of a scheduling block."""
+    """ASKAP's name for one calibrated, averaged `beam` of the scheduling block `sbid` on `field`."""
     return f"scienceData_SB{sbid}_{field}.beam{beam:02d}_averaged_cal.leakage.ms"
 
 
@@ -320,7 +330,14 @@ def make_ms(
     `sources` defaults to default_sources() around the data phase centre. `beam_offset_deg` is
     (dra, ddec) in degrees, default footprint_deg[beam] or (0.5, -0.3). `footprint_deg` gives the
     offsets of all beams written to FEED (default: beams 0..beam, this beam's offset for all).
-    `noise_jy` is the rms of each real and imaginary part per correlation.
+    `noise_jy` is the rms of each real and imaginary part per correlation, drawn with `seed`.
+
+    The layout: `n_ant` antennas within `max_radius_m` (drawn with `layout_seed`); `n_times` integrations
+    of `integration_s` over `track_hours` around the first transit on or after `epoch_mjd`; `n_spw` spectral windows
+    of `n_chan` channels from `freq_start_hz`, `chan_width_hz` apart. `field_name` (default: an ASKAP field
+    name for a raw beam, else SYNTH), `telescope` and `mount` as written to FIELD, OBSERVATION and ANTENNA;
+    `autocorrelations` (default: for a raw beam only). An existing `path` is replaced only with `overwrite`
+    (else InputError).
 
     The shapes of real ASKAP beams (raw_askap=True):
     `receptor_angle_deg`: one angle, or one per FEED_ID (per-beam angles). `feed_layout`: "beams" (beams
@@ -736,12 +753,14 @@ def make_askap_observation(
     pitch_deg: float = 0.9,
     **ms_kwargs,
 ) -> list[Path]:
-    """Write the raw beams of one ASKAP scheduling block into `directory`, one MS per beam.
+    """Write the raw beams of one ASKAP scheduling block `sbid` on `field` into `directory`, one MS per beam,
+    `n_beams` of them.
 
-    Beams sit on a square grid of `pitch_deg` around the boresight (default: the centre the
+    Beams sit on a square grid of `pitch_deg` around `boresight_deg` (default: the centre the
     RACS field name implies). Each beam holds `sources` if given (no primary beam), else
     default_sources() around its own centre, so each beam's image shows its own sources.
-    Extra keywords go to make_ms (n_ant, n_times, n_chan, noise_jy, ...); noise seeds differ per beam.
+    Extra keywords `ms_kwargs` go to make_ms (n_ant, n_times, n_chan, noise_jy, ...); noise seeds differ per
+    beam.
     """
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)

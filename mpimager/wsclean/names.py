@@ -67,7 +67,8 @@ _CHANNEL_PART = re.compile(r"-\d{4}-")
 
 
 def parse_pols(text: str) -> list[str]:
-    """WSClean's -pol list as upper-case names: 'IQU' -> I,Q,U; 'xx,yy' -> XX,YY; 'linear' -> XX,XY,YX,YY."""
+    """WSClean's -pol list `text` as upper-case names: 'IQU' -> I,Q,U; 'xx,yy' -> XX,YY; 'linear' ->
+    XX,XY,YX,YY. Repeats are dropped; an unknown name raises WSCleanOptionError."""
     text = text.strip().lower()
     named = {"linear": ["xx", "xy", "yx", "yy"], "circular": ["rr", "rl", "lr", "ll"],
              "instr": ["xx", "xy", "yx", "yy"], "iquv": ["i", "q", "u", "v"]}
@@ -97,7 +98,8 @@ def _image_pols(pols: list[str]) -> list[str]:
 
 
 def predict_outputs(prefix: str, options: Mapping[str, object], channels_out: int) -> list[str]:
-    """The FITS (and text) files a WSClean run with these options writes, as measured for WSClean 3.1.
+    """The FITS (and text) files a WSClean run named `prefix` with these `options` and `channels_out` output
+    channels writes, as measured for WSClean 3.1.
 
     Files WSClean writes only sometimes (`-save-first-residual`) are not listed.
     """

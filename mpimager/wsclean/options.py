@@ -25,26 +25,36 @@ MIXED = "\0mixed"
 TOKENS = ("ms_in", "ms_dir", "ms_basename", "ms_stem", "name", "obs_id", "sw", "beam", "field", "pass", "run_dir")
 _TOKEN = re.compile(r"\$([A-Za-z_]*)\$")
 
+#: WSClean's cleaning gains when its argv sets none (`wsclean --help`, 3.1: "-gain ... Default: 0.1",
+#: "-mgain ... Default: 1.0")
+DEFAULT_GAINS = {"-gain": 0.1, "-mgain": 1.0}
 
-def format_value(v) -> str:
+
+def _format_value(v) -> str:
+    """`v` as WSClean reads it on its command line: ints as written, floats as repr (0.8, 3.0, 1e-05)."""
     return str(v)  # ints as written, floats as repr (0.8, 3.0, 1e-05): all parsed by WSClean
 
 
 def option_argv(key: str, value) -> list[str]:
-    """The argv items of one option (see module docstring)."""
+    """The argv items of the option `key` with `value` (the mapping in the module docstring); [] for false
+    or None."""
     if value is True:
         return [f"-{key}"]
     if value is False or value is None:
         return []
     if isinstance(value, (list, tuple)):
-        return [f"-{key}", *(format_value(x) for x in value)]
+        return [f"-{key}", *(_format_value(x) for x in value)]
     if isinstance(value, str):
         return [f"-{key}", *value.split()]
-    return [f"-{key}", format_value(value)]
+    return [f"-{key}", _format_value(value)]
 
 
 def substitute(template: str, values: Mapping[str, str | None], where: str) -> str:
-    """Replace `$token$`s; an unknown token, or one without a value for this job, is an error."""
+    """`template` with each `$token$` replaced by its entry in `values`.
+
+    WSCleanOptionError, prefixed with `where` (the config key), for an unknown token, a token without a value for
+    this job, or one whose MSs differ in it (`MIXED`).
+    """
 
     def sub(m):
         token = m.group(1)
@@ -75,7 +85,9 @@ _EVERY = re.compile(r"^every(\d+)$")
 
 
 def resolve_channels_out(value, total_channels: int, where: str) -> int:
-    """`channels-out`: an integer, 'all' (every channel of every spectral window) or 'everyN' (channels // N)."""
+    """The output channel count `value` of `channels-out` asks for: an integer, 'all' (`total_channels`,
+    every channel of every spectral window) or 'everyN' (`total_channels` // N); else, or when 'everyN' gives 0,
+    a WSCleanOptionError prefixed with `where`."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
     if value == "all":
@@ -96,7 +108,8 @@ _HELP_OPTION = re.compile(r"(?:^|\s(?:and|/|\(or)\s+)-([a-z][a-z0-9-]*)")
 
 
 def parse_help(text: str) -> frozenset[str]:
-    """Option names from `wsclean --help`: each line starting with '-', plus alternatives on that line."""
+    """Option names from `wsclean --help` output `text`: each line starting with '-', plus alternatives on
+    that line."""
     names = set()
     for line in text.splitlines():
         if line.startswith("-"):
@@ -108,8 +121,9 @@ _ARG = re.compile(r"<[^<>]*>")
 
 
 def parse_arity(text: str) -> dict[str, int]:
-    """Option name -> the number of values `wsclean --help` states for it (`-size <width> <height>`: 2), for the
-    options whose help line names at least one `<value>` (others may or may not take one: not stated)."""
+    """Option name -> the number of values the `wsclean --help` output `text` states for it (`-size <width>
+    <height>`: 2), for the options whose help line names at least one `<value>` (others may or may not take one:
+    not stated)."""
     arity = {}
     for line in text.splitlines():
         if line.startswith("-"):
@@ -156,13 +170,15 @@ def known_options(runtime, cache: bool = True) -> frozenset[str]:
 
 
 def option_arity(runtime, cache: bool = True) -> dict[str, int]:
-    """How many values each option takes, where the --help of the WSClean `runtime` runs states it."""
+    """How many values each option takes, where the --help of the WSClean `runtime` runs states it; `cache`
+    as for `known_options`."""
     return dict(_help_facts(runtime, cache)["arity"])
 
 
 def check_value_counts(options: Iterable[tuple[str, object, str]], arity: Mapping[str, int]) -> None:
-    """Each (key, value, where) passed must have at least the values WSClean's help states for it (`size = 256`
-    is one short of `-size <width> <height>`); more may be right (`weight = "briggs 0"`), so only fewer fail."""
+    """Each (key, value, where) of `options` must have at least the values `arity` (from `option_arity`)
+    states for its key (`size = 256` is one short of `-size <width> <height>`); more may be right
+    (`weight = "briggs 0"`), so only fewer, or a bare `true`, raise WSCleanOptionError."""
     for key, value, where in options:
         want = arity.get(key, 0)
         got = option_argv(key, value)[1:]
@@ -173,7 +189,8 @@ def check_value_counts(options: Iterable[tuple[str, object, str]], arity: Mappin
 
 
 def check_options(keys: Iterable[tuple[str, str]], known: frozenset[str]) -> None:
-    """Each (key, where) must be an option of this WSClean: else one line naming it and the nearest option."""
+    """Each (key, where) of `keys` must be in `known`, the options of this WSClean: else a WSCleanOptionError
+    whose first line names the first unknown key and the nearest option, and counts the others."""
     problems = []
     for key, where in keys:
         if key not in known:
@@ -184,7 +201,8 @@ def check_options(keys: Iterable[tuple[str, str]], known: frozenset[str]) -> Non
 
 
 def command(wsclean: str, options: Sequence[tuple[str, object]], name: str, ms: Sequence[str]) -> list[str]:
-    """The argv of one WSClean run: options in order, then -name, then the MSs (all paths absolute)."""
+    """The argv of one WSClean run: the `wsclean` executable, `options` in order, then -name `name`, then the
+    MSs `ms` (all paths absolute)."""
     argv = [wsclean]
     for key, value in options:
         argv += option_argv(key, value)

@@ -201,8 +201,8 @@ _BORDER = re.compile(r"^[\s+*=-]*$")
 
 
 def error_line(tail: Sequence[str]) -> str:
-    """The line of a failed WSClean run's last output that says why: its `>>> ...` exception line (WSClean
-    frames it with `+ + +` border lines), else the last line that is not a border, else ''."""
+    """The line of a failed WSClean run's last output `tail` that says why: its `>>> ...` exception line
+    (WSClean frames it with `+ + +` border lines), else the last line that is not a border, else ''."""
     for line in reversed(tail):
         if ">>>" in line:
             return line.split(">>>", 1)[1].strip()

@@ -1,4 +1,4 @@
-"""Runs a task list through mpimager.queue.mpiqueue.run_tasks on every rank; rank 0 prints one JSON document.
+"""Runs a task list through mpimager.queue.run_tasks on every rank; rank 0 prints one JSON document.
 
 Usage: mpirun -n N python queue_driver.py TASKS.json [--max-per-host K]
 
@@ -17,8 +17,8 @@ import resource
 import sys
 import time
 
-from mpimager.queue import mpiqueue
-from mpimager.queue.mpiqueue import Task
+from mpimager import queue as mpiqueue
+from mpimager.queue import Task
 
 
 def execute(task, placement):

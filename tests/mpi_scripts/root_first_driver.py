@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from mpimager import queue as mpiqueue
 from mpimager.errors import ConfigError, MpimagerError
-from mpimager.queue import mpiqueue
-from mpimager.queue.mpiqueue import Task
+from mpimager.queue import Task
 
 
 def make_plan(mode):
