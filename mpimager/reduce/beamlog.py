@@ -28,7 +28,10 @@ def _triple(b: Beam | None) -> tuple[float, float, float]:
 
 
 def write_beamlog(path: Path, plan, sigmas: Sequence[float], version: str) -> None:
-    """The ECSV beam log of `plan` (a CubePlan) with the robust sigma of each plane."""
+    """The ECSV beam log of `plan` (a CubePlan) with the robust sigma of each plane.
+
+    path: the file written. plan: the cube's plan. sigmas: per plane, in plane order. version: mpimager's.
+    """
     import astropy.units as u
     from astropy.table import Table
 
@@ -70,7 +73,10 @@ def _to(col, unit: str) -> list[float]:
 
 def read_beams(path: Path) -> list[tuple[float, float, float]]:
     """Per-channel (BMAJ arcsec, BMIN arcsec, BPA deg) in channel order from a beam log (NaN: none);
-    InputError naming the file if it is unreadable. `beams.beam_from_values` judges each."""
+    InputError naming the file if it is unreadable. `beams.beam_from_values` judges each.
+
+    path: an mpimager ECSV beam log or a RACS-tools `beamlog.NAME.txt`.
+    """
     from astropy.table import Table
 
     try:

@@ -48,6 +48,7 @@ class Beam:
 
     @classmethod
     def from_cov(cls, cov: tuple[float, float, float]) -> Beam:
+        """The beam of a covariance `cov` (arcsec^2: c_ee, c_en, c_nn), position angle folded into (-90, 90]."""
         ee, en, nn = cov
         half_trace = 0.5 * (ee + nn)
         root = math.hypot(0.5 * (nn - ee), en)
@@ -76,7 +77,8 @@ TINY = 1e-6
 
 
 def beam_from_values(bmaj: float, bmin: float, bpa: float) -> tuple[Beam | None, str | None]:
-    """A beam from BMAJ, BMIN (arcsec) and BPA (deg), or (None, why it is no beam: zero, tiny, not finite)."""
+    """A beam from `bmaj`, `bmin` (arcsec) and `bpa` (deg), or (None, why it is no beam: zero, tiny, not
+    finite)."""
     if bmaj == 0.0:
         return None, "zero beam (BMAJ=0: no PSF fit; WSClean writes this when niter = 0 or its fit failed)"
     if not all(math.isfinite(v) for v in (bmaj, bmin, bpa)):
@@ -125,14 +127,15 @@ def encloses(big: Beam, small: Beam, rtol: float = RTOL) -> bool:
 
 
 def same_beam(a: Beam, b: Beam, rtol: float = RTOL) -> bool:
-    """Equal to within the float32 tolerance (each encloses the other)."""
+    """Beams `a` and `b` equal to within the relative tolerance `rtol` (each encloses the other)."""
     return encloses(a, b, rtol) and encloses(b, a, rtol)
 
 
 def convolving_beam(target: Beam, beam: Beam, rtol: float = RTOL) -> Beam | None:
     """The Gaussian that takes `beam` to `target`; a zero beam when they are equal; None if impossible.
 
-    Variances that are negative within the tolerance (float32 round-off) are clipped to zero.
+    Variances that are negative within the tolerance `rtol` (of target's major variance: float32 round-off)
+    are clipped to zero.
     """
     d = _diff(target, beam)
     tol = _tol(target, rtol)
@@ -151,7 +154,7 @@ def convolving_beam(target: Beam, beam: Beam, rtol: float = RTOL) -> Beam | None
 
 
 def round_up_beam(beam: Beam, step: float) -> Beam:
-    """Axes rounded up to a multiple of `step` arcsec (values already on the grid stay put)."""
+    """The axes of `beam` rounded up to a multiple of `step` arcsec (values already on the grid stay put)."""
     if step <= 0:
         return beam
 
@@ -164,7 +167,7 @@ def round_up_beam(beam: Beam, step: float) -> Beam:
 
 
 def distinct(beams: Sequence[Beam], rtol: float = RTOL) -> list[Beam]:
-    """The beams with float32-equal duplicates removed, in first-seen order."""
+    """The beams with duplicates (equal within `rtol`) removed, in first-seen order."""
     out: list[Beam] = []
     for b in beams:
         if not any(same_beam(b, o, rtol) for o in out):
@@ -174,8 +177,9 @@ def distinct(beams: Sequence[Beam], rtol: float = RTOL) -> list[Beam]:
 
 def common_beam(beams: Sequence[Beam], round_up: float = 0.0, rtol: float = RTOL,
                 log=None) -> Beam:
-    """The smallest beam every beam in `beams` can be convolved to, then rounded up.
+    """The smallest beam every beam in `beams` can be convolved to, then rounded up to `round_up` arcsec.
 
+    rtol: tolerance of "encloses". log: where the solver's notes go (None: nowhere).
     Raises ValueError on an empty sequence (the caller names the product).
     """
     if not beams:

@@ -18,7 +18,6 @@ import contextlib
 import io
 import os
 import re
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,11 @@ def _dropped(key: str) -> bool:
 
 
 def cube_header(plan: CubePlan, options: ReduceOptions, receptor_angle: float | None = None):
-    """The primary header of the cube (astropy Header)."""
+    """The primary header of the cube (astropy Header).
+
+    plan: the cube's plan. options: the [reduce] options (axis order). receptor_angle: degrees written as
+    INSTRUMENT_RECEPTOR_ANGLE (None: the template's, if any).
+    """
     import datetime
     import warnings
 
@@ -120,7 +123,7 @@ def cube_header(plan: CubePlan, options: ReduceOptions, receptor_angle: float | 
 
 
 def beams_table_bytes(plan: CubePlan) -> bytes:
-    """A CASA BEAMS binary table (arcsec, arcsec, deg; zero for blank planes) as FITS bytes."""
+    """A CASA BEAMS binary table (arcsec, arcsec, deg; zero for blank planes) of `plan` as FITS bytes."""
     from astropy.io import fits
 
     n = len(plan.records)
@@ -149,6 +152,7 @@ def beams_table_bytes(plan: CubePlan) -> bytes:
 
 
 def padded(n: int) -> int:
+    """`n` bytes rounded up to whole FITS blocks."""
     return -(-n // BLOCK) * BLOCK
 
 
@@ -184,7 +188,10 @@ def _reserve(fd: int, size: int) -> None:
 
 
 def preallocate(path: Path, header, tail: bytes, nplanes: int, shape: tuple[int, int]) -> Layout:
-    """Create the cube file at full size: header, data area (blocks reserved), then `tail` (BEAMS or b'')."""
+    """Create the cube file at full size: header, data area (blocks reserved), then `tail` (BEAMS or b'').
+
+    path: the file made (its `.partial` name). header: astropy Header. nplanes, shape: the data area's size.
+    """
     head = header.tostring().encode("ascii")
     plane_bytes = shape[0] * shape[1] * 4
     data_end = len(head) + padded(nplanes * plane_bytes)
@@ -204,7 +211,7 @@ def preallocate(path: Path, header, tail: bytes, nplanes: int, shape: tuple[int,
 
 
 def rewrite_tail(layout: Layout, tail: bytes) -> None:
-    """Write a new BEAMS table of the same length over the old one (planes blanked while being made)."""
+    """Write a new BEAMS table `tail` of the same length over the old one in the file of `layout`."""
     if layout.size - layout.tail_offset != len(tail):  # pragma: no cover - fixed-width table
         raise RuntimeError("the BEAMS table changed length")
     fd = os.open(layout.path, os.O_WRONLY)
@@ -215,27 +222,48 @@ def rewrite_tail(layout: Layout, tail: bytes) -> None:
 
 
 def write_plane(layout: Layout, index: int, plane: np.ndarray | None, with_crc: bool = False) -> int | None:
-    """Write one float32 plane (native order; swapped in place) at its offset; None = a NaN plane."""
+    """Write one float32 plane at its offset (big-endian); the CRC-32 of its bytes if `with_crc`.
+
+    layout: the cube's. index: the plane's place. plane: (ny, nx) values, left unchanged; None = a NaN
+    plane. with_crc: also return the CRC of the bytes written. A block of rows at a time is converted
+    into a small big-endian buffer and written from there (one pass, no plane-size copy).
+    """
+    from mpimager.reduce.kernel import block_rows
+
+    total = layout.plane_bytes // 4
     if plane is None:
-        plane = np.full(layout.plane_bytes // 4, np.nan, dtype=np.float32)
-    if plane.dtype != np.float32 or not plane.flags.c_contiguous:
-        plane = np.ascontiguousarray(plane, dtype=np.float32)
-    if sys.byteorder == "little":
-        plane.byteswap(inplace=True)
-    view = plane.data.cast("B")
+        flat = None
+        step = 1 << 18
+    else:
+        flat = plane.reshape(-1)  # a view for a C-contiguous plane
+        if flat.size != total:
+            raise ValueError(f"write_plane: {flat.size} pixels for a plane of {total}")
+        step = block_rows(plane.shape[-1]) * plane.shape[-1]
+    buf = np.empty(min(step, total), dtype=">f4")
+    if flat is None:
+        buf.fill(np.nan)
+    crc = 0
     offset = layout.data_offset + index * layout.plane_bytes
     fd = os.open(layout.path, os.O_WRONLY)
     try:
-        done = 0
-        while done < len(view):
-            done += os.pwrite(fd, view[done:], offset + done)
+        for p0 in range(0, total, step):
+            n = min(step, total - p0)
+            if flat is not None:
+                np.copyto(buf[:n], flat[p0:p0 + n], casting="unsafe")
+            view = buf[:n].data.cast("B")
+            if with_crc:
+                crc = zlib.crc32(view, crc)
+            done = 0
+            while done < len(view):
+                done += os.pwrite(fd, view[done:], offset + 4 * p0 + done)
     finally:
         os.close(fd)
-    return zlib.crc32(view) if with_crc else None
+    return crc if with_crc else None
 
 
 def verify(layout: Layout, crcs: dict[int, int] | None = None) -> str | None:
-    """None if the cube file is complete (size, header, and planes' CRCs when given); else what is wrong."""
+    """None if the cube file of `layout` is complete (size, header, and the planes' `crcs` when given: plane
+    index -> CRC-32 of its bytes); else what is wrong."""
     path = Path(layout.path)
     try:
         size = path.stat().st_size
@@ -264,7 +292,8 @@ def verify(layout: Layout, crcs: dict[int, int] | None = None) -> str | None:
 
 
 def robust_sigma(plane: np.ndarray, samples: int = 1 << 16) -> float:
-    """1.4826 x median absolute deviation of the finite pixels, on a regular subsample of ~`samples`."""
+    """1.4826 x median absolute deviation of the finite pixels of `plane`, on a regular subsample of
+    ~`samples`."""
     step = max(1, int((plane.size / samples) ** 0.5))
     sub = plane[::step, ::step]
     values = sub[np.isfinite(sub)]
@@ -275,7 +304,8 @@ def robust_sigma(plane: np.ndarray, samples: int = 1 << 16) -> float:
 
 
 def write_weights(path: Path, sigmas: list[float]) -> None:
-    """linmos weights: '#Channel Weight' then one 'index 1/sigma^2' line per plane (0 if unknown)."""
+    """linmos weights to `path`: '#Channel Weight' then one 'index 1/sigma^2' line per plane of `sigmas`
+    (0 if unknown)."""
     lines = ["#Channel Weight"]
     for i, s in enumerate(sigmas):
         w = 1.0 / (s * s) if (s == s and s > 0) else 0.0

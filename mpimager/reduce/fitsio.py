@@ -9,15 +9,16 @@ BEAMS table (CASAMBM = T), its header beam (one for every plane), or a beam log 
 ECSV or RACS-tools' `beamlog.NAME.txt`); `use_beamlogs` puts the beam log before the header beam. Where
 each plane's beam came from is kept (`beam_from`) and written into the cube's beam log.
 
-The header is parsed once (astropy), the data offset is remembered, and a plane is later read with one
-`preadv` into a caller's float32 buffer and byte-swapped in place: never a whole cube, no extra copy.
+The header is parsed once (astropy), the data offset is remembered, and a plane is later read a block of
+rows at a time (`read_rows`: one `preadv` into a small buffer, converted to native float32 from there):
+never a whole cube, no plane-size temporary.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,7 +86,7 @@ class PlaneOrigin:
 
 
 def read_header_bytes(path: Path) -> tuple[bytes, int]:
-    """The primary header's raw bytes and the data offset; InputError if this is not FITS."""
+    """The primary header's raw bytes and the data offset of the file `path`; InputError if it is not FITS."""
     try:
         with open(path, "rb") as f:
             chunks: list[bytes] = []
@@ -113,6 +114,7 @@ def read_header_bytes(path: Path) -> tuple[bytes, int]:
 
 
 def parse_header(raw: bytes, path: Path):
+    """The astropy Header of the header bytes `raw` read from `path` (named in the InputError if unreadable)."""
     import warnings
 
     from astropy.io import fits
@@ -137,7 +139,7 @@ def _find_axis(header, prefix: str) -> int | None:
 
 
 def frequency(header) -> tuple[float | None, float | None]:
-    """Centre frequency and width (Hz) from the FREQ axis, else None."""
+    """Centre frequency and width (Hz) from the FREQ axis of `header`, else None."""
     i = _find_axis(header, "FREQ")
     if i is None:
         for key in ("RESTFRQ", "RESTFREQ", "FREQ"):
@@ -150,6 +152,7 @@ def frequency(header) -> tuple[float | None, float | None]:
 
 
 def stokes(header) -> str | None:
+    """The Stokes parameter ('I', 'Q', ...) of the STOKES axis of `header`, else None."""
     i = _find_axis(header, "STOKES")
     if i is None:
         return None
@@ -157,7 +160,8 @@ def stokes(header) -> str | None:
 
 
 def pixel_matrix(header, path) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Degrees of intermediate world coordinate (east, north) per pixel along axes 1 and 2."""
+    """Degrees of intermediate world coordinate (east, north) per pixel along axes 1 and 2 of `header`
+    (CD, PC or CROTA2); InputError naming `path` if it has none or it is singular."""
     if "CD1_1" in header:
         m = [[float(header.get(f"CD{i}_{j}", 0.0)) for j in (1, 2)] for i in (1, 2)]
     else:
@@ -215,7 +219,7 @@ def _image(path: Path, header, offset: int, **plane) -> ChannelImage:
 
 
 def read_channel(path: Path) -> ChannelImage:
-    """Header facts of one channel image; InputError (one line, naming the file) when it is unusable."""
+    """Header facts of the channel image `path`; InputError (one line, naming the file) when it is unusable."""
     [image] = read_inputs(path, allow_cubes=False)
     return image
 
@@ -341,7 +345,8 @@ def _beams_table(path: Path) -> dict[tuple[int, int], tuple[float, float, float]
 
 
 def grid_difference(a: tuple, b: tuple) -> str | None:
-    """The first grid key on which two channel images differ ('CRVAL1 187.5 != 187.6'), or None."""
+    """The first grid key on which two channel images' grids `a` and `b` (ChannelImage.grid) differ
+    ('CRVAL1 187.5 != 187.6'), or None."""
     for (key, va), (_, vb) in zip(a, b, strict=True):  # both GRID_KEYS long
         if va == vb:
             continue
@@ -363,25 +368,46 @@ def _read_exact(fd: int, view: memoryview, offset: int, path: str) -> None:
         done += n
 
 
-def read_plane(spec: ReadSpec, out: np.ndarray) -> np.ndarray:
-    """Read the plane of `spec` into `out` (C-contiguous float32 of spec.shape) and return it."""
+def read_rows(spec: ReadSpec, out: np.ndarray | None = None,
+              rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """The plane of `spec` as native float32, a block of rows at a time: yields (first row, block).
+
+    spec: where the plane is. out: a C-contiguous float32 array of spec.shape to fill (each block is a view
+    of it); None: one block buffer is reused between yields (use a block before asking for the next).
+    rows: rows per block (default: about a megabyte). Each block is read into a small buffer in the file's
+    byte order and converted from there while in cache: one pass over the plane, no plane-size temporary.
+    """
+    from mpimager.reduce.kernel import block_rows
+
+    ny, nx = spec.shape
+    raw_type = np.dtype(_BITPIX[spec.bitpix])
+    step = rows or block_rows(nx, raw_type.itemsize)
+    raw = np.empty((min(step, ny), nx), dtype=raw_type)
+    buf = np.empty(raw.shape, dtype=np.float32) if out is None else None
+    scaled = spec.bscale != 1.0 or spec.bzero != 0.0
     fd = os.open(spec.path, os.O_RDONLY)
     try:
-        if spec.bitpix == -32:
-            _read_exact(fd, out.data.cast("B"), spec.offset, spec.path)
-            if sys.byteorder == "little":
-                out.byteswap(inplace=True)
-            raw = None
-        else:
-            raw = np.empty(spec.shape, dtype=_BITPIX[spec.bitpix])
-            _read_exact(fd, raw.data.cast("B"), spec.offset, spec.path)
+        for r0 in range(0, ny, step):
+            n = min(step, ny - r0)
+            src = raw[:n]
+            _read_exact(fd, src.data.cast("B"), spec.offset + r0 * nx * raw_type.itemsize, spec.path)
+            block = out[r0:r0 + n] if out is not None else buf[:n]  # type: ignore[index]
+            np.copyto(block, src, casting="unsafe")
+            if spec.blank is not None:
+                block[src == spec.blank] = np.nan
+            if scaled:
+                block *= np.float32(spec.bscale)
+                block += np.float32(spec.bzero)
+            yield r0, block
     finally:
         os.close(fd)
-    if raw is not None:
-        np.copyto(out, raw, casting="unsafe")
-        if spec.blank is not None:
-            out[raw == spec.blank] = np.nan
-    if spec.bscale != 1.0 or spec.bzero != 0.0:
-        out *= np.float32(spec.bscale)
-        out += np.float32(spec.bzero)
+
+
+def read_plane(spec: ReadSpec, out: np.ndarray) -> np.ndarray:
+    """Read the plane of `spec` into `out` (C-contiguous float32 of spec.shape) and return it.
+
+    spec: where the plane is. out: the buffer filled.
+    """
+    for _ in read_rows(spec, out):
+        pass
     return out

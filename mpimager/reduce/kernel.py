@@ -2,8 +2,16 @@
 
 Pure numpy/scipy on arrays. The convolving beam (arcsec, PA east of north) is turned into a pixel
 covariance with the image's pixel matrix (so any pixel scale, sign of CDELT1 or PC rotation is right),
-its Fourier transform exp(-2 pi^2 k^T C k) multiplies the plane's float32 2-D real FFT (threads via
-scipy.fft workers), and the result is scaled by the beam-area ratio so Jy/beam stays Jy/beam.
+its Fourier transform exp(-2 pi^2 k^T C k), times the beam-area ratio (so Jy/beam stays Jy/beam),
+multiplies the plane's float32 2-D real FFT (threads via scipy.fft workers).
+
+Work and memory per plane (measured at 6144^2: the FFTs are most of the cost, so everything else is
+kept to one pass over memory): the row transforms are made a block of rows at a time as the plane is
+read (`rfft_rows`; the finite check and the all-zero check ride on the same cache-resident block);
+the taper (scale folded in) is applied between the in-place column transforms a block of rows at
+a time (`filter_columns`); the inverse row transforms write straight into the caller's plane (`irfft_rows`).
+A worker keeps one plane and one half-plane spectrum (`spectrum_buffer`) and reuses them plane after
+plane: no plane-size temporaries, no plane-size mask unless the plane holds NaN or inf.
 
 NaN pixels: a plain FFT convolution would have to zero them, which pulls their neighbours low (a pixel
 next to a hole loses the weight of the hole). Here the valid-pixel mask is convolved too and the result
@@ -16,11 +24,18 @@ the opposite edge.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import scipy.fft
 
 from mpimager.reduce.beams import Beam
+
+try:  # scipy.fft's own pocketfft binding: the same transforms, written into an array given (no temporaries)
+    from scipy.fft._pocketfft.pypocketfft import c2r as _c2r
+    from scipy.fft._pocketfft.pypocketfft import r2c as _r2c
+except ImportError:  # pragma: no cover - a scipy that moved it: scipy.fft's results, copied
+    _r2c = _c2r = None
 
 _VAR_PER_FWHM2 = 1.0 / (8.0 * math.log(2.0))
 _ARCSEC_PER_DEG = 3600.0
@@ -53,46 +68,156 @@ def _exponents(cov) -> tuple[float, float, float]:
     return -two_pi2 * cxx, -2.0 * two_pi2 * cxy, -two_pi2 * cyy
 
 
-def uv_taper(shape: tuple[int, int], cov: tuple[float, float, float], rows: slice = slice(None)) -> np.ndarray:
-    """The Fourier transform of a unit-sum Gaussian of pixel covariance `cov` on rfft2's grid (float32)."""
+_TaperParts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.float32]
+
+
+def _taper_parts(shape: tuple[int, int], cov: tuple[float, float, float], scale: float) -> _TaperParts:
+    """The pieces of the taper on rfft2's grid: (ky * a_xy, a_y ky^2, kx, a_x kx^2) of the exponent, and `scale`."""
     ny, nx = shape
     ax, axy, ay = _exponents(cov)
-    ky = np.fft.fftfreq(ny).astype(np.float32)[rows]
+    ky = np.fft.fftfreq(ny).astype(np.float32)
     kx = np.fft.rfftfreq(nx).astype(np.float32)
-    arg = np.multiply.outer(ky * np.float32(axy), kx)
-    arg += (np.float32(ax) * kx * kx)[None, :]
-    arg += (np.float32(ay) * ky * ky)[:, None]
-    np.exp(arg, out=arg)
-    return arg
+    return ky * np.float32(axy), np.float32(ay) * ky * ky, kx, np.float32(ax) * kx * kx, np.float32(scale)
 
 
-def apply_taper(spec: np.ndarray, cov: tuple[float, float, float], shape: tuple[int, int], block: int = 256) -> None:
-    """spec *= uv_taper(shape, cov), a block of rows at a time (no full-size taper in memory)."""
-    for r0 in range(0, shape[0], block):
-        rows = slice(r0, min(r0 + block, shape[0]))
-        spec[rows] *= uv_taper(shape, cov, rows)
+def _taper_into(out: np.ndarray, parts: _TaperParts, rows: slice, cols: slice) -> np.ndarray:
+    cross, along_y, kx, along_x, scale = parts
+    np.multiply.outer(cross[rows], kx[cols], out=out)
+    out += along_x[None, cols]
+    out += along_y[rows, None]
+    np.exp(out, out=out)
+    if scale != 1.0:
+        out *= scale
+    return out
+
+
+def uv_taper(shape: tuple[int, int], cov: tuple[float, float, float], rows: slice = slice(None),
+             cols: slice = slice(None), scale: float = 1.0) -> np.ndarray:
+    """The Fourier transform of a unit-sum Gaussian on rfft2's grid (float32), times `scale`.
+
+    shape: the image's (ny, nx). cov: the Gaussian's pixel covariance (c_xx, c_xy, c_yy). rows, cols: the
+    part of the (ny, nx // 2 + 1) grid wanted. scale: a factor folded into the taper (the beam-area ratio).
+    """
+    parts = _taper_parts(shape, cov, scale)
+    out = np.empty((parts[0][rows].size, parts[2][cols].size), dtype=np.float32)
+    return _taper_into(out, parts, rows, cols)
 
 
 def beam_scale(target: Beam, beam: Beam, bunit: str) -> float:
-    """Factor that keeps the brightness unit right after convolution: the beam-area ratio for Jy/beam."""
+    """Factor that keeps the brightness unit right after convolution: the beam-area ratio for Jy/beam.
+
+    target: the beam after convolution. beam: the plane's beam. bunit: the plane's BUNIT.
+    """
     if bunit and "BEAM" not in bunit.upper():
         return 1.0
     return target.area / beam.area
 
 
-def fft_convolve(plane: np.ndarray, cov: tuple[float, float, float], workers: int = 1) -> np.ndarray:
-    """Circular convolution of a finite float32 plane by the Gaussian `cov`, in place (returns `plane`).
+#: bytes of a block of rows or columns worked on at a time (about half of a core's L2 cache)
+BLOCK_BYTES = 1 << 20
 
-    Two 1-D passes each way (real rows, complex columns): faster here than rfft2/irfft2, and the
-    inverse writes straight back into `plane`, so a plane costs about twice its size in memory.
+
+def block_rows(nx: int, itemsize: int = 4) -> int:
+    """Rows of `nx` items of `itemsize` bytes in one block of about BLOCK_BYTES (at least 1)."""
+    return max(1, BLOCK_BYTES // (nx * itemsize))
+
+
+def spectrum_buffer(shape: tuple[int, int]) -> np.ndarray:
+    """An uninitialised complex64 array for the half-plane spectrum of a plane of `shape` (ny, nx):
+    (ny, nx // 2 + 1)."""
+    return np.empty((shape[0], shape[1] // 2 + 1), dtype=np.complex64)
+
+
+def rfft_rows(blocks: Iterable[tuple[int, np.ndarray]], spec: np.ndarray,
+              workers: int = 1) -> tuple[float, float] | None:
+    """The row transforms of a plane given a block of rows at a time, into `spec`; the plane's (min, max).
+
+    blocks: (first row, float32 rows) in any order covering the plane. spec: its spectrum buffer
+    (`spectrum_buffer`). workers: FFT threads. Returns None as soon as a block holds a pixel that is not
+    finite (`spec` is then incomplete: the caller takes the NaN-aware path). Each block is checked and
+    transformed while it is in cache: no pass over the whole plane for the check.
     """
-    nx = plane.shape[1]
-    spec = scipy.fft.rfft(plane, axis=1, workers=workers)
-    spec = scipy.fft.fft(spec, axis=0, overwrite_x=True, workers=workers)
-    apply_taper(spec, cov, plane.shape)
-    spec = scipy.fft.ifft(spec, axis=0, overwrite_x=True, workers=workers)
-    np.fft.irfft(spec, n=nx, axis=1, out=plane)
+    lo, hi = math.inf, -math.inf
+    for r0, block in blocks:
+        bl, bh = float(block.min()), float(block.max())  # NaN if the block holds a NaN
+        if not (math.isfinite(bl) and math.isfinite(bh)):
+            return None
+        lo, hi = min(lo, bl), max(hi, bh)
+        rows = spec[r0:r0 + block.shape[0]]
+        if _r2c is not None:
+            _r2c(block, (1,), True, 0, rows, workers)
+        else:  # pragma: no cover
+            rows[...] = scipy.fft.rfft(block, axis=1, workers=workers)
+    return lo, hi
+
+
+def filter_columns(spec: np.ndarray, cov: tuple[float, float, float], shape: tuple[int, int], scale: float = 1.0,
+                   workers: int = 1) -> None:
+    """Column FFT, taper (times `scale`), inverse column FFT of a half-plane spectrum, in place.
+
+    spec: the row-transformed plane (ny, nx // 2 + 1), complex64. cov: pixel covariance of the Gaussian.
+    shape: the plane's (ny, nx). scale: factor folded into the taper. workers: FFT threads. The column
+    transforms run over the whole array in place (measured faster than by blocks of columns); the taper is
+    made and applied a block of rows at a time into one reused buffer.
+    """
+    out = scipy.fft.fft(spec, axis=0, overwrite_x=True, workers=workers)
+    parts = _taper_parts(shape, cov, scale)
+    step = block_rows(spec.shape[1])
+    taper = np.empty((min(step, shape[0]), spec.shape[1]), dtype=np.float32)
+    for r0 in range(0, shape[0], step):
+        rows = slice(r0, min(r0 + step, shape[0]))
+        out[rows] *= _taper_into(taper[:rows.stop - r0], parts, rows, slice(None))
+    out = scipy.fft.ifft(out, axis=0, overwrite_x=True, workers=workers)
+    if out is not spec and not np.may_share_memory(out, spec):  # pragma: no cover - scipy works in place here
+        spec[...] = out
+
+
+def irfft_rows(spec: np.ndarray, plane: np.ndarray, workers: int = 1) -> np.ndarray:
+    """The inverse row transforms of `spec` into the float32 `plane` (ny, nx), written straight into it.
+
+    spec: the filtered half-plane spectrum. plane: where the result goes (returned). workers: FFT threads.
+    """
+    if _c2r is not None:
+        _c2r(spec, (1,), plane.shape[1], False, 2, plane, workers)
+    else:  # pragma: no cover
+        plane[...] = scipy.fft.irfft(spec, n=plane.shape[1], axis=1, workers=workers)
     return plane
+
+
+def _plane_blocks(plane: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    step = block_rows(plane.shape[1])
+    for r0 in range(0, plane.shape[0], step):
+        yield r0, plane[r0:r0 + step]
+
+
+def fft_convolve(plane: np.ndarray, cov: tuple[float, float, float], workers: int = 1, scale: float = 1.0,
+                 spec: np.ndarray | None = None) -> np.ndarray:
+    """Circular convolution of a finite float32 plane by the Gaussian `cov`, times `scale`, in place.
+
+    plane: (ny, nx) float32, every pixel finite; returned. cov: pixel covariance. workers: FFT threads.
+    scale: factor folded into the taper. spec: a reusable `spectrum_buffer` (None: one is made).
+    Two 1-D passes each way (real rows, complex columns), each a block at a time: the plane and its
+    half-plane spectrum are the only full-size arrays.
+    """
+    if spec is None:
+        spec = spectrum_buffer(plane.shape)
+    if rfft_rows(_plane_blocks(plane), spec, workers) is None:
+        raise ValueError("fft_convolve: the plane holds pixels that are not finite")
+    filter_columns(spec, cov, plane.shape, scale, workers)
+    return irfft_rows(spec, plane, workers)
+
+
+def finite_range(plane: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) of a plane whose pixels are all finite, else None: two reductions, no plane-size mask.
+
+    plane: any float array.
+    """
+    lo, hi = float(plane.min()), float(plane.max())
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+#: why a plane whose every finite pixel is zero is blanked
+EMPTY_ZERO = "all pixels zero (a fully flagged channel)"
 
 
 def empty_plane(plane: np.ndarray) -> str | None:
@@ -103,37 +228,40 @@ def empty_plane(plane: np.ndarray) -> str | None:
     if np.isnan(hi):
         return "all pixels NaN"
     if hi == 0 and np.fmin.reduce(plane, axis=None) == 0:
-        return "all pixels zero (a fully flagged channel)"
+        return EMPTY_ZERO
     return None
 
 
 def convolve_plane(plane: np.ndarray, cov: tuple[float, float, float] | None, scale: float, workers: int = 1,
-                   min_weight: float = 1e-3) -> np.ndarray:
+                   min_weight: float = 1e-3, spec: np.ndarray | None = None) -> np.ndarray:
     """Convolve a float32 plane in place by the Gaussian of pixel covariance `cov`, scale it; NaN-aware.
 
-    `cov` None means the identity (only the scale is applied). Returns `plane`.
+    plane: (ny, nx) float32, returned. cov: pixel covariance; None means the identity (only the scale is
+    applied). scale: the beam-area ratio. workers: FFT threads. min_weight: below this share of valid
+    weight a pixel next to a hole is blanked. spec: a reusable `spectrum_buffer` (None: one is made).
+    A plane without NaN or inf costs no plane-size mask (two reductions tell).
     """
+    if finite_range(plane) is not None:
+        if cov is None:
+            if scale != 1.0:
+                plane *= np.float32(scale)
+            return plane
+        return fft_convolve(plane, cov, workers, scale, spec)
     bad = ~np.isfinite(plane)
-    has_bad = bool(bad.any())
-    if has_bad and bad.all():
+    if bad.all():
         plane[:] = np.nan
         return plane
     if cov is None:
         if scale != 1.0:
             plane *= np.float32(scale)
-        if has_bad:
-            plane[bad] = np.nan
-        return plane
-    if has_bad:
-        plane[bad] = 0.0
-    fft_convolve(plane, cov, workers)
-    if has_bad:
-        weight = fft_convolve((~bad).astype(np.float32), cov, workers)
-        bad |= weight < min_weight
-        np.maximum(weight, np.float32(min_weight), out=weight)
-        plane /= weight
-        del weight
         plane[bad] = np.nan
-    if scale != 1.0:
-        plane *= np.float32(scale)
+        return plane
+    plane[bad] = 0.0
+    fft_convolve(plane, cov, workers, scale, spec)
+    weight = fft_convolve((~bad).astype(np.float32), cov, workers, 1.0, spec)
+    bad |= weight < min_weight
+    np.maximum(weight, np.float32(min_weight), out=weight)
+    plane /= weight
+    del weight
+    plane[bad] = np.nan
     return plane

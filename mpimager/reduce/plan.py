@@ -63,6 +63,7 @@ def image_name(image: ChannelImage) -> Name:
 
 
 def parse_name(path: Path) -> Name:
+    """What the WSClean-style file name of `path` says (a `note` if it is no cube channel)."""
     n = parse_image_name(path.name)
     if n is None:
         kind = "residual" if path.name.endswith("-residual.fits") else "image"

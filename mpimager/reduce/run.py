@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,8 @@ from mpimager.errors import InputError, JobError, MpimagerError
 from mpimager.reduce.beams import Beam
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mpimager.planner.products import CubePaths
     from mpimager.reduce.cube import Layout
     from mpimager.reduce.plan import CubePlan, Failure, PlaneSpec
@@ -96,7 +99,7 @@ class _Setup(_Shared):
 
 
 def default_threads(comm=None) -> int:
-    """Cores of this node divided among the ranks on it."""
+    """Cores of this node divided among the ranks of `comm` on it (None: this process alone)."""
     from mpimager.environment import usable_cpus
 
     cores = usable_cpus()
@@ -111,6 +114,7 @@ def reduce_images(images: Sequence[Path], options: ReduceOptions, out_dir: Path,
     """PSF-matched cubes from channel images and cubes; collective over `comm` (None = this process alone).
 
     images: channel image and cube paths (MFS, psf, model, dirty files are skipped and reported).
+    options: the [reduce] options. log: where progress lines go on rank 0 (None: nowhere).
     out_dir: where cubes and side files go (made if missing). out_file: one cube's exact path instead
     (an error if the inputs make more than one cube). groups: prefix -> beam group for scope 'prefix'
     (e.g. map a beam's I and QU prefixes to one group). receptor_angles: prefix -> degrees written as
@@ -255,28 +259,58 @@ def _setup(images: list[Path], options: ReduceOptions, out_dir: Path, out_file: 
             "failures": planned.failures}
 
 
-def _process(task: _Task, layout: Layout, min_weight: float, fft_workers: int, with_crc: bool) -> _Done:
-    import numpy as np
+class _Buffers(threading.local):
+    """A worker thread's full-size buffers, reused plane after plane: a float32 plane and its spectrum."""
 
+    shape: tuple[int, int] | None = None
+    plane: np.ndarray
+    spec: np.ndarray
+
+    def get(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        if self.shape != shape:
+            import numpy as np
+
+            from mpimager.reduce.kernel import spectrum_buffer
+
+            self.shape = None  # free the old pair before making the new
+            self.plane = self.spec = np.empty(0, dtype=np.float32)
+            self.plane, self.spec = np.empty(shape, dtype=np.float32), spectrum_buffer(shape)
+            self.shape = shape
+        return self.plane, self.spec
+
+
+def _process(task: _Task, layout: Layout, min_weight: float, fft_workers: int, with_crc: bool,
+             buffers: _Buffers) -> _Done:
+    from mpimager.reduce import kernel
     from mpimager.reduce.cube import robust_sigma, write_plane
-    from mpimager.reduce.fitsio import read_plane
-    from mpimager.reduce.kernel import convolve_plane, empty_plane
+    from mpimager.reduce.fitsio import read_plane, read_rows
 
     t0 = time.perf_counter()
     spec = task.spec
+
+    def done(sigma: float, crc: int | None, blank: str | None = None) -> _Done:
+        return _Done(task.cube, spec.index, sigma, crc, None, time.perf_counter() - t0, blank)
+
     try:
         if spec.read is None:
-            crc = write_plane(layout, spec.index, None, with_crc)
-            return _Done(task.cube, spec.index, float("nan"), crc, None, time.perf_counter() - t0)
-        plane = read_plane(spec.read, np.empty(spec.read.shape, dtype=np.float32))
-        blank = empty_plane(plane) if spec.blank_empty else None
+            return done(float("nan"), write_plane(layout, spec.index, None, with_crc))
+        plane, spectrum = buffers.get(spec.read.shape)
+        cov, span = spec.kernel, None
+        if cov is not None:  # the common case: row transforms as the plane is read, block by block
+            span = kernel.rfft_rows(read_rows(spec.read), spectrum, fft_workers)
+        if cov is not None and span is not None:
+            blank = kernel.EMPTY_ZERO if spec.blank_empty and span == (0.0, 0.0) else None
+            if blank is None:
+                kernel.filter_columns(spectrum, cov, spec.read.shape, spec.scale, fft_workers)
+                kernel.irfft_rows(spectrum, plane, fft_workers)
+        else:  # a copy, or a plane with NaN/inf: the whole plane first, NaN-aware
+            read_plane(spec.read, plane)
+            blank = kernel.empty_plane(plane) if spec.blank_empty else None
+            if blank is None:
+                kernel.convolve_plane(plane, cov, spec.scale, fft_workers, min_weight, spectrum)
         if blank is not None:
-            crc = write_plane(layout, spec.index, None, with_crc)
-            return _Done(task.cube, spec.index, float("nan"), crc, None, time.perf_counter() - t0, blank)
-        convolve_plane(plane, spec.kernel, spec.scale, workers=fft_workers, min_weight=min_weight)
-        sigma = robust_sigma(plane)
-        crc = write_plane(layout, spec.index, plane, with_crc)
-        return _Done(task.cube, spec.index, sigma, crc, None, time.perf_counter() - t0)
+            return done(float("nan"), write_plane(layout, spec.index, None, with_crc), blank)
+        return done(robust_sigma(plane), write_plane(layout, spec.index, plane, with_crc))
     except Exception as exc:
         src = spec.read.path if spec.read is not None else "NaN plane"
         return _Done(task.cube, spec.index, float("nan"), None, f"plane {spec.index} ({src}): "
@@ -289,10 +323,15 @@ def _run_tasks(tasks: list[_Task], layouts: Sequence[Layout], threads: int, min_
         return []
     concurrency = max(1, min(threads, len(tasks)))
     fft_workers = max(1, threads // concurrency)
+    buffers = _Buffers()  # per thread; freed with this call
+
+    def run(t: _Task) -> _Done:
+        return _process(t, layouts[t.cube], min_weight, fft_workers, with_crc, buffers)
+
     if concurrency == 1:
-        return [_process(t, layouts[t.cube], min_weight, fft_workers, with_crc) for t in tasks]
+        return [run(t) for t in tasks]
     with ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(lambda t: _process(t, layouts[t.cube], min_weight, fft_workers, with_crc), tasks))
+        return list(pool.map(run, tasks))
 
 
 def _blank_empty(plan: CubePlan, results: list[_Done], layout: Layout, say: Callable[[str], None]) -> CubePlan:
