@@ -102,3 +102,21 @@ def test_a_level_that_is_not_in_the_file_is_named(handled, tmp_path):
     """)
     r = run_cli(config, "2023*", "--dry-run")
     assert r.returncode == 2 and "no data level [L3]" in r.stderr and "(it has L1, L2)" in r.stderr
+
+
+@pytest.mark.pure
+def test_every_bad_entry_of_a_data_handler_file_is_named_in_one_error(tmp_path):
+    from mpimager.errors import ConfigError
+    from mpimager.inputs.datahandler import load_data_handler
+
+    dh = write_config(tmp_path / "dh.toml", """
+        [L2]
+        "20231201_NT04" = "not a table"
+        [L2."20231202_NT04"]
+        SW01 = 3
+        SW02 = "20231202_NT04/L2/SW02_T*.MS"
+    """)
+    with pytest.raises(ConfigError) as err:
+        load_data_handler(dh, "L2")
+    assert str(err.value) == (f'{dh}: [L2] 20231201_NT04: expected a table of spectral windows (and 1 more: '
+                              f'{dh}: [L2."20231202_NT04"] SW01: expected a path, a glob or a list of them)')

@@ -22,6 +22,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from mpimager.config.load import read_toml, resolve_path, suggest
+from mpimager.config.validate import Problems
 from mpimager.errors import ConfigError, InputError
 
 
@@ -79,13 +80,17 @@ def load_data_handler(file: Path, level: str | None) -> DataHandler:
     if level not in data:
         raise ConfigError(f"{file}: no data level [{level}]{suggest(level, data)} (it has {_listing(data)})")
     observations: dict[str, dict[str, list[str]]] = {}
+    problems = Problems()  # every bad entry of the level at once, as the config's own problems are
     for obs, windows in data[level].items():
         if not isinstance(windows, dict):
-            raise ConfigError(f"{file}: [{level}] {obs}: expected a table of spectral windows")
+            problems.add(f"{file}: [{level}] {obs}", "expected a table of spectral windows")
+            continue
         observations[obs] = {}
         for sw, items in windows.items():
             items = [items] if isinstance(items, str) else items
             if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-                raise ConfigError(f"{file}: [{level}.\"{obs}\"] {sw}: expected a path, a glob or a list of them")
+                problems.add(f"{file}: [{level}.\"{obs}\"] {sw}", "expected a path, a glob or a list of them")
+                continue
             observations[obs][sw] = [str(resolve_path(i, file.parent, f"{file}: {sw}")) for i in items]
+    problems.raise_if_any()
     return DataHandler(file=file, level=level, observations=observations)
