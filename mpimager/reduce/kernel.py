@@ -25,17 +25,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import scipy.fft
 
 from mpimager.reduce.beams import Beam
 
-try:  # scipy.fft's own pocketfft binding: the same transforms, written into an array given (no temporaries)
-    from scipy.fft._pocketfft.pypocketfft import c2r as _c2r
-    from scipy.fft._pocketfft.pypocketfft import r2c as _r2c
-except ImportError:  # pragma: no cover - a scipy that moved it: scipy.fft's results, copied
-    _r2c = _c2r = None
+
+def _pocketfft_into() -> tuple[Any, Any]:
+    """scipy.fft's own pocketfft binding (r2c, c2r): the same transforms, written into an array given (no
+    temporaries). It is private to scipy, so it is used only when a tiny transform through it equals scipy.fft's
+    (else (None, None): scipy.fft's results, copied)."""
+    try:
+        from scipy.fft._pocketfft.pypocketfft import c2r, r2c
+
+        x = np.arange(12, dtype=np.float32).reshape(3, 4)
+        spec = np.empty((3, 3), np.complex64)
+        r2c(x, (1,), True, 0, spec, 1)
+        back = np.empty_like(x)
+        c2r(spec, (1,), 4, False, 2, back, 1)
+        if np.allclose(spec, scipy.fft.rfft(x, axis=1), atol=1e-5) and np.allclose(back, x, atol=1e-5):
+            return r2c, c2r
+    except Exception:  # pragma: no cover - a scipy that moved or changed it
+        pass
+    return None, None  # pragma: no cover
+
+
+_r2c, _c2r = _pocketfft_into()
 
 _VAR_PER_FWHM2 = 1.0 / (8.0 * math.log(2.0))
 _ARCSEC_PER_DEG = 3600.0
