@@ -29,7 +29,6 @@ def test_the_committed_reference_is_the_generated_one():
     assert page == reference.markdown(), "run: python -m mpimager.config.reference docs/configuration.md"
 
 
-@pytest.mark.pure
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed ([docs] extra)")
 def test_the_docs_build_with_warnings_as_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
