@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     ours = rows[0][-1]
     theirs = work / "coadd.fits"
     wall, rss, cpu = timed([py, __file__, "--coadd-worker", str(ours), str(theirs), *map(str, cubes)])
-    rows.append(("reproject_and_coadd (0.21)", wall, cpu, rss, theirs))
+    rows.append((f"reproject_and_coadd ({metadata.version('reproject')})", wall, cpu, rss, theirs))
     print(f"  reproject_and_coadd: {wall:.1f} s, {cpu:.1f} CPU s, {rss:.0f} MB", flush=True)
 
     from astropy.io import fits
