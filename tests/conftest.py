@@ -66,6 +66,21 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
+# TOML fragments the run tests share: tiny images named after their MS in RUN_DIR/images (continue the
+# [wsclean] table after it), and one Stokes-I pass with no gather step
+TINY_IMAGING = """[wsclean]
+name = "$ms_stem$"
+out-dir = "$run_dir$/images"
+size = "64 64"
+scale = "20asec"
+niter = 50
+"""
+ONE_PASS_NO_GATHER = """[passes.I]
+pol = "I"
+[reduce]
+enabled = false
+"""
+
 SMALL_CONFIG = """
 {top}
 [fixms]

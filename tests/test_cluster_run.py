@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import ROOT, run_cli, write_config
+from conftest import ONE_PASS_NO_GATHER, ROOT, TINY_IMAGING, run_cli, write_config
 from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
 from mpimager.testing import synth
@@ -110,19 +110,9 @@ enabled = false
 max_concurrent = 2          # one node here: both ranks of a wsclean-mp job are on it
 [container]
 wsclean_mp = "{wsclean_mp}"
-[wsclean]
-name = "$ms_stem$"
-out-dir = "$run_dir$/images"
-size = "64 64"
-scale = "20asec"
-niter = 50
-channels-out = 4
+""" + TINY_IMAGING + """channels-out = 4
 join-channels = true
-[passes.I]
-pol = "I"
-[reduce]
-enabled = false
-"""
+""" + ONE_PASS_NO_GATHER
 
 
 @pytest.mark.wsclean_mp

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli, write_config
+from conftest import ONE_PASS_NO_GATHER, ROOT, TINY_IMAGING, run_cli, write_config
 from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
 from mpimager.errors import JobError
@@ -26,17 +26,7 @@ enabled = false
 env_file = "{env_file}"
 max_concurrent = 2
 retries = 0
-[wsclean]
-name = "$ms_stem$"
-out-dir = "$run_dir$/images"
-size = "64 64"
-scale = "20asec"
-niter = 50
-[passes.I]
-pol = "I"
-[reduce]
-enabled = false
-"""
+""" + TINY_IMAGING + ONE_PASS_NO_GATHER
 
 
 def wrapper_env_file(directory: Path, calls: Path, name="env.sh") -> Path:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_config
+from conftest import ONE_PASS_NO_GATHER, ROOT, TINY_IMAGING, write_config
 from test_nodes_mpi import _serial_twin_equal
 
 from mpimager.rundir.journal import read_records
@@ -47,21 +47,10 @@ def node_sees(cluster, node: str, pattern: str) -> list[str]:
     return r.stdout.split()
 
 
-IMAGING = """
-[wsclean]
-name = "$ms_stem$"
-out-dir = "$run_dir$/images"
-size = "64 64"
-scale = "20asec"
-niter = 50
-channels-out = 2
+IMAGING = "\n" + TINY_IMAGING + """channels-out = 2
 join-channels = true
 j = 1
-[passes.I]
-pol = "I"
-[reduce]
-enabled = false
-[fixms]
+""" + ONE_PASS_NO_GATHER + """[fixms]
 enabled = false
 """
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run_cli, snapshot, write_config
+from conftest import ONE_PASS_NO_GATHER, ROOT, TINY_IMAGING, run_cli, snapshot, write_config
 from fixtures.slurm import slurm_cluster  # noqa: F401  (session fixture)
 
 from mpimager.planner import sbatch as slurm
@@ -24,20 +24,10 @@ CONFIG = """
 enabled = false
 [worker]
 max_concurrent = {mc}
-[wsclean]
-name = "$ms_stem$"
-out-dir = "$run_dir$/images"
-size = "64 64"
-scale = "20asec"
-niter = 50
-channels-out = 4
+""" + TINY_IMAGING + """channels-out = 4
 join-channels = true
 j = 1
-[passes.I]
-pol = "I"
-[reduce]
-enabled = false
-"""
+""" + ONE_PASS_NO_GATHER
 
 
 def directives(text: str) -> list[str]:
