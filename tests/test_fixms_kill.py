@@ -79,32 +79,36 @@ def test_a_fix_killed_at_any_of_24_moments_ends_exactly_like_an_uninterrupted_fi
             assert file_digests(ms) == original, f"kill {k} at {moment:.2f} s left the MS half-changed"
             phases["killed before the swap" if work_dir(ms).exists() else "killed before the copy"] += 1
         rerun_and_compare(ms)
+    def kill_a_fix(name, wait):  # a fix of a fresh copy, SIGKILLed once `wait(child, ms)` returns
+        ms = copy_ms(pristine, tmp_path / name / "beam.ms")
+        child = subprocess.Popen(_fix_command(ms), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(child, ms)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        _all_tables_readable(ms)
+        return ms, child
+
     # before the copy is only the interpreter's start-up, a short window on an idle machine (one kill of 24 landed
     # there once): these kills land in it
     for attempt in range(10):
         if phases["killed before the copy"] >= 2:
             break
-        ms = copy_ms(pristine, tmp_path / f"early{attempt:02d}" / "beam.ms")
-        child = subprocess.Popen(_fix_command(ms), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.02 * (attempt + 1))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        _all_tables_readable(ms)
-        assert file_digests(ms) == original, f"a kill {0.02 * (attempt + 1):.2f} s in left the MS half-changed"
+        delay = 0.02 * (attempt + 1)
+        ms, _ = kill_a_fix(f"early{attempt:02d}", lambda child, ms, delay=delay: time.sleep(delay))
+        assert file_digests(ms) == original, f"a kill {delay:.2f} s in left the MS half-changed"
         phases["killed before the swap" if work_dir(ms).exists() else "killed before the copy"] += 1
         rerun_and_compare(ms)
+
     # after the swap only the old copy's clean-up is left: too short a window for moments spread over seconds, so
     # these kills wait for the swap (the completion record appears in the MS) and land at once
+    def until_swapped(child, ms):
+        while child.poll() is None and not (ms / RECORD_NAME).exists():
+            time.sleep(0.0005)
+
     for attempt in range(10):
         if phases["killed after the swap"] >= 2:
             break
-        ms = copy_ms(pristine, tmp_path / f"after{attempt:02d}" / "beam.ms")
-        child = subprocess.Popen(_fix_command(ms), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while child.poll() is None and not (ms / RECORD_NAME).exists():
-            time.sleep(0.0005)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        _all_tables_readable(ms)
+        ms, child = kill_a_fix(f"after{attempt:02d}", until_swapped)
         phases["killed after the swap" if child.returncode == -signal.SIGKILL else "finished"] += 1
         rerun_and_compare(ms)
     print(f"{KILLS} kills over {first_duration:.1f} s (last estimate {duration:.1f} s): {dict(phases)}")
