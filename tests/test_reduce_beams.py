@@ -18,7 +18,8 @@ from mpimager.reduce.beams import (
     round_up_beam,
     same_beam,
 )
-from mpimager.reduce.kernel import convolve_plane, fft_convolve, pixel_covariance, uv_taper
+from mpimager.reduce.cube import SigmaSample, robust_sigma
+from mpimager.reduce.kernel import convolve_plane, fft_convolve, kept_columns, pixel_covariance, uv_taper
 
 
 @pytest.mark.pure
@@ -184,6 +185,35 @@ def test_two_pass_fft_convolution_equals_rfft2_with_the_full_taper():
     ref = scipy.fft.irfft2(scipy.fft.rfft2(plane) * uv_taper(plane.shape, cov), s=plane.shape)
     got = fft_convolve(plane.copy(), cov)
     assert np.abs(got - ref).max() < 1e-5
+
+
+@pytest.mark.pure
+def test_a_wide_kernel_skips_the_negligible_columns_and_the_result_is_unchanged():
+    import scipy.fft
+
+    rng = np.random.default_rng(2)
+    plane = np.zeros((256, 240), dtype=np.float32)
+    plane[rng.integers(0, 256, 40), rng.integers(0, 240, 40)] = rng.uniform(0.001, 1.0, 40)
+    cov, scale = (40.0, 10.0, 30.0), 1.7
+    keep = kept_columns(cov, plane.shape, scale)
+    assert keep < (240 // 2 + 1) // 2  # most columns are skipped
+    ref = scipy.fft.irfft2(scipy.fft.rfft2(plane.astype(np.float64)) * uv_taper(plane.shape, cov, scale=scale),
+                           s=plane.shape)
+    got = fft_convolve(plane.copy(), cov, scale=scale)
+    assert np.abs(got - ref).max() < 1e-6 * np.abs(ref).max()
+    assert kept_columns((0.3, 0.0, 0.3), plane.shape) == 240 // 2 + 1  # a narrow kernel keeps every column
+
+
+@pytest.mark.pure
+def test_the_sigma_of_a_plane_seen_block_by_block_equals_robust_sigma_of_the_whole_plane():
+    rng = np.random.default_rng(3)
+    plane = rng.normal(0.0, 2.0, size=(700, 650)).astype(np.float32)
+    plane[100:180, 40:90] = np.nan
+    sample = SigmaSample(plane.size, samples=5000)
+    for r0 in range(0, 700, 37):
+        sample.add(r0, plane[r0:r0 + 37])
+    assert sample.sigma() == robust_sigma(plane, samples=5000)
+    assert sample.sigma() == pytest.approx(2.0, rel=0.05)
 
 
 @pytest.mark.pure

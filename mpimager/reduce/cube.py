@@ -19,6 +19,7 @@ import io
 import os
 import re
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,39 +226,56 @@ def write_plane(layout: Layout, index: int, plane: np.ndarray | None, with_crc: 
     """Write one float32 plane at its offset (big-endian); the CRC-32 of its bytes if `with_crc`.
 
     layout: the cube's. index: the plane's place. plane: (ny, nx) values, left unchanged; None = a NaN
-    plane. with_crc: also return the CRC of the bytes written. A block of rows at a time is converted
-    into a small big-endian buffer and written from there (one pass, no plane-size copy).
+    plane. with_crc: also return the CRC of the bytes written.
     """
     from mpimager.reduce.kernel import block_rows
 
     total = layout.plane_bytes // 4
     if plane is None:
-        flat = None
         step = 1 << 18
-    else:
-        flat = plane.reshape(-1)  # a view for a C-contiguous plane
-        if flat.size != total:
-            raise ValueError(f"write_plane: {flat.size} pixels for a plane of {total}")
-        step = block_rows(plane.shape[-1]) * plane.shape[-1]
-    buf = np.empty(min(step, total), dtype=">f4")
-    if flat is None:
-        buf.fill(np.nan)
-    crc = 0
+        nan = np.full(min(step, total), np.nan, dtype=np.float32)
+        return write_pixels(layout, index, ((p0, nan[:min(step, total - p0)]) for p0 in range(0, total, step)),
+                            with_crc)
+    if plane.size != total:
+        raise ValueError(f"write_plane: {plane.size} pixels for a plane of {total}")
+    nx = plane.shape[-1]
+    step = block_rows(nx)
+    return write_pixels(layout, index, ((r0 * nx, plane[r0:r0 + step]) for r0 in range(0, plane.shape[0], step)),
+                        with_crc)
+
+
+def write_pixels(layout: Layout, index: int, chunks: Iterable[tuple[int, np.ndarray]],
+                 with_crc: bool = False) -> int | None:
+    """Write a plane given a chunk at a time at its offset (big-endian); the CRC-32 of its bytes if `with_crc`.
+
+    layout: the cube's. index: the plane's place. chunks: (first pixel, C-contiguous float32 values), in
+    order and covering the plane, each used before the next is asked for (a producer may reuse one
+    buffer). Each chunk is converted into a small big-endian buffer and written from there.
+    """
+    total = layout.plane_bytes // 4
     offset = layout.data_offset + index * layout.plane_bytes
+    buf = np.empty(0, dtype=">f4")
+    crc, written = 0, 0
     fd = os.open(layout.path, os.O_WRONLY)
     try:
-        for p0 in range(0, total, step):
-            n = min(step, total - p0)
-            if flat is not None:
-                np.copyto(buf[:n], flat[p0:p0 + n], casting="unsafe")
-            view = buf[:n].data.cast("B")
+        for p0, values in chunks:
+            flat = values.reshape(-1)
+            if p0 != written or written + flat.size > total:
+                raise ValueError(f"write_pixels: pixels {p0}-{p0 + flat.size} out of order in a plane of {total}")
+            if buf.size < flat.size:
+                buf = np.empty(flat.size, dtype=">f4")
+            np.copyto(buf[:flat.size], flat, casting="unsafe")
+            view = buf[:flat.size].data.cast("B")
             if with_crc:
                 crc = zlib.crc32(view, crc)
             done = 0
             while done < len(view):
                 done += os.pwrite(fd, view[done:], offset + 4 * p0 + done)
+            written += flat.size
     finally:
         os.close(fd)
+    if written != total:
+        raise ValueError(f"write_pixels: {written} pixels written of a plane of {total}")
     return crc if with_crc else None
 
 
@@ -294,13 +312,36 @@ def verify(layout: Layout, crcs: dict[int, int] | None = None) -> str | None:
 def robust_sigma(plane: np.ndarray, samples: int = 1 << 16) -> float:
     """1.4826 x median absolute deviation of the finite pixels of `plane`, on a regular subsample of
     ~`samples`."""
-    step = max(1, int((plane.size / samples) ** 0.5))
-    sub = plane[::step, ::step]
-    values = sub[np.isfinite(sub)]
-    if values.size == 0:
-        return float("nan")
-    med = np.median(values)
-    return float(1.4826 * np.median(np.abs(values - med)))
+    sample = SigmaSample(plane.size, samples)
+    sample.add(0, np.atleast_2d(plane))
+    return sample.sigma()
+
+
+class SigmaSample:
+    """`robust_sigma` of a plane seen a block of rows at a time: every `step`-th pixel of every `step`-th row
+    is kept (the same pixels as `robust_sigma` of the whole plane), so no plane needs to be held."""
+
+    def __init__(self, size: int, samples: int = 1 << 16) -> None:
+        self.step = max(1, int((size / samples) ** 0.5))
+        self.parts: list[np.ndarray] = []
+
+    def add(self, r0: int, rows: np.ndarray) -> None:
+        """Take the sample of `rows` (2-D), the block starting at row `r0` of the plane."""
+        sub = rows[(-r0) % self.step::self.step, ::self.step]
+        self.parts.append(sub[np.isfinite(sub)])
+
+    def watch(self, blocks: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+        """The row blocks `blocks` passed on unchanged, each sampled on the way."""
+        for r0, rows in blocks:
+            self.add(r0, rows)
+            yield r0, rows
+
+    def sigma(self) -> float:
+        values = np.concatenate(self.parts) if self.parts else np.empty(0, dtype=np.float32)
+        if values.size == 0:
+            return float("nan")
+        med = np.median(values)
+        return float(1.4826 * np.median(np.abs(values - med)))
 
 
 def write_weights(path: Path, sigmas: list[float]) -> None:

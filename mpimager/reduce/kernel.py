@@ -8,10 +8,12 @@ multiplies the plane's float32 2-D real FFT (threads via scipy.fft workers).
 Work and memory per plane (measured at 6144^2: the FFTs are most of the cost, so everything else is
 kept to one pass over memory): the row transforms are made a block of rows at a time as the plane is
 read (`rfft_rows`; the finite check and the all-zero check ride on the same cache-resident block);
-the taper (scale folded in) is applied between the in-place column transforms a block of rows at
-a time (`filter_columns`); the inverse row transforms write straight into the caller's plane (`irfft_rows`).
-A worker keeps one plane and one half-plane spectrum (`spectrum_buffer`) and reuses them plane after
-plane: no plane-size temporaries, no plane-size mask unless the plane holds NaN or inf.
+the column transforms, in place, skip the columns where the taper is negligible (`kept_columns`: a
+Gaussian's transform falls off fast, so the wider the convolving beam the fewer columns are worked),
+and the taper (scale folded in) is applied between them a block of rows at a time (`filter_columns`);
+the inverse row transforms are made a block of rows at a time (`irfft_blocks`), for the caller to write
+out from cache. A worker keeps one half-plane spectrum (`spectrum_buffer`) and reuses it plane after
+plane: no plane-size temporaries, and a plane-size array only for a plane holding NaN or inf.
 
 NaN pixels: a plain FFT convolution would have to zero them, which pulls their neighbours low (a pixel
 next to a hole loses the weight of the hole). Here the valid-pixel mask is convolved too and the result
@@ -33,26 +35,34 @@ import scipy.fft
 from mpimager.reduce.beams import Beam
 
 
-def _pocketfft_into() -> tuple[Any, Any]:
-    """scipy.fft's own pocketfft binding (r2c, c2r): the same transforms, written into an array given (no
-    temporaries). It is private to scipy, so it is used only when a tiny transform through it equals scipy.fft's
-    (else (None, None): scipy.fft's results, copied)."""
+def _pocketfft_into() -> tuple[Any, Any, Any]:
+    """scipy.fft's own pocketfft binding (r2c, c2r, c2c): the same transforms, written into an array given (no
+    temporaries, any strides). It is private to scipy, so it is used only when a tiny transform through it
+    equals scipy.fft's (else (None, None, None): scipy.fft's results, copied)."""
     try:
-        from scipy.fft._pocketfft.pypocketfft import c2r, r2c
+        from scipy.fft._pocketfft.pypocketfft import c2c, c2r, r2c
 
         x = np.arange(12, dtype=np.float32).reshape(3, 4)
         spec = np.empty((3, 3), np.complex64)
         r2c(x, (1,), True, 0, spec, 1)
+        cols = scipy.fft.fft(spec[:, :2], axis=0)
+        c2c(spec[:, :2], (0,), True, 0, spec[:, :2], 1)
+        ok = np.allclose(spec[:, :2], cols, atol=1e-4)  # the row transforms are checked by the round trip
+        c2c(spec[:, :2], (0,), False, 2, spec[:, :2], 1)
         back = np.empty_like(x)
         c2r(spec, (1,), 4, False, 2, back, 1)
-        if np.allclose(spec, scipy.fft.rfft(x, axis=1), atol=1e-5) and np.allclose(back, x, atol=1e-5):
-            return r2c, c2r
+        if ok and np.allclose(back, x, atol=1e-5):
+            return r2c, c2r, c2c
     except Exception:  # pragma: no cover - a scipy that moved or changed it
         pass
-    return None, None  # pragma: no cover
+    return None, None, None  # pragma: no cover
 
 
-_r2c, _c2r = _pocketfft_into()
+_r2c, _c2r, _c2c = _pocketfft_into()
+
+#: taper values below this are dropped (their columns of the spectrum are not transformed): what they could
+#: add to a pixel is below this fraction of the plane's peak, far under float32 round-off (~6e-8)
+NEGLIGIBLE = 1e-10
 
 _VAR_PER_FWHM2 = 1.0 / (8.0 * math.log(2.0))
 _ARCSEC_PER_DEG = 3600.0
@@ -168,37 +178,70 @@ def rfft_rows(blocks: Iterable[tuple[int, np.ndarray]], spec: np.ndarray,
     return lo, hi
 
 
+def kept_columns(cov: tuple[float, float, float], shape: tuple[int, int], scale: float = 1.0) -> int:
+    """How many columns (from kx = 0) of rfft2's grid of a plane of `shape` the taper of `cov` (times `scale`)
+    leaves above NEGLIGIBLE anywhere along ky; the columns past them are all but zero after filtering."""
+    nx = shape[1]
+    ncols = nx // 2 + 1
+    cxx, cxy, cyy = cov
+    if cyy <= 0 or scale <= 0:
+        return ncols
+    # the exponent's largest value along a column kx is -2 pi^2 kx^2 (cxx - cxy^2 / cyy)
+    spread = cxx - cxy * cxy / cyy
+    limit = math.log(NEGLIGIBLE / scale)
+    if spread <= 0 or limit >= 0:
+        return ncols
+    kx_max = math.sqrt(limit / (-2.0 * math.pi ** 2 * spread))
+    return min(ncols, int(kx_max * nx) + 2)
+
+
 def filter_columns(spec: np.ndarray, cov: tuple[float, float, float], shape: tuple[int, int], scale: float = 1.0,
                    workers: int = 1) -> None:
     """Column FFT, taper (times `scale`), inverse column FFT of a half-plane spectrum, in place.
 
     spec: the row-transformed plane (ny, nx // 2 + 1), complex64. cov: pixel covariance of the Gaussian.
-    shape: the plane's (ny, nx). scale: factor folded into the taper. workers: FFT threads. The column
-    transforms run over the whole array in place (measured faster than by blocks of columns); the taper is
-    made and applied a block of rows at a time into one reused buffer.
+    shape: the plane's (ny, nx). scale: factor folded into the taper. workers: FFT threads. Only the columns
+    the taper leaves above NEGLIGIBLE (`kept_columns`) are transformed, in place; the rest are zeroed.
+    The taper is made and applied a block of rows at a time into one reused buffer.
     """
-    out = scipy.fft.fft(spec, axis=0, overwrite_x=True, workers=workers)
+    keep = kept_columns(cov, shape, scale) if _c2c is not None else spec.shape[1]
+    cols = spec[:, :keep]
+    if _c2c is not None:
+        _c2c(cols, (0,), True, 0, cols, workers)
+    else:  # pragma: no cover
+        cols = scipy.fft.fft(cols, axis=0, overwrite_x=True, workers=workers)
     parts = _taper_parts(shape, cov, scale)
-    step = block_rows(spec.shape[1])
-    taper = np.empty((min(step, shape[0]), spec.shape[1]), dtype=np.float32)
+    step = block_rows(keep)
+    taper = np.empty((min(step, shape[0]), keep), dtype=np.float32)
     for r0 in range(0, shape[0], step):
         rows = slice(r0, min(r0 + step, shape[0]))
-        out[rows] *= _taper_into(taper[:rows.stop - r0], parts, rows, slice(None))
-    out = scipy.fft.ifft(out, axis=0, overwrite_x=True, workers=workers)
-    if out is not spec and not np.may_share_memory(out, spec):  # pragma: no cover - scipy works in place here
-        spec[...] = out
-
-
-def irfft_rows(spec: np.ndarray, plane: np.ndarray, workers: int = 1) -> np.ndarray:
-    """The inverse row transforms of `spec` into the float32 `plane` (ny, nx), written straight into it.
-
-    spec: the filtered half-plane spectrum. plane: where the result goes (returned). workers: FFT threads.
-    """
-    if _c2r is not None:
-        _c2r(spec, (1,), plane.shape[1], False, 2, plane, workers)
+        cols[rows] *= _taper_into(taper[:rows.stop - r0], parts, rows, slice(0, keep))
+    if _c2c is not None:
+        _c2c(cols, (0,), False, 2, cols, workers)
+        spec[:, keep:] = 0
     else:  # pragma: no cover
-        plane[...] = scipy.fft.irfft(spec, n=plane.shape[1], axis=1, workers=workers)
-    return plane
+        spec[...] = scipy.fft.ifft(cols, axis=0, overwrite_x=True, workers=workers)
+
+
+def irfft_blocks(spec: np.ndarray, nx: int, workers: int = 1, out: np.ndarray | None = None,
+                 rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """The inverse row transforms of `spec`, a block of rows at a time: yields (first row, float32 block).
+
+    spec: the filtered half-plane spectrum. nx: the plane's width. workers: FFT threads. out: a float32
+    (ny, nx) plane to write into (each block is a view of it); None: one block buffer is reused between
+    yields (use a block before asking for the next). rows: rows per block (default: about a megabyte).
+    """
+    ny = spec.shape[0]
+    step = rows or block_rows(nx)
+    buf = np.empty((min(step, ny), nx), dtype=np.float32) if out is None else None
+    for r0 in range(0, ny, step):
+        n = min(step, ny - r0)
+        block = out[r0:r0 + n] if out is not None else buf[:n]  # type: ignore[index]
+        if _c2r is not None:
+            _c2r(spec[r0:r0 + n], (1,), nx, False, 2, block, workers)
+        else:  # pragma: no cover
+            block[...] = scipy.fft.irfft(spec[r0:r0 + n], n=nx, axis=1, workers=workers)
+        yield r0, block
 
 
 def _plane_blocks(plane: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
@@ -221,7 +264,9 @@ def fft_convolve(plane: np.ndarray, cov: tuple[float, float, float], workers: in
     if rfft_rows(_plane_blocks(plane), spec, workers) is None:
         raise ValueError("fft_convolve: the plane holds pixels that are not finite")
     filter_columns(spec, cov, plane.shape, scale, workers)
-    return irfft_rows(spec, plane, workers)
+    for _ in irfft_blocks(spec, plane.shape[1], workers, out=plane):
+        pass
+    return plane
 
 
 def finite_range(plane: np.ndarray) -> tuple[float, float] | None:

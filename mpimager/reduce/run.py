@@ -260,29 +260,39 @@ def _setup(images: list[Path], options: ReduceOptions, out_dir: Path, out_file: 
 
 
 class _Buffers(threading.local):
-    """A worker thread's full-size buffers, reused plane after plane: a float32 plane and its spectrum."""
+    """A worker thread's full-size buffers, reused plane after plane: a half-plane spectrum, and a float32
+    plane made only for a plane that needs it whole (NaN or inf in it, or no convolution)."""
 
     shape: tuple[int, int] | None = None
-    plane: np.ndarray
-    spec: np.ndarray
+    _spec: np.ndarray | None = None
+    _plane: np.ndarray | None = None
 
-    def get(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _fit(self, shape: tuple[int, int]) -> None:
         if self.shape != shape:
-            import numpy as np
+            self._spec = self._plane = None  # free the old ones before making new ones
+            self.shape = shape
 
+    def spec(self, shape: tuple[int, int]) -> np.ndarray:
+        self._fit(shape)
+        if self._spec is None:
             from mpimager.reduce.kernel import spectrum_buffer
 
-            self.shape = None  # free the old pair before making the new
-            self.plane = self.spec = np.empty(0, dtype=np.float32)
-            self.plane, self.spec = np.empty(shape, dtype=np.float32), spectrum_buffer(shape)
-            self.shape = shape
-        return self.plane, self.spec
+            self._spec = spectrum_buffer(shape)
+        return self._spec
+
+    def plane(self, shape: tuple[int, int]) -> np.ndarray:
+        self._fit(shape)
+        if self._plane is None:
+            import numpy as np
+
+            self._plane = np.empty(shape, dtype=np.float32)
+        return self._plane
 
 
 def _process(task: _Task, layout: Layout, min_weight: float, fft_workers: int, with_crc: bool,
              buffers: _Buffers) -> _Done:
     from mpimager.reduce import kernel
-    from mpimager.reduce.cube import robust_sigma, write_plane
+    from mpimager.reduce.cube import SigmaSample, robust_sigma, write_pixels, write_plane
     from mpimager.reduce.fitsio import read_plane, read_rows
 
     t0 = time.perf_counter()
@@ -294,22 +304,26 @@ def _process(task: _Task, layout: Layout, min_weight: float, fft_workers: int, w
     try:
         if spec.read is None:
             return done(float("nan"), write_plane(layout, spec.index, None, with_crc))
-        plane, spectrum = buffers.get(spec.read.shape)
+        shape = spec.read.shape
         cov, span = spec.kernel, None
         if cov is not None:  # the common case: row transforms as the plane is read, block by block
+            spectrum = buffers.spec(shape)
             span = kernel.rfft_rows(read_rows(spec.read), spectrum, fft_workers)
         if cov is not None and span is not None:
-            blank = kernel.EMPTY_ZERO if spec.blank_empty and span == (0.0, 0.0) else None
-            if blank is None:
-                kernel.filter_columns(spectrum, cov, spec.read.shape, spec.scale, fft_workers)
-                kernel.irfft_rows(spectrum, plane, fft_workers)
-        else:  # a copy, or a plane with NaN/inf: the whole plane first, NaN-aware
-            read_plane(spec.read, plane)
-            blank = kernel.empty_plane(plane) if spec.blank_empty else None
-            if blank is None:
-                kernel.convolve_plane(plane, cov, spec.scale, fft_workers, min_weight, spectrum)
+            if spec.blank_empty and span == (0.0, 0.0):
+                return done(float("nan"), write_plane(layout, spec.index, None, with_crc), kernel.EMPTY_ZERO)
+            kernel.filter_columns(spectrum, cov, shape, spec.scale, fft_workers)
+            sample = SigmaSample(shape[0] * shape[1])
+            rows = sample.watch(kernel.irfft_blocks(spectrum, shape[1], fft_workers))
+            crc = write_pixels(layout, spec.index, ((r0 * shape[1], block) for r0, block in rows), with_crc)
+            return done(sample.sigma(), crc)
+        # a copy, or a plane with NaN/inf: the whole plane first, NaN-aware
+        plane = read_plane(spec.read, buffers.plane(shape))
+        blank = kernel.empty_plane(plane) if spec.blank_empty else None
         if blank is not None:
             return done(float("nan"), write_plane(layout, spec.index, None, with_crc), blank)
+        kernel.convolve_plane(plane, cov, spec.scale, fft_workers, min_weight,
+                              None if cov is None else buffers.spec(shape))
         return done(robust_sigma(plane), write_plane(layout, spec.index, plane, with_crc))
     except Exception as exc:
         src = spec.read.path if spec.read is not None else "NaN plane"
