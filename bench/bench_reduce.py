@@ -161,14 +161,16 @@ def _row_table(title: str, rows, results, sources) -> dict:
     return walls
 
 
-def _ratios(walls: dict, ours: str) -> None:
-    """How many times faster `ours` is than each RACS-tools row, and its share of their peak RSS."""
-    if ours not in walls:
-        return
-    for name, (wall, _, rss) in walls.items():
-        if name.startswith("RACS-tools"):
-            print(f"  {ours} vs {name}: {wall / walls[ours][0]:.1f}x faster, {walls[ours][2] / rss:.2f} of its "
-                  f"peak RSS")
+def _ratios(walls: dict, pairs: list[tuple[str, str, float | None]]) -> None:
+    """For each (our row, the RACS-tools row doing the same job, the issue's target speed-up or None): how many
+    times faster ours is, and its share of their peak RSS."""
+    for ours, theirs, target in pairs:
+        if ours not in walls or theirs not in walls:
+            continue
+        speedup = walls[theirs][0] / walls[ours][0]
+        verdict = "" if target is None else f" (target {target:g}x: {'met' if speedup >= target else 'NOT met'})"
+        print(f"  {ours} vs {theirs}: {speedup:.1f}x faster{verdict}, "
+              f"{walls[ours][2] / walls[theirs][2]:.2f} of its peak RSS")
 
 
 def _run_rows(rows, repeats: int):
@@ -259,7 +261,9 @@ def suite_field(args, work: Path) -> None:
     walls = _row_table(f"(a) field: {nbeam} cubes x {nchan} channels x {size}^2 float32 "
                        f"({nbeam * nchan * size * size * 4 / 1e9:.2f} GB), load average now {os.getloadavg()[0]:.1f}",
                        rows, results, sources)
-    _ratios(walls, rows[0][0])
+    _ratios(walls, [(rows[0][0], "RACS-tools beamcon_3D --mode total, 10 cubes", None),
+                    (rows[1][0], "RACS-tools beamcon_3D --mode natural, 10 cubes", None),
+                    (rows[2][0], "RACS-tools beamcon_2D robust + fitscube x10, 360 channel images", None)])
     _cleanup(work)
 
 
@@ -291,7 +295,11 @@ def suite_big(args, work: Path) -> None:
         walls = _row_table(f"(b) {nchan} channels x {size}^2 float32 ({nchan * size * size * 4 / 1e9:.2f} GB), "
                            f"load average now {os.getloadavg()[0]:.1f}", rows, results, sources)
         rows_all.append((nchan, walls))
-        _ratios(walls, f"mpimager reduce, cube in, total, {tag}")
+        _ratios(walls, [(f"mpimager reduce, cube in, total, {tag}", f"RACS-tools beamcon_3D --mode total, {tag}", 3.0),
+                        (f"mpimager reduce, cube in, natural, {tag}", f"RACS-tools beamcon_3D --mode natural, {tag}",
+                         3.0),
+                        (f"mpimager reduce, channel images in, total, {tag}",
+                         f"RACS-tools beamcon_2D robust + fitscube, {tag}", 4.0)])
         _cleanup(work)
     if len(rows_all) == 2:
         print("\npeak RSS MB at 12 -> 24 channels:")

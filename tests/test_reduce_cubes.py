@@ -335,3 +335,37 @@ def test_groups_let_two_prefixes_of_one_beam_share_a_common_beam(tmp_path):
     together = reduce_images(images, ReduceOptions(scope="beam"), tmp_path / "b", log=None,
                              groups={"b00.I": "b00", "b00.QU": "b00"})
     assert {p.beam for p in together} == {Beam(24.0, 24.0, 0.0)} and len(together) == 3
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("shape", [(37, 53), (64, 64), (700, 650)])
+def test_planes_written_past_the_page_cache_read_back_exactly_whatever_their_alignment(tmp_path, shape):
+    """Whole pages go with O_DIRECT and the partial pages at each plane's ends through the page cache: planes
+    of any size, written in any order, over a tmpfs too (which refuses O_DIRECT), read back as written."""
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mpimager.reduce.cube import preallocate, verify, write_plane
+
+    rng = np.random.default_rng(4)
+    planes = rng.normal(size=(5, *shape)).astype(np.float32)
+    header = fits.Header({"SIMPLE": True, "BITPIX": -32, "NAXIS": 3, "NAXIS1": shape[1], "NAXIS2": shape[0],
+                          "NAXIS3": 5})
+    for where in (tmp_path, Path("/dev/shm")):
+        if not where.is_dir():
+            continue
+        path = where / f"mpimager-test-{shape[0]}x{shape[1]}.partial"
+        try:
+            layout = preallocate(path, header, b"", 5, shape)
+            order = [4, 1, 3, 0]
+            with ThreadPoolExecutor(2) as pool:  # two threads writing planes beside each other
+                crcs = dict(zip(order, pool.map(write_plane, [layout] * 4, order, planes[order], [True] * 4),
+                                strict=True))
+            crcs[2] = write_plane(layout, 2, None, True)
+            assert verify(layout, crcs) is None
+            back = fits.getdata(path)
+            assert np.array_equal(back[[0, 1, 3, 4]], planes[[0, 1, 3, 4]])
+            assert np.isnan(back[2]).all()
+            assert crcs[0] == zlib.crc32(planes[0].astype(">f4").tobytes())
+        finally:
+            path.unlink(missing_ok=True)

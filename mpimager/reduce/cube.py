@@ -15,9 +15,12 @@ blank planes).
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import mmap
 import os
 import re
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -250,13 +253,13 @@ def write_pixels(layout: Layout, index: int, chunks: Iterable[tuple[int, np.ndar
 
     layout: the cube's. index: the plane's place. chunks: (first pixel, C-contiguous float32 values), in
     order and covering the plane, each used before the next is asked for (a producer may reuse one
-    buffer). Each chunk is converted into a small big-endian buffer and written from there.
+    buffer). Each chunk is converted into a small big-endian buffer and handed to a `_PlaneSink`.
     """
     total = layout.plane_bytes // 4
     offset = layout.data_offset + index * layout.plane_bytes
     buf = np.empty(0, dtype=">f4")
     crc, written = 0, 0
-    fd = os.open(layout.path, os.O_WRONLY)
+    sink = _PlaneSink(layout.path, offset, offset + layout.plane_bytes)
     try:
         for p0, values in chunks:
             flat = values.reshape(-1)
@@ -268,15 +271,107 @@ def write_pixels(layout: Layout, index: int, chunks: Iterable[tuple[int, np.ndar
             view = buf[:flat.size].data.cast("B")
             if with_crc:
                 crc = zlib.crc32(view, crc)
-            done = 0
-            while done < len(view):
-                done += os.pwrite(fd, view[done:], offset + 4 * p0 + done)
+            sink.write(view)
             written += flat.size
+        sink.flush()
     finally:
-        os.close(fd)
+        sink.close()
     if written != total:
         raise ValueError(f"write_pixels: {written} pixels written of a plane of {total}")
     return crc if with_crc else None
+
+
+#: alignment of direct writes (file offset, length and memory): a page, which every filesystem accepts
+_PAGE = 4096
+#: bytes gathered before one direct write
+_STAGE = 1 << 20
+_stages = threading.local()  # a thread's page-aligned staging buffer, reused plane after plane
+
+
+class _PlaneSink:
+    """The bytes of one plane, from `start` to `end` of the file at `path`, written in order.
+
+    The whole pages inside the plane are written with O_DIRECT, past the page cache: a cube is written
+    once and not read back here, and filling the page cache with a cube's worth of new pages costs more
+    CPU than the disk write (1.8 GB on the 2-core machine: 0.3-5 s of CPU buffered, 0.2 s direct). The
+    partial pages at the plane's two ends, which it shares with the header or the planes beside it, go
+    through the page cache, and so does everything where O_DIRECT is refused (tmpfs, some network
+    filesystems).
+    """
+
+    def __init__(self, path: str, start: int, end: int) -> None:
+        self.fd = os.open(path, os.O_WRONLY)
+        self.pos, self.end = start, end  # the file position of the next byte
+        self.head_end = min(end, -(-start // _PAGE) * _PAGE)  # the first page boundary inside the plane
+        self.direct: int | None = None
+        if end - self.head_end >= _PAGE and hasattr(os, "O_DIRECT"):
+            try:
+                self.direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
+            except OSError:
+                self.direct = None
+        if self.direct is not None and getattr(_stages, "buffer", None) is None:
+            _stages.buffer = mmap.mmap(-1, _STAGE)  # anonymous mappings are page-aligned
+        self.stage = memoryview(_stages.buffer) if self.direct is not None else None
+        self.fill = 0  # bytes staged: the file's [pos - fill, pos), starting on a page boundary
+
+    def write(self, data: memoryview) -> None:
+        """Take the plane's next bytes."""
+        if self.pos + len(data) > self.end:
+            raise ValueError(f"write_pixels: {self.pos + len(data) - self.end} bytes past the plane's end")
+        i = 0
+        if self.pos < self.head_end:  # the plane's first, partial page
+            i = min(len(data), self.head_end - self.pos)
+            self._buffered(data[:i], self.pos)
+            self.pos += i
+        if self.stage is None:
+            self._buffered(data[i:], self.pos)
+            self.pos += len(data) - i
+            return
+        while i < len(data):
+            k = min(len(data) - i, _STAGE - self.fill)
+            self.stage[self.fill:self.fill + k] = data[i:i + k]
+            self.fill, self.pos, i = self.fill + k, self.pos + k, i + k
+            if self.fill == _STAGE:
+                self._write_stage(_STAGE)
+
+    def flush(self) -> None:
+        """Write what is staged: its whole pages directly, the plane's last partial page buffered."""
+        if self.fill:
+            self._write_stage(self.fill // _PAGE * _PAGE)
+        if self.fill:
+            assert self.stage is not None, "staged bytes without a stage"
+            self._buffered(self.stage[:self.fill], self.pos - self.fill)
+            self.fill = 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self.direct is not None:
+            os.close(self.direct)
+            self.direct = None
+
+    def _write_stage(self, n: int) -> None:
+        """Write the first `n` staged bytes (whole pages) at their place, directly where the filesystem allows."""
+        assert self.stage is not None, "no stage to write"
+        base, done = self.pos - self.fill, 0
+        while done < n and self.direct is not None:
+            try:
+                done += os.pwrite(self.direct, self.stage[done:n], base + done)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                os.close(self.direct)  # refused here after all: the page cache from now on
+                self.direct = None
+            if done % _PAGE:  # a short direct write off a page boundary: finish through the page cache
+                break
+        self._buffered(self.stage[done:n], base + done)
+        rest = self.fill - n
+        self.stage[:rest] = self.stage[n:self.fill]
+        self.fill = rest
+
+    def _buffered(self, data: memoryview, at: int) -> None:
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self.fd, data[done:], at + done)
 
 
 def verify(layout: Layout, crcs: dict[int, int] | None = None) -> str | None:
