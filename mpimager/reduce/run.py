@@ -21,6 +21,7 @@ import contextlib
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -141,10 +142,12 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
 
     setup: _Setup | None = None  # rank 0's
     shared: _Shared | MpimagerError | None = None
+    spares = _Spares()
     if rank == 0:
         try:
             setup = _setup([Path(p) for p in images], options, Path(out_dir).absolute(),
-                           None if out_file is None else Path(out_file).absolute(), groups, receptor_angles, say)
+                           None if out_file is None else Path(out_file).absolute(), groups, receptor_angles, say,
+                           lambda shape: spares.prepare(shape, threads))
             # headers stay on rank 0
             shared = _Shared(tasks=setup["tasks"], layouts=setup["layouts"], with_crc=setup["with_crc"])
         except MpimagerError as exc:
@@ -159,7 +162,8 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
     tasks, layouts, with_crc = shared["tasks"], shared["layouts"], shared["with_crc"]
 
     mine = tasks[rank::size]
-    done = _run_tasks(mine, layouts, threads, options.min_weight, with_crc)
+    done = _run_tasks(mine, layouts, threads, options.min_weight, with_crc, spares)
+    spares.clear()
     if comm is not None:
         gathered = mpiqueue.gather(done, comm)
         done = [d for part in gathered for d in part] if gathered is not None else []
@@ -183,7 +187,7 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
 
 def _setup(images: list[Path], options: ReduceOptions, out_dir: Path, out_file: Path | None,
            groups: Mapping[str, str] | None, receptor_angles: Mapping[str, float] | None,
-           say: Callable[[str], None]) -> _Setup:
+           say: Callable[[str], None], prefault: Callable[[tuple[int, int]], None] = lambda shape: None) -> _Setup:
     from mpimager.planner.products import cube_paths
     from mpimager.reduce import cube as cubeio
     from mpimager.reduce.fitsio import read_inputs
@@ -192,6 +196,9 @@ def _setup(images: list[Path], options: ReduceOptions, out_dir: Path, out_file: 
     if not images:
         raise InputError("reduce: no channel images given")
     channels = [plane for p in images for plane in read_inputs(p, use_beamlogs=options.use_beamlogs)]
+    shapes = Counter(c.read.shape for c in channels if c.beam is not None)  # planes likely to be convolved
+    if shapes:
+        prefault(shapes.most_common(1)[0][0])  # while the beams are worked out
     ncubes = len({c.path for c in channels if c.origin is not None})
     if ncubes:
         say(f"reduce: {len(channels)} planes from {ncubes} cube(s) and {len(images) - ncubes} channel image(s)")
@@ -259,6 +266,47 @@ def _setup(images: list[Path], options: ReduceOptions, out_dir: Path, out_file: 
             "failures": planned.failures}
 
 
+class _Spares:
+    """Spectrum buffers made and touched by a helper thread while rank 0 plans, for the worker threads'
+    first planes: the first touch of fresh memory (0.3 s per 6144^2 spectrum measured here) then overlaps
+    the planning instead of delaying every worker's first plane."""
+
+    def __init__(self) -> None:
+        self._made: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def prepare(self, shape: tuple[int, int], count: int) -> None:
+        """Start making `count` spectrum buffers for planes of `shape`."""
+        from mpimager.reduce.kernel import spectrum_buffer
+
+        def make() -> None:
+            for _ in range(count):
+                spec = spectrum_buffer(shape)
+                spec.fill(0)
+                with self._lock:
+                    self._made.append(spec)
+
+        self._thread = threading.Thread(target=make, name="mpimager-prefault", daemon=True)
+        self._thread.start()
+
+    def take(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """A ready spectrum buffer for a plane of `shape`, or None."""
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            for i, spec in enumerate(self._made):
+                if spec.shape == (shape[0], shape[1] // 2 + 1):
+                    return self._made.pop(i)
+        return None
+
+    def clear(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._made.clear()
+
+
 class _Buffers(threading.local):
     """A worker thread's full-size buffers, reused plane after plane: a half-plane spectrum, and a float32
     plane made only for a plane that needs it whole (NaN or inf in it, or no convolution)."""
@@ -266,6 +314,9 @@ class _Buffers(threading.local):
     shape: tuple[int, int] | None = None
     _spec: np.ndarray | None = None
     _plane: np.ndarray | None = None
+
+    def __init__(self, spares: _Spares) -> None:
+        self.spares = spares
 
     def _fit(self, shape: tuple[int, int]) -> None:
         if self.shape != shape:
@@ -277,7 +328,9 @@ class _Buffers(threading.local):
         if self._spec is None:
             from mpimager.reduce.kernel import spectrum_buffer
 
-            self._spec = spectrum_buffer(shape)
+            self._spec = self.spares.take(shape)
+            if self._spec is None:
+                self._spec = spectrum_buffer(shape)
         return self._spec
 
     def plane(self, shape: tuple[int, int]) -> np.ndarray:
@@ -332,12 +385,12 @@ def _process(task: _Task, layout: Layout, min_weight: float, fft_workers: int, w
 
 
 def _run_tasks(tasks: list[_Task], layouts: Sequence[Layout], threads: int, min_weight: float,
-               with_crc: bool) -> list[_Done]:
+               with_crc: bool, spares: _Spares) -> list[_Done]:
     if not tasks:
         return []
     concurrency = max(1, min(threads, len(tasks)))
     fft_workers = max(1, threads // concurrency)
-    buffers = _Buffers()  # per thread; freed with this call
+    buffers = _Buffers(spares)  # per thread; freed with this call
 
     def run(t: _Task) -> _Done:
         return _process(t, layouts[t.cube], min_weight, fft_workers, with_crc, buffers)
