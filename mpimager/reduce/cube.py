@@ -15,16 +15,11 @@ blank planes).
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
-import mmap
 import os
 import re
-import threading
 import zlib
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +27,7 @@ import numpy as np
 
 from mpimager.config.reduce import ReduceOptions
 from mpimager.errors import InputError
+from mpimager.reduce.directio import RangeWriter
 from mpimager.reduce.fitsio import BLOCK, STOKES_VALUES, parse_header, read_header_bytes
 from mpimager.reduce.plan import CubePlan
 
@@ -255,13 +251,13 @@ def write_pixels(layout: Layout, index: int, chunks: Iterable[tuple[int, np.ndar
 
     layout: the cube's. index: the plane's place. chunks: (first pixel, C-contiguous float32 values), in
     order and covering the plane, each used before the next is asked for (a producer may reuse one
-    buffer). Each chunk is converted into a small big-endian buffer and handed to a `_PlaneSink`.
+    buffer). Each chunk is converted into a small big-endian buffer and handed to a `RangeWriter`.
     """
     total = layout.plane_bytes // 4
     offset = layout.data_offset + index * layout.plane_bytes
     buf = np.empty(0, dtype=">f4")
     crc, written = 0, 0
-    sink = _PlaneSink(layout.path, offset, offset + layout.plane_bytes)
+    sink = RangeWriter(layout.path, offset, offset + layout.plane_bytes)
     try:
         for p0, values in chunks:
             flat = values.reshape(-1)
@@ -281,155 +277,6 @@ def write_pixels(layout: Layout, index: int, chunks: Iterable[tuple[int, np.ndar
     if written != total:
         raise ValueError(f"write_pixels: {written} pixels written of a plane of {total}")
     return crc if with_crc else None
-
-
-#: alignment of direct writes (file offset, length and memory): a page, which every filesystem accepts
-_PAGE = 4096
-#: bytes gathered before one direct write, and how many such writes a plane keeps in flight
-_STAGE = 1 << 20
-_IN_FLIGHT = 3
-_stages = threading.local()  # a thread's page-aligned staging buffers, reused plane after plane
-_writer_lock = threading.Lock()
-_writer: ThreadPoolExecutor | None = None
-
-
-def _direct_writer() -> ThreadPoolExecutor:
-    """The process's threads that make direct writes (a thread waiting on the disk holds no core)."""
-    global _writer
-    with _writer_lock:
-        if _writer is None:
-            _writer = ThreadPoolExecutor(2, thread_name_prefix="mpimager-write")
-        return _writer
-
-
-def _pwrite_all(fd: int, data: memoryview, at: int) -> None:
-    done = 0
-    while done < len(data):
-        done += os.pwrite(fd, data[done:], at + done)
-
-
-class _PlaneSink:
-    """The bytes of one plane, from `start` to `end` of the file at `path`, written in order.
-
-    The whole pages inside the plane are written with O_DIRECT, past the page cache, a megabyte at a time
-    by the writer threads while the caller goes on: a cube is written once and not read back here, and
-    filling the page cache with a cube's worth of new pages costs more CPU than the disk write (1.8 GB on
-    the 2-core machine: 0.3-5 s of CPU buffered, 0.2 s direct). The partial pages at the plane's two
-    ends, which it shares with the header or the planes beside it, go through the page cache, and so
-    does everything where O_DIRECT is refused (tmpfs on older kernels, some network filesystems).
-    """
-
-    def __init__(self, path: str, start: int, end: int) -> None:
-        self.fd = os.open(path, os.O_WRONLY)
-        self.pos, self.end = start, end  # the file position of the next byte
-        self.head_end = min(end, -(-start // _PAGE) * _PAGE)  # the first page boundary inside the plane
-        self.direct: int | None = None
-        if end - self.head_end >= _PAGE and hasattr(os, "O_DIRECT"):
-            try:
-                self.direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
-            except OSError:
-                self.direct = None
-        if not hasattr(_stages, "free"):
-            _stages.free = []
-        self.pending: deque[tuple[Future, mmap.mmap, int, int]] = deque()  # (write, buffer, bytes, at)
-        self.stage = self._buffer() if self.direct is not None else None
-        self.fill = 0  # bytes staged: the file's [pos - fill, pos), starting on a page boundary
-
-    def write(self, data: memoryview) -> None:
-        """Take the plane's next bytes."""
-        if self.pos + len(data) > self.end:
-            raise ValueError(f"write_pixels: {self.pos + len(data) - self.end} bytes past the plane's end")
-        i = 0
-        if self.pos < self.head_end:  # the plane's first, partial page
-            i = min(len(data), self.head_end - self.pos)
-            self._buffered(data[:i], self.pos)
-            self.pos += i
-        if self.stage is None:
-            self._buffered(data[i:], self.pos)
-            self.pos += len(data) - i
-            return
-        while i < len(data):
-            k = min(len(data) - i, _STAGE - self.fill)
-            self.stage[self.fill:self.fill + k] = data[i:i + k]
-            self.fill, self.pos, i = self.fill + k, self.pos + k, i + k
-            if self.fill == _STAGE:
-                self._send(_STAGE, self.pos - _STAGE)
-
-    def flush(self) -> None:
-        """Write what is staged (its whole pages directly, the plane's last partial page buffered) and wait
-        for every write of the plane; a failed write raises here."""
-        if self.fill:
-            assert self.stage is not None, "staged bytes without a stage"
-            n, at = self.fill // _PAGE * _PAGE, self.pos - self.fill
-            self._buffered(memoryview(self.stage)[n:self.fill], at + n)
-            if n:
-                self._send(n, at)
-            self.fill = 0
-        while self.pending:
-            self._finish_oldest()
-
-    def close(self) -> None:
-        """Wait for writes still in flight (after a failure) and close the files."""
-        for future, buf, _, _ in self.pending:
-            with contextlib.suppress(Exception):
-                future.result()
-            _stages.free.append(buf)
-        self.pending.clear()
-        if self.stage is not None:
-            _stages.free.append(self.stage)
-            self.stage = None
-        os.close(self.fd)
-        if self.direct is not None:
-            os.close(self.direct)
-            self.direct = None
-
-    def _buffer(self) -> mmap.mmap:
-        return _stages.free.pop() if _stages.free else mmap.mmap(-1, _STAGE)  # page-aligned
-
-    def _send(self, n: int, at: int) -> None:
-        """Hand the first `n` staged bytes (whole pages, for file position `at`) to a writer thread; take a
-        fresh stage."""
-        assert self.stage is not None, "no stage to send"
-        if self.direct is None:
-            self._buffered(memoryview(self.stage)[:n], at)
-        else:
-            write = _direct_writer().submit(_pwrite_all, self.direct, memoryview(self.stage)[:n], at)
-            self.pending.append((write, self.stage, n, at))
-            self.stage = None
-            if len(self.pending) >= _IN_FLIGHT:
-                self._finish_oldest()
-            self.stage = self._buffer()
-        self.fill = 0
-
-    def _finish_oldest(self) -> None:
-        write, buf, n, at = self.pending.popleft()
-        try:
-            write.result()
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                _stages.free.append(buf)
-                raise
-            self._give_up_direct([(buf, n, at)])
-            return
-        _stages.free.append(buf)
-
-    def _give_up_direct(self, failed: list[tuple[mmap.mmap, int, int]]) -> None:
-        """O_DIRECT refused after all: wait for the writes in flight, write them again (with the `failed`
-        ones) through the page cache, and use it from now on."""
-        for write, buf, n, at in self.pending:
-            with contextlib.suppress(OSError):
-                write.result()
-            failed.append((buf, n, at))
-        self.pending.clear()
-        for buf, n, at in failed:
-            self._buffered(memoryview(buf)[:n], at)
-            _stages.free.append(buf)
-        if self.direct is not None:
-            os.close(self.direct)
-            self.direct = None
-
-    def _buffered(self, data: memoryview, at: int) -> None:
-        _pwrite_all(self.fd, data, at)
 
 
 def verify(layout: Layout, crcs: dict[int, int] | None = None) -> str | None:
@@ -490,6 +337,7 @@ class SigmaSample:
             yield r0, rows
 
     def sigma(self) -> float:
+        """1.4826 x the median absolute deviation of the pixels sampled so far (NaN if none)."""
         values = np.concatenate(self.parts) if self.parts else np.empty(0, dtype=np.float32)
         if values.size == 0:
             return float("nan")
