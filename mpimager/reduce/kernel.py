@@ -61,7 +61,7 @@ def _pocketfft_into() -> tuple[Any, Any, Any]:
 _r2c, _c2r, _c2c = _pocketfft_into()
 
 #: taper values below this are dropped (their columns of the spectrum are not transformed): what they could
-#: add to a pixel is below this fraction of the plane's peak, far under float32 round-off (~6e-8)
+#: add to a pixel is below this fraction of a point source's peak, far under float32 round-off (~6e-8)
 NEGLIGIBLE = 1e-10
 
 _VAR_PER_FWHM2 = 1.0 / (8.0 * math.log(2.0))
@@ -223,16 +223,16 @@ def filter_columns(spec: np.ndarray, cov: tuple[float, float, float], shape: tup
         spec[...] = scipy.fft.ifft(cols, axis=0, overwrite_x=True, workers=workers)
 
 
-def irfft_blocks(spec: np.ndarray, nx: int, workers: int = 1, out: np.ndarray | None = None,
-                 rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def irfft_blocks(spec: np.ndarray, nx: int, workers: int = 1,
+                 out: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """The inverse row transforms of `spec`, a block of rows at a time: yields (first row, float32 block).
 
     spec: the filtered half-plane spectrum. nx: the plane's width. workers: FFT threads. out: a float32
     (ny, nx) plane to write into (each block is a view of it); None: one block buffer is reused between
-    yields (use a block before asking for the next). rows: rows per block (default: about a megabyte).
+    yields (use a block before asking for the next). A block is about a megabyte.
     """
     ny = spec.shape[0]
-    step = rows or block_rows(nx)
+    step = block_rows(nx)
     buf = np.empty((min(step, ny), nx), dtype=np.float32) if out is None else None
     for r0 in range(0, ny, step):
         n = min(step, ny - r0)
