@@ -272,7 +272,7 @@ class _Spares:
     the planning instead of delaying every worker's first plane."""
 
     def __init__(self) -> None:
-        self._made: list[np.ndarray] = []
+        self._made: list[tuple[tuple[int, int], np.ndarray]] = []  # (plane shape, its spectrum buffer)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -285,7 +285,7 @@ class _Spares:
                 spec = spectrum_buffer(shape)
                 spec.fill(0)
                 with self._lock:
-                    self._made.append(spec)
+                    self._made.append((shape, spec))
 
         self._thread = threading.Thread(target=make, name="mpimager-prefault", daemon=True)
         self._thread.start()
@@ -295,9 +295,10 @@ class _Spares:
         if self._thread is not None:
             self._thread.join()
         with self._lock:
-            for i, spec in enumerate(self._made):
-                if spec.shape == (shape[0], shape[1] // 2 + 1):
-                    return self._made.pop(i)
+            for i, (made_for, spec) in enumerate(self._made):
+                if made_for == shape:
+                    del self._made[i]
+                    return spec
         return None
 
     def clear(self) -> None:
@@ -354,9 +355,12 @@ def _process(task: _Task, layout: Layout, min_weight: float, fft_workers: int, w
     def done(sigma: float, crc: int | None, blank: str | None = None) -> _Done:
         return _Done(task.cube, spec.index, sigma, crc, None, time.perf_counter() - t0, blank)
 
+    def nan_plane(blank: str | None = None) -> _Done:
+        return done(float("nan"), write_plane(layout, spec.index, None, with_crc), blank)
+
     try:
         if spec.read is None:
-            return done(float("nan"), write_plane(layout, spec.index, None, with_crc))
+            return nan_plane()
         shape = spec.read.shape
         cov, span = spec.kernel, None
         if cov is not None:  # the common case: row transforms as the plane is read, block by block
@@ -364,7 +368,7 @@ def _process(task: _Task, layout: Layout, min_weight: float, fft_workers: int, w
             span = kernel.rfft_rows(read_rows(spec.read), spectrum, fft_workers)
         if cov is not None and span is not None:
             if spec.blank_empty and span == (0.0, 0.0):
-                return done(float("nan"), write_plane(layout, spec.index, None, with_crc), kernel.EMPTY_ZERO)
+                return nan_plane(kernel.EMPTY_ZERO)
             kernel.filter_columns(spectrum, cov, shape, spec.scale, fft_workers)
             sample = SigmaSample(shape[0] * shape[1])
             rows = sample.watch(kernel.irfft_blocks(spectrum, shape[1], fft_workers))
@@ -374,7 +378,7 @@ def _process(task: _Task, layout: Layout, min_weight: float, fft_workers: int, w
         plane = read_plane(spec.read, buffers.plane(shape))
         blank = kernel.empty_plane(plane) if spec.blank_empty else None
         if blank is not None:
-            return done(float("nan"), write_plane(layout, spec.index, None, with_crc), blank)
+            return nan_plane(blank)
         kernel.convolve_plane(plane, cov, spec.scale, fft_workers, min_weight,
                               None if cov is None else buffers.spec(shape))
         return done(robust_sigma(plane), write_plane(layout, spec.index, plane, with_crc))
