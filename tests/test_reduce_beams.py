@@ -113,6 +113,58 @@ def test_common_beam_encloses_all_agrees_with_radio_beam_and_ignores_order():
     assert same_beam(cb, cb2, rtol=1e-3)
 
 
+@pytest.mark.pure
+def test_common_beam_of_three_copies_turned_by_60_degrees_is_the_circle_of_their_major_axis():
+    # symmetric under a turn of 60 degrees, so a circle; the smallest circle enclosing them has their major axis
+    cb = common_beam([Beam(20.0, 10.0, pa) for pa in (0.0, 60.0, 120.0)])
+    assert cb.major == pytest.approx(20.0, rel=1e-8)
+    assert cb.minor == pytest.approx(20.0, rel=1e-8)
+
+
+@pytest.mark.pure
+def test_common_beam_of_two_beams_is_their_larger_axes_in_the_frame_that_makes_both_diagonal():
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        major = rng.uniform(10, 30, 2)
+        one, two = (Beam(float(m), float(m * f), float(pa))
+                    for m, f, pa in zip(major, rng.uniform(0.2, 1.0, 2), rng.uniform(-90, 90, 2), strict=True))
+        c1, c2 = (np.array([[c[0], c[1]], [c[1], c[2]]]) for c in (one.cov(), two.cov()))
+        lower = np.linalg.cholesky(c1)
+        whitened = np.linalg.solve(lower, np.linalg.solve(lower, c2).T)  # L^-1 C2 L^-T
+        eig, vec = np.linalg.eigh(whitened)
+        expected = lower @ vec @ np.diag(np.maximum(eig, 1.0)) @ vec.T @ lower.T
+        if np.allclose(expected, c1) or np.allclose(expected, c2):
+            continue  # one encloses the other: the cheap case
+        got = common_beam([one, two])
+        assert np.array(got.cov()) == pytest.approx([expected[0, 0], expected[0, 1], expected[1, 1]], rel=1e-8,
+                                                    abs=1e-8 * expected[0, 0])
+
+
+def test_common_beam_is_never_larger_than_radio_beam_s_even_where_radio_beam_gives_up():
+    import astropy.units as u
+    from radio_beam import Beams
+    from radio_beam.utils import BeamError
+
+    rng = random.Random(11)
+    compared = 0
+    for _ in range(40):
+        beams = []
+        for _ in range(rng.randint(3, 30)):
+            major = rng.uniform(10.0, 30.0)
+            beams.append(Beam(major, major * rng.uniform(0.3, 1.0), rng.uniform(-90.0, 90.0)))
+        cb = common_beam(beams)
+        assert all(encloses(cb, b, rtol=1e-9) for b in beams)
+        try:
+            ref = Beams(major=[b.major for b in beams] * u.arcsec, minor=[b.minor for b in beams] * u.arcsec,
+                        pa=[b.pa for b in beams] * u.deg).common_beam()
+        except BeamError:  # "Could not increase epsilon to find common beam."
+            continue
+        ref_area = ref.major.to_value(u.arcsec) * ref.minor.to_value(u.arcsec)
+        assert 0.99 * ref_area < cb.area <= ref_area * (1 + 1e-9)
+        compared += 1
+    assert compared > 25
+
+
 def test_common_beam_rounds_up_to_the_step_and_still_encloses():
     beams = [Beam(*b) for b in varying_beams(6)]
     cb = common_beam(beams, round_up=0.1)

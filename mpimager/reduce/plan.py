@@ -193,7 +193,7 @@ def plan_cubes(images: Sequence[ChannelImage], options: ReduceOptions,
         carriers.setdefault(c.key, c)
 
     # --- beams: decide per carrier (its target or why it is blanked)
-    decisions = _beam_decisions(list(carriers.values()), options, groups or {}, log)
+    decisions = _beam_decisions(list(carriers.values()), options, groups or {})
 
     for kind in options.cubes:
         source_kind = CUBE_SOURCE[kind]
@@ -233,8 +233,8 @@ class _Blank:
 _Decision: TypeAlias = _Match | _Blank
 
 
-def _beam_decisions(restored: list[_Chan], options: ReduceOptions, groups: Mapping[str, str],
-                    log: Callable[[str], None] | None) -> dict[_Key, _Decision]:
+def _beam_decisions(restored: list[_Chan], options: ReduceOptions,
+                    groups: Mapping[str, str]) -> dict[_Key, _Decision]:
     """Target beam (or blanking reason) for every restored channel, keyed by channel key."""
     decisions: dict[_Key, _Decision] = {}
     group_of: Callable[[_Chan], str]
@@ -254,12 +254,12 @@ def _beam_decisions(restored: list[_Chan], options: ReduceOptions, groups: Mappi
         elif options.resolution == "total":
             targets = {}
             if usable:
-                cb = _target(common_beam([c.known_beam for c in usable], options.round_up, log=log), options)
+                cb = _target(common_beam([c.known_beam for c in usable], options.round_up), options)
                 targets = {c.key: cb for c in usable}
         else:  # natural: one beam per frequency across the group
             targets = {}
             for cluster in _frequency_clusters(usable):
-                cb = _target(common_beam([c.known_beam for c in cluster], options.round_up, log=log), options)
+                cb = _target(common_beam([c.known_beam for c in cluster], options.round_up), options)
                 targets.update({c.key: cb for c in cluster})
         for c in members:
             if c.key in excluded:
