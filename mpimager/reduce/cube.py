@@ -27,7 +27,6 @@ import numpy as np
 
 from mpimager.config.reduce import ReduceOptions
 from mpimager.errors import InputError
-from mpimager.reduce.directio import RangeWriter
 from mpimager.reduce.fitsio import BLOCK, STOKES_VALUES, parse_header, read_header_bytes
 from mpimager.reduce.plan import CubePlan
 
@@ -251,13 +250,13 @@ def write_pixels(layout: Layout, index: int, chunks: Iterable[tuple[int, np.ndar
 
     layout: the cube's. index: the plane's place. chunks: (first pixel, C-contiguous float32 values), in
     order and covering the plane, each used before the next is asked for (a producer may reuse one
-    buffer). Each chunk is converted into a small big-endian buffer and handed to a `RangeWriter`.
+    buffer). Each chunk is converted into a small big-endian buffer and written from there (`pwrite`).
     """
     total = layout.plane_bytes // 4
     offset = layout.data_offset + index * layout.plane_bytes
     buf = np.empty(0, dtype=">f4")
     crc, written = 0, 0
-    sink = RangeWriter(layout.path, offset, offset + layout.plane_bytes)
+    fd = os.open(layout.path, os.O_WRONLY)
     try:
         for p0, values in chunks:
             flat = values.reshape(-1)
@@ -269,14 +268,19 @@ def write_pixels(layout: Layout, index: int, chunks: Iterable[tuple[int, np.ndar
             view = buf[:flat.size].data.cast("B")
             if with_crc:
                 crc = zlib.crc32(view, crc)
-            sink.write(view)
+            _pwrite_all(fd, view, offset + 4 * written)
             written += flat.size
-        sink.flush()
     finally:
-        sink.close()
+        os.close(fd)
     if written != total:
         raise ValueError(f"write_pixels: {written} pixels written of a plane of {total}")
     return crc if with_crc else None
+
+
+def _pwrite_all(fd: int, data: memoryview, at: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], at + done)
 
 
 def verify(layout: Layout, crcs: dict[int, int] | None = None) -> str | None:
