@@ -1,9 +1,12 @@
 """PSF matching of one plane: the analytic Gaussian taper in the uv plane and a NaN-aware convolution.
 
-Pure numpy/scipy on arrays. The convolving beam (arcsec, PA east of north) is turned into a pixel
+Pure numpy and ducc0 on arrays. The convolving beam (arcsec, PA east of north) is turned into a pixel
 covariance with the image's pixel matrix (so any pixel scale, sign of CDELT1 or PC rotation is right),
 its Fourier transform exp(-2 pi^2 k^T C k), times the beam-area ratio (so Jy/beam stays Jy/beam),
-multiplies the plane's float32 2-D real FFT (threads via scipy.fft workers).
+multiplies the plane's float32 2-D real FFT. The FFTs are ducc0's (the successor of pocketfft, by the
+authors of the w-gridder WSClean uses): written into arrays given, any strides, threads via nthreads;
+measured at 6144^2 float32 against scipy.fft's pocketfft, 0.45 s against 0.60 s for the four passes of
+a plane, and 0.01 s against 0.43 s to import.
 
 Work and memory per plane (measured at 6144^2: the FFTs are most of the cost, so everything else is
 kept to one pass over memory): the row transforms are made a block of rows at a time as the plane is
@@ -27,38 +30,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any
 
+import ducc0.fft
 import numpy as np
-import scipy.fft
 
 from mpimager.reduce.beams import Beam
-
-
-def _pocketfft_into() -> tuple[Any, Any, Any]:
-    """scipy.fft's own pocketfft binding (r2c, c2r, c2c): the same transforms, written into an array given (no
-    temporaries, any strides). It is private to scipy, so it is used only when a tiny transform through it
-    equals scipy.fft's (else (None, None, None): scipy.fft's results, copied)."""
-    try:
-        from scipy.fft._pocketfft.pypocketfft import c2c, c2r, r2c
-
-        x = np.arange(12, dtype=np.float32).reshape(3, 4)
-        spec = np.empty((3, 3), np.complex64)
-        r2c(x, (1,), True, 0, spec, 1)
-        cols = scipy.fft.fft(spec[:, :2], axis=0)
-        c2c(spec[:, :2], (0,), True, 0, spec[:, :2], 1)
-        ok = np.allclose(spec[:, :2], cols, atol=1e-4)  # the row transforms are checked by the round trip
-        c2c(spec[:, :2], (0,), False, 2, spec[:, :2], 1)
-        back = np.empty_like(x)
-        c2r(spec, (1,), 4, False, 2, back, 1)
-        if ok and np.allclose(back, x, atol=1e-5):
-            return r2c, c2r, c2c
-    except Exception:  # pragma: no cover - a scipy that moved or changed it
-        pass
-    return None, None, None  # pragma: no cover
-
-
-_r2c, _c2r, _c2c = _pocketfft_into()
 
 #: taper values below this are dropped (their columns of the spectrum are not transformed): what they could
 #: add to a pixel is below this fraction of a point source's peak, far under float32 round-off (~6e-8)
@@ -171,10 +147,7 @@ def rfft_rows(blocks: Iterable[tuple[int, np.ndarray]], spec: np.ndarray,
             return None
         lo, hi = min(lo, bl), max(hi, bh)
         rows = spec[r0:r0 + block.shape[0]]
-        if _r2c is not None:
-            _r2c(block, (1,), True, 0, rows, workers)
-        else:  # pragma: no cover
-            rows[...] = scipy.fft.rfft(block, axis=1, workers=workers)
+        ducc0.fft.r2c(block, axes=(1,), forward=True, out=rows, nthreads=workers)
     return lo, hi
 
 
@@ -204,23 +177,17 @@ def filter_columns(spec: np.ndarray, cov: tuple[float, float, float], shape: tup
     the taper leaves above NEGLIGIBLE (`kept_columns`) are transformed, in place; the rest are zeroed.
     The taper is made and applied a block of rows at a time into one reused buffer.
     """
-    keep = kept_columns(cov, shape, scale) if _c2c is not None else spec.shape[1]
+    keep = kept_columns(cov, shape, scale)
     cols = spec[:, :keep]
-    if _c2c is not None:
-        _c2c(cols, (0,), True, 0, cols, workers)
-    else:  # pragma: no cover
-        cols = scipy.fft.fft(cols, axis=0, overwrite_x=True, workers=workers)
+    ducc0.fft.c2c(cols, axes=(0,), forward=True, out=cols, nthreads=workers)
     parts = _taper_parts(shape, cov, scale)
     step = block_rows(keep)
     taper = np.empty((min(step, shape[0]), keep), dtype=np.float32)
     for r0 in range(0, shape[0], step):
         rows = slice(r0, min(r0 + step, shape[0]))
         cols[rows] *= _taper_into(taper[:rows.stop - r0], parts, rows, slice(0, keep))
-    if _c2c is not None:
-        _c2c(cols, (0,), False, 2, cols, workers)
-        spec[:, keep:] = 0
-    else:  # pragma: no cover
-        spec[...] = scipy.fft.ifft(cols, axis=0, overwrite_x=True, workers=workers)
+    ducc0.fft.c2c(cols, axes=(0,), forward=False, inorm=2, out=cols, nthreads=workers)
+    spec[:, keep:] = 0
 
 
 def irfft_blocks(spec: np.ndarray, nx: int, workers: int = 1,
@@ -237,10 +204,8 @@ def irfft_blocks(spec: np.ndarray, nx: int, workers: int = 1,
     for r0 in range(0, ny, step):
         n = min(step, ny - r0)
         block = out[r0:r0 + n] if out is not None else buf[:n]  # type: ignore[index]
-        if _c2r is not None:
-            _c2r(spec[r0:r0 + n], (1,), nx, False, 2, block, workers)
-        else:  # pragma: no cover
-            block[...] = scipy.fft.irfft(spec[r0:r0 + n], n=nx, axis=1, workers=workers)
+        ducc0.fft.c2r(spec[r0:r0 + n], axes=(1,), lastsize=nx, forward=False, inorm=2, out=block,
+                      nthreads=workers)
         yield r0, block
 
 

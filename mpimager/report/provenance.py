@@ -3,7 +3,7 @@
 `gather` runs once on rank 0 at the start of a run (the result goes into manifest.json and the report).
 Versions: mpimager; WSClean as the run's runtime reports it (`wsclean --version` of the binary or inside
 the image, with the runtime's description and identity); FixMS, python-casacore, mpi4py, numpy, astropy,
-radio-beam from the installed distributions (importlib.metadata: nothing is imported for them); the
+ducc0, reproject from the installed distributions (importlib.metadata: nothing is imported for them); the
 casacore C++ library as loaded in this process; the MPI library from the queue module (the only place
 that imports mpi4py), else from `mpirun --version`. A version that cannot be found is recorded as
 "unknown (why)", never an error: provenance must not stop a run.
@@ -25,7 +25,8 @@ from typing import Any
 
 from mpimager import __version__
 
-DISTRIBUTIONS = ("fixms", "python-casacore", "mpi4py", "numpy", "astropy", "radio-beam", "spython", "matplotlib")
+DISTRIBUTIONS = ("fixms", "python-casacore", "mpi4py", "numpy", "astropy", "ducc0", "reproject", "spython",
+                 "matplotlib")
 
 
 def _unknown(exc: BaseException | str) -> str:
