@@ -161,6 +161,12 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
     assert shared is not None, "reduce: no plan received from rank 0"
     tasks, layouts, with_crc = shared["tasks"], shared["layouts"], shared["with_crc"]
 
+    preload = None
+    if rank == 0:  # the beam logs' imports, while the planes are made
+        from mpimager.reduce.beamlog import preload as preload_beamlog
+
+        preload = threading.Thread(target=preload_beamlog, name="mpimager-preload", daemon=True)
+        preload.start()
     mine = tasks[rank::size]
     done = _run_tasks(mine, layouts, threads, options.min_weight, with_crc, spares)
     spares.clear()
@@ -170,7 +176,8 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
 
     products: list[Product] | MpimagerError | None = None
     if rank == 0:
-        assert setup is not None, "reduce: rank 0 without its plan"  # it raised above otherwise
+        assert setup is not None and preload is not None, "reduce: rank 0 without its plan"  # it raised otherwise
+        preload.join()
         try:
             products = _finish(setup, done, options, say)
         except Exception as exc:  # pragma: no cover - keep ranks in step
