@@ -5,9 +5,14 @@ from __future__ import annotations
 import math
 import random
 
+import astropy.units as u
 import numpy as np
 import pytest
+import radio_beam  # imported here, not in the pure tests: it starts a process (numpy.testing's lscpu)
+import scipy.fft
 from fixtures.reduce import beam_cov_pixels, varying_beams
+from radio_beam import Beams
+from radio_beam.utils import BeamError
 
 from mpimager.reduce.beams import (
     Beam,
@@ -42,8 +47,6 @@ def test_convolving_beam_adds_back_to_the_target():
 
 @pytest.mark.pure
 def test_convolving_beam_matches_radio_beam_deconvolve():
-    import astropy.units as u
-    import radio_beam
 
     target, beam = Beam(25.0, 21.0, 30.0), Beam(18.0, 12.0, -20.0)
     ref = radio_beam.Beam(25 * u.arcsec, 21 * u.arcsec, 30 * u.deg).deconvolve(
@@ -97,8 +100,6 @@ def test_common_beam_is_the_largest_when_it_encloses_the_rest():
 
 
 def test_common_beam_encloses_all_agrees_with_radio_beam_and_ignores_order():
-    import astropy.units as u
-    from radio_beam import Beams
 
     beams = [Beam(*b) for b in varying_beams(12)]
     cb = common_beam(beams, round_up=0.0)
@@ -141,9 +142,6 @@ def test_common_beam_of_two_beams_is_their_larger_axes_in_the_frame_that_makes_b
 
 
 def test_common_beam_is_never_larger_than_radio_beam_s_even_where_radio_beam_gives_up():
-    import astropy.units as u
-    from radio_beam import Beams
-    from radio_beam.utils import BeamError
 
     rng = random.Random(11)
     compared = 0
@@ -193,8 +191,6 @@ def test_pixel_covariance_matches_an_independent_drawing_of_the_beam():
 @pytest.mark.pure
 def test_pixel_covariance_orientation_agrees_with_radio_beam_kernel():
     """radio-beam draws PA east of north with east to the left; so must we."""
-    import astropy.units as u
-    import radio_beam
 
     k = radio_beam.Beam(24 * u.arcsec, 8 * u.arcsec, 30 * u.deg).as_kernel(2.0 * u.arcsec, x_size=61, y_size=61)
     arr = k.array
@@ -229,7 +225,6 @@ def test_normalised_convolution_keeps_a_flat_field_flat_next_to_a_hole():
 
 @pytest.mark.pure
 def test_two_pass_fft_convolution_equals_rfft2_with_the_full_taper():
-    import scipy.fft
 
     rng = np.random.default_rng(1)
     plane = rng.normal(size=(96, 80)).astype(np.float32)
@@ -241,7 +236,6 @@ def test_two_pass_fft_convolution_equals_rfft2_with_the_full_taper():
 
 @pytest.mark.pure
 def test_a_wide_kernel_skips_the_negligible_columns_and_the_result_is_unchanged():
-    import scipy.fft
 
     rng = np.random.default_rng(2)
     plane = np.zeros((256, 240), dtype=np.float32)

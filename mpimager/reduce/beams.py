@@ -240,6 +240,8 @@ def _solve_mve(unique: Sequence[Beam]) -> Beam:
             here, s = barrier(x, t), 1.0
             while barrier(x + s * step, t) > here - 0.25 * s * decrement and s > 1e-12:
                 s *= 0.5
+            if s <= 1e-12:
+                break  # float64 rounding: no step decreases the barrier any more
             x = x + s * step
         t *= 16.0
     a, b, c = x
