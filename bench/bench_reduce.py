@@ -142,7 +142,7 @@ def peak_errors(cube: Path, sources) -> tuple[float, float, str]:
     return worst_all, worst_bright, beam
 
 
-def _row_table(title: str, rows, results, sources) -> dict:
+def _row_table(title: str, rows, results) -> dict:
     print()
     print(title)
     print()
@@ -154,7 +154,7 @@ def _row_table(title: str, rows, results, sources) -> dict:
         wall = statistics.median(r[0] for r in runs)
         walls[name] = (wall, min(r[0] for r in runs), max(r[1] for r in runs))
         cpu = statistics.median(r[2] for r in runs)
-        err_all, err_bright, beam = peak_errors(runs[-1][3], sources)
+        err_all, err_bright, beam = runs[-1][3]
         more = f" {runs[-1][4]}" if runs[-1][4] else ""
         print(f"| {name}{more} | {wall:.2f} | {cpu:.1f} | {walls[name][2]:.0f} | "
               f"{err_all:.1e} / {err_bright:.1e} | {beam} |")
@@ -173,12 +173,18 @@ def _ratios(walls: dict, pairs: list[tuple[str, str, float | None]]) -> None:
               f"{walls[ours][2] / walls[theirs][2]:.2f} of its peak RSS")
 
 
-def _run_rows(rows, repeats: int):
+def _run_rows(rows, repeats: int, sources):
+    """Each row `repeats` times, round robin; per run (wall, RSS, CPU, peak errors, detail). A row's first cube
+    is measured against `sources`, its cubes are deleted straight after its run, and dirty pages are written
+    back before the next (untimed): no row pays for the memory or the writeback of the rows before it."""
     results: dict[str, list] = {name: [] for name, _ in rows}
     for rep in range(repeats):
         for name, run in rows:  # round robin: machine load hits every row alike
-            wall, rss, cpu, cube, detail = run()
-            results[name].append((wall, rss, cpu, cube, detail))
+            os.sync()
+            wall, rss, cpu, cubes, detail = run()
+            results[name].append((wall, rss, cpu, peak_errors(cubes[0], sources), detail))
+            for cube in cubes:
+                cube.unlink()
             print(f"  [{rep + 1}/{repeats}] {name}: {wall:.2f} s, {rss:.0f} MB, {cpu:.1f} CPU s {detail} "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)
     return results
@@ -191,8 +197,7 @@ def _ours(files, out: Path, extra: list[str], mpi: int | None = None):
         if mpi:
             cmd = ["mpirun", "-n", str(mpi), *cmd]
         w, m, c = timed(cmd)
-        cubes = sorted(out.glob("*.fits")) if out.is_dir() else [out]
-        return w, m, c, cubes[0], ""
+        return w, m, c, sorted(out.glob("*.fits")) if out.is_dir() else [out], ""
     return run
 
 
@@ -201,7 +206,7 @@ def _racs_3d(cubes, out: Path, mode: str):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         w, m, c = timed(["beamcon_3D", "--mode", mode, "--conv_mode", "robust", "-o", str(out), *map(str, cubes)])
-        return w, m, c, sorted(out.glob("*.fits"))[0], ""
+        return w, m, c, sorted(out.glob("*.fits")), ""
     return run
 
 
@@ -223,7 +228,7 @@ def _racs_2d(groups: list[list[Path]], out: Path, ncores: int | None = None):
             cubes.append(cube)
             for f in smoothed:
                 f.unlink()
-        return (w1 + w2, max(m1, m2), c1 + c2, cubes[0], f"(beamcon_2D + fitscube: {w1:.1f} + {w2:.1f} s)")
+        return (w1 + w2, max(m1, m2), c1 + c2, cubes, f"(beamcon_2D + fitscube: {w1:.1f} + {w2:.1f} s)")
     return run
 
 
@@ -257,10 +262,10 @@ def suite_field(args, work: Path) -> None:
                  ("RACS-tools beamcon_3D --mode natural, 10 cubes", _racs_3d(cubes, work / "r3d-natural", "natural")),
                  ("RACS-tools beamcon_2D robust + fitscube x10, 360 channel images", _racs_2d(groups, work / "r2d"))]
     warm(cubes)
-    results = _run_rows(rows, args.repeats)
+    results = _run_rows(rows, args.repeats, sources)
     walls = _row_table(f"(a) field: {nbeam} cubes x {nchan} channels x {size}^2 float32 "
                        f"({nbeam * nchan * size * size * 4 / 1e9:.2f} GB), load average now {os.getloadavg()[0]:.1f}",
-                       rows, results, sources)
+                       rows, results)
     _ratios(walls, [(rows[0][0], "RACS-tools beamcon_3D --mode total, 10 cubes", None),
                     (rows[1][0], "RACS-tools beamcon_3D --mode natural, 10 cubes", None),
                     (rows[2][0], "RACS-tools beamcon_2D robust + fitscube x10, 360 channel images", None)])
@@ -291,9 +296,9 @@ def suite_big(args, work: Path) -> None:
                           _racs_3d([cube], work / "r3d-nat", "natural")),
                          (f"RACS-tools beamcon_2D robust + fitscube, {tag}", _racs_2d([files], work / "r2d"))]
         warm([cube, *files])
-        results = _run_rows(rows, args.repeats)
+        results = _run_rows(rows, args.repeats, sources)
         walls = _row_table(f"(b) {nchan} channels x {size}^2 float32 ({nchan * size * size * 4 / 1e9:.2f} GB), "
-                           f"load average now {os.getloadavg()[0]:.1f}", rows, results, sources)
+                           f"load average now {os.getloadavg()[0]:.1f}", rows, results)
         rows_all.append((nchan, walls))
         _ratios(walls, [(f"mpimager reduce, cube in, total, {tag}", f"RACS-tools beamcon_3D --mode total, {tag}", 3.0),
                         (f"mpimager reduce, cube in, natural, {tag}", f"RACS-tools beamcon_3D --mode natural, {tag}",
@@ -325,9 +330,9 @@ def suite_channels(args, work: Path) -> None:
     rows += [("mpirun -n 1 mpimager reduce --threads 1", _ours(files, work / "mpi1.fits", ["--threads", "1"], mpi=1)),
              ("mpirun -n 2 mpimager reduce --threads 1", _ours(files, work / "mpi2.fits", ["--threads", "1"], mpi=2))]
     warm(files)
-    results = _run_rows(rows, args.repeats)
+    results = _run_rows(rows, args.repeats, sources)
     _row_table(f"{args.nchan} channels x {args.size}^2 float32, {args.sources} sources, {args.repeats} runs each "
-               f"(load average now {os.getloadavg()[0]:.1f})", rows, results, sources)
+               f"(load average now {os.getloadavg()[0]:.1f})", rows, results)
     _cleanup(work)
 
 
