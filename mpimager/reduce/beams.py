@@ -216,19 +216,23 @@ def _solve_mve(unique: Sequence[Beam]) -> Beam:
     q = np.stack([nn / det, -en / det, ee / det])  # each beam's P_i as (a, b, c): [[a, b], [b, c]]
     quad = np.array([[0.0, 0.0, 1.0], [0.0, -2.0, 0.0], [1.0, 0.0, 0.0]])  # Hessian of a*c - b^2
 
+    def terms(x: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """(P_i - P, det P, det (P_i - P)) at x = (a, b, c)."""
+        d = q - x[:, None]
+        return d, x[0] * x[2] - x[1] ** 2, d[0] * d[2] - d[1] ** 2
+
     def barrier(x: np.ndarray, t: float) -> float:
         """-t log det P - sum log det (P_i - P); inf outside the feasible set."""
-        d = q - x[:, None]
-        g, h = x[0] * x[2] - x[1] ** 2, d[0] * d[2] - d[1] ** 2
+        d, g, h = terms(x)
         if x[0] <= 0 or g <= 0 or np.any(d[0] <= 0) or np.any(h <= 0):
             return math.inf
         return float(-t * math.log(g) - np.log(h).sum())
 
     x, t = np.array([0.5, 0.0, 0.5]), 1.0
     while 2.0 * len(unique) / t > GAP:  # 2 per 2x2 constraint: the barrier's bound on the gap
+        here = barrier(x, t)  # x is strictly feasible: finite
         for _ in range(NEWTON_STEPS):
-            d = q - x[:, None]
-            g, h = x[0] * x[2] - x[1] ** 2, d[0] * d[2] - d[1] ** 2
+            d, g, h = terms(x)
             dg = np.array([x[2], -2.0 * x[1], x[0]])
             dh = np.stack([-d[2], 2.0 * d[1], -d[0]]) / h  # gradients of log det (P_i - P)
             grad = -t * dg / g - dh.sum(axis=1)
@@ -237,12 +241,12 @@ def _solve_mve(unique: Sequence[Beam]) -> Beam:
             decrement = float(-grad @ step)  # Newton decrement squared
             if decrement < 1e-8:
                 break
-            here, s = barrier(x, t), 1.0
-            while barrier(x + s * step, t) > here - 0.25 * s * decrement and s > 1e-12:
+            s = 1.0
+            while (there := barrier(x + s * step, t)) > here - 0.25 * s * decrement and s > 1e-12:
                 s *= 0.5
             if s <= 1e-12:
                 break  # float64 rounding: no step decreases the barrier any more
-            x = x + s * step
+            x, here = x + s * step, there
         t *= 16.0
     a, b, c = x
     g = a * c - b * b

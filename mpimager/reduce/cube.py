@@ -217,7 +217,7 @@ def rewrite_tail(layout: Layout, tail: bytes) -> None:
         raise RuntimeError("the BEAMS table changed length")
     fd = os.open(layout.path, os.O_WRONLY)
     try:
-        os.pwrite(fd, tail, layout.tail_offset)
+        _pwrite_all(fd, memoryview(tail), layout.tail_offset)
     finally:
         os.close(fd)
 

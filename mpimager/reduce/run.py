@@ -161,7 +161,7 @@ def _reduce(images: Sequence[Path], options: ReduceOptions, out_dir: Path, comm,
     assert shared is not None, "reduce: no plan received from rank 0"
     tasks, layouts, with_crc = shared["tasks"], shared["layouts"], shared["with_crc"]
 
-    preload = None
+    preload: threading.Thread | None = None
     if rank == 0:  # the beam logs' imports, while the planes are made
         from mpimager.reduce.beamlog import preload as preload_beamlog
 
